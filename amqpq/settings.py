@@ -1,0 +1,165 @@
+"""Connection settings, read from arguments first, then ``AMQPQ_*`` environment variables.
+
+``AMQPQ_URL`` holds one broker URL or several separated by commas or spaces
+(tried in order: failover). ``amqps://`` URLs verify the server certificate
+against the system CA store unless ``AMQPQ_TLS_CA_FILE`` names another bundle.
+The management API address and credentials are derived from the first AMQP URL
+unless ``AMQPQ_MANAGEMENT_URL`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from amqpq.errors import ConfigError
+
+__all__ = ["BrokerAddress", "Settings", "connection_name"]
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+class BrokerAddress(BaseModel):
+    """One parsed AMQP URL."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    username: str
+    password: str
+    vhost: str
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "amqps"
+
+    @property
+    def display(self) -> str:
+        """The URL without its password, for logs and error messages."""
+        vhost = quote(self.vhost, safe="")
+        return f"{self.scheme}://{self.username}@{self.host}:{self.port}/{vhost}"
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """Parse ``amqp[s]://user:pass@host:port/vhost``; the vhost is percent-decoded.
+
+    As in RabbitMQ's URI spec, an empty path means the default vhost ``/`` and
+    ``%2F`` spells ``/`` explicitly.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"invalid broker URL {url!r}: {exc}") from exc
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ConfigError(f"invalid broker URL {url!r}: the scheme must be amqp:// or amqps://")
+    if not parts.hostname:
+        raise ConfigError(f"invalid broker URL {url!r}: no host")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    vhost = unquote(path) if path else "/"
+    return BrokerAddress(
+        url=url.strip(),
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=port or (5671 if parts.scheme == "amqps" else 5672),
+        username=unquote(parts.username) if parts.username else "guest",
+        password=unquote(parts.password) if parts.password else "guest",
+        vhost=vhost,
+    )
+
+
+def connection_name(role: str) -> str:
+    """The name every amqpq connection shows in the management UI: ``amqpq <role> <host>:<pid>``."""
+    return f"amqpq {role} {socket.gethostname()}:{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Everything amqpq needs to reach the broker. Pass explicitly; there is no global."""
+
+    model_config = SettingsConfigDict(env_prefix="AMQPQ_", extra="ignore", frozen=True)
+
+    url: str = Field(default=DEFAULT_URL, description="one or more AMQP URLs, comma separated")
+    management_url: str | None = Field(
+        default=None, description="management API base URL; derived from the AMQP URL if unset"
+    )
+    management_user: str | None = None
+    management_password: str | None = None
+    topology: Path | None = Field(default=None, description="topology file (else ./amqpq.yaml)")
+    heartbeat: int = Field(default=30, ge=0, description="AMQP heartbeat in seconds (0 = off)")
+    connect_timeout: float = Field(default=10.0, gt=0)
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_verify: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _urls_parse(cls, value: str) -> str:
+        if not _split_urls(value):
+            raise ValueError("no broker URL given")
+        for url in _split_urls(value):
+            parse_broker_url(url)
+        return value
+
+    @cached_property
+    def addresses(self) -> list[BrokerAddress]:
+        """The broker URLs in failover order."""
+        return [parse_broker_url(url) for url in _split_urls(self.url)]
+
+    @property
+    def primary(self) -> BrokerAddress:
+        return self.addresses[0]
+
+    @property
+    def vhost(self) -> str:
+        return self.primary.vhost
+
+    @property
+    def management_base_url(self) -> str:
+        """Base URL of the management HTTP API, without a trailing slash."""
+        if self.management_url:
+            return self.management_url.rstrip("/")
+        address = self.primary
+        scheme = "https" if address.tls else "http"
+        port = 15671 if address.tls else 15672
+        return f"{scheme}://{address.host}:{port}"
+
+    @property
+    def management_credentials(self) -> tuple[str, str]:
+        address = self.primary
+        return (
+            self.management_user or address.username,
+            self.management_password or address.password,
+        )
+
+    def topology_path(self, override: Path | None = None) -> Path:
+        """``-f`` first, then ``AMQPQ_TOPOLOGY``, then ``./amqpq.yaml``."""
+        return override or self.topology or Path("amqpq.yaml")
+
+
+def _split_urls(value: str) -> list[str]:
+    return [part for part in value.replace(",", " ").split() if part]
+
+
+def load_settings(url: str | None = None, topology: Path | None = None) -> Settings:
+    """Settings from the environment, overridden by explicit (CLI) values."""
+    overrides: dict[str, object] = {}
+    if url:
+        overrides["url"] = url
+    if topology:
+        overrides["topology"] = topology
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        detail = first[-1].strip() if first else str(exc)
+        raise ConfigError(f"invalid settings: {detail}") from exc
