@@ -1,0 +1,20 @@
+"""The ``amqpq`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from amqpq.cli import topology
+
+app = typer.Typer(
+    name="amqpq",
+    help="An AMQP-native task queue on RabbitMQ.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(topology.app, name="topology")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,65 @@
+"""What every command shares: the options that reach the broker and the error boundary."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from amqpq.errors import AmqpqError, ExitCode, TopologyError
+from amqpq.settings import Settings, load_settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console()
+err_console = Console(stderr=True)
+
+TopologyOption = Annotated[
+    Path | None,
+    typer.Option("-f", "--topology", help="Topology file [env: AMQPQ_TOPOLOGY; default ./amqpq.yaml]"),
+]
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", help="Broker URL(s), comma separated [env: AMQPQ_URL]"),
+]
+
+
+def settings_from(url: str | None, topology: Path | None = None) -> Settings:
+    return load_settings(url=url, topology=topology)
+
+
+def fail(message: str, code: ExitCode = ExitCode.FAILURE) -> typer.Exit:
+    """Print one line to stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(int(code))
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """The CLI boundary: amqpq errors become one readable line and a named exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except TopologyError as exc:
+            for problem in exc.problems:
+                err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except AmqpqError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except OSError as exc:  # files the user named, sockets
+            raise fail(str(exc), ExitCode.FAILURE) from None
+
+    return wrapper
+
+
+def is_interactive() -> bool:
+    return sys.stdin.isatty()
