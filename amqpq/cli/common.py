@@ -22,7 +22,9 @@ err_console = Console(stderr=True)
 
 TopologyOption = Annotated[
     Path | None,
-    typer.Option("-f", "--topology", help="Topology file [env: AMQPQ_TOPOLOGY; default ./amqpq.yaml]"),
+    typer.Option(
+        "-f", "--topology", help="Topology file [env: AMQPQ_TOPOLOGY; default ./amqpq.yaml]"
+    ),
 ]
 UrlOption = Annotated[
     str | None,

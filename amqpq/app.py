@@ -1,0 +1,169 @@
+"""The App: tasks, topology and settings in one object, and the way to send work."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from amqpq.errors import ConfigError
+from amqpq.registry import Task, TaskOptions, TaskRegistry, task_name_for
+from amqpq.settings import Settings, load_settings
+from amqpq.topology import Topology, load_topology
+
+if TYPE_CHECKING:
+    from amqpq.producer import AsyncProducer, Producer
+    from amqpq.rpc import AsyncResult
+
+__all__ = ["DEFAULT_TOPOLOGY", "App"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Used when there is no amqpq.yaml: one direct exchange, one quorum queue, every task routed there.
+DEFAULT_TOPOLOGY: dict[str, Any] = {
+    "exchanges": [{"name": "amqpq.tasks", "type": "direct"}],
+    "queues": [
+        {
+            "name": "default",
+            "type": "quorum",
+            "bindings": [{"exchange": "amqpq.tasks", "routing_key": "default"}],
+        }
+    ],
+    "routes": {"*": {"exchange": "amqpq.tasks", "routing_key": "default"}},
+}
+
+
+class App:
+    """``App("tasks")`` reads ``amqpq.yaml`` (or ``AMQPQ_TOPOLOGY``) and ``AMQPQ_URL``.
+
+    Everything is explicit and per instance: no module-level broker singletons.
+    Connections open lazily on first use, one per process (re-opened after a fork).
+    """
+
+    def __init__(
+        self,
+        main: str | None = None,
+        *,
+        settings: Settings | None = None,
+        url: str | None = None,
+        topology: Topology | Path | str | None = None,
+    ) -> None:
+        self.main = main
+        self.settings = settings or load_settings(url=url)
+        self.registry = TaskRegistry()
+        self._topology_source = topology
+        self._topology: Topology | None = topology if isinstance(topology, Topology) else None
+        self._lock = threading.Lock()
+        self._producer: Producer | None = None
+        self._producer_pid = 0
+        self._aproducers: dict[asyncio.AbstractEventLoop, AsyncProducer] = {}
+
+    def __repr__(self) -> str:
+        return f"<App {self.main or '?'}: {len(self.registry)} tasks>"
+
+    # -- topology ---------------------------------------------------------------------------
+
+    @property
+    def topology(self) -> Topology:
+        if self._topology is None:
+            self._topology = self._load_topology()
+        return self._topology
+
+    def _load_topology(self) -> Topology:
+        source = self._topology_source
+        if isinstance(source, str | Path):
+            return load_topology(Path(source))
+        path = self.settings.topology_path()
+        if path.exists() or self.settings.topology is not None:
+            return load_topology(path)
+        return Topology.model_validate(DEFAULT_TOPOLOGY)
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    @overload
+    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self, func: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self, func: Callable[P, R] | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a task: ``@app.task`` or ``@app.task(name=..., max_retries=5, bind=True)``."""
+
+        def register(function: Callable[P, R]) -> Task[P, R]:
+            task_name = name or task_name_for(function, self.main)
+            try:
+                task_options = TaskOptions(name=task_name, **options)
+            except TypeError as exc:
+                raise ConfigError(f"task {task_name}: {exc}") from exc
+            task: Task[P, R] = Task(function, task_options, self)
+            self.registry.add(task)
+            return task
+
+        if func is not None:
+            return register(func)
+        return register
+
+    # -- sending ----------------------------------------------------------------------------
+
+    @property
+    def producer(self) -> Producer:
+        """The process's synchronous producer (pika), created on first use, thread-safe."""
+        with self._lock:
+            if self._producer is None or self._producer_pid != os.getpid():
+                from amqpq.producer import Producer
+
+                self._producer = Producer(self)
+                self._producer_pid = os.getpid()
+            return self._producer
+
+    def aproducer(self) -> AsyncProducer:
+        """The asyncio producer (aio-pika) of the running event loop."""
+        from amqpq.producer import AsyncProducer
+
+        loop = asyncio.get_running_loop()
+        producer = self._aproducers.get(loop)
+        if producer is None:
+            for stale in [lp for lp in self._aproducers if lp.is_closed()]:
+                del self._aproducers[stale]
+            producer = self._aproducers[loop] = AsyncProducer(self)
+        return producer
+
+    def send_task(
+        self,
+        name: str,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Send a task by name, without importing its code: ``app.send_task("tasks.add", [3, 4])``."""
+        return self.producer.send_task(name, args, kwargs or {}, **options)
+
+    async def asend_task(
+        self,
+        name: str,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        return await self.aproducer().send_task(name, args, kwargs or {}, **options)
+
+    def close(self) -> None:
+        """Close the synchronous producer's connection (async ones: ``await app.aclose()``)."""
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None and self._producer_pid == os.getpid():
+            producer.close()
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        producer = self._aproducers.pop(loop, None)
+        if producer is not None:
+            await producer.close()
