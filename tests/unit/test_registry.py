@@ -102,7 +102,7 @@ def test_the_registry_refuses_two_functions_under_one_name() -> None:
     registry = TaskRegistry()
     registry.add(Task(add, TaskOptions(name="t.add"), sender=None))  # type: ignore[arg-type]
     registry.add(Task(add, TaskOptions(name="t.add"), sender=None))  # type: ignore[arg-type]  # same function: fine
-    with pytest.raises(ConfigError, match="two tasks are named 't.add'"):
+    with pytest.raises(ConfigError, match=r"two tasks are named 't\.add'"):
         registry.add(Task(report, TaskOptions(name="t.add"), sender=None))  # type: ignore[arg-type]
     with pytest.raises(TaskNotFoundError, match="no task named 'nope'"):
         registry.get("nope")
