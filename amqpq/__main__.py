@@ -1,0 +1,5 @@
+"""``python -m amqpq`` runs the command line."""
+
+from amqpq.cli import main
+
+main()
