@@ -122,6 +122,8 @@ class AsyncBroker:
         self.reconnects = 0
         self._background: set[asyncio.Future[Any]] = set()
         self.on_reconnect: list[Callable[[], Awaitable[None] | None]] = []
+        self._address_index = 0
+        self._failover_task: asyncio.Task[None] | None = None
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -134,7 +136,7 @@ class AsyncBroker:
             if self._connection is not None and not self._connection.is_closed:
                 return self._connection
             errors: list[str] = []
-            for address in self.settings.addresses:
+            for index, address in enumerate(self.settings.addresses):
                 try:
                     connection = await aio_pika.connect_robust(
                         _url_for(address, self.settings, self.name),
@@ -151,6 +153,9 @@ class AsyncBroker:
                     errors.append(f"{address.display}: {_describe(exc)}")
                 else:
                     connection.reconnect_callbacks.add(self._reconnected)
+                    if len(self.settings.addresses) > 1:
+                        connection.close_callbacks.add(self._connection_lost)
+                    self._address_index = index
                     self._connection = connection
                     return connection
             raise BrokerUnreachableError("cannot connect to RabbitMQ: " + "; ".join(errors))
@@ -164,6 +169,32 @@ class AsyncBroker:
                 task = asyncio.ensure_future(result)
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
+
+    def _connection_lost(self, connection: Any, *_: Any) -> None:
+        # aio-pika's robust connection retries the URL it first connected to. With several
+        # addresses (a cluster), point it at the next one on every loss and keep rotating
+        # while no attempt succeeds; its retry loop reads ``connection.url`` on each attempt.
+        if connection.is_closed or getattr(connection, "_close_called", False):
+            return
+        if self._failover_task is None or self._failover_task.done():
+            self._failover_task = asyncio.ensure_future(self._rotate_addresses(connection))
+
+    async def _rotate_addresses(self, connection: Any) -> None:
+        addresses = self.settings.addresses
+        interval = 1.5  # a little more than reconnect_interval: one attempt per address
+        while not connection.is_closed and not connection.connected.is_set():
+            self._address_index = (self._address_index + 1) % len(addresses)
+            address = addresses[self._address_index]
+            connection.url = _url_for(address, self.settings, self.name)
+            log.warning("connection lost (%s); next attempt: %s", self.name, address.display)
+            try:
+                await asyncio.wait_for(connection.connected.wait(), interval)
+            except TimeoutError:
+                continue
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the (robust) connection is up again; BrokerUnreachableError after timeout."""
+        await self._wait_connected(timeout)
 
     async def channel(self, prefetch: int | None = None) -> AbstractChannel:
         """A new channel with publisher confirms; per-consumer QoS (quorum queues refuse global)."""
@@ -204,6 +235,8 @@ class AsyncBroker:
             ) from exc
 
     async def close(self) -> None:
+        if self._failover_task is not None:
+            self._failover_task.cancel()
         connection, self._connection = self._connection, None
         self._publish_channel = None
         if connection is not None and not connection.is_closed:
