@@ -1,0 +1,290 @@
+"""The objects amqpq adds to the broker next to the file's own (docs/architecture.md).
+
+``effective_topology`` returns the file's topology plus the dead-letter exchange
+and queues and the binary delay levels, every added object flagged
+``managed_by_amqpq``. It is what ``apply`` declares, ``plan`` compares,
+``export`` writes and ``graph --all`` draws; the worker and producer use the
+name helpers below so everyone agrees on the names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amqpq.errors import TopologyError
+from amqpq.topology.checks import Problem
+from amqpq.topology.models import (
+    Exchange,
+    ExchangeBinding,
+    Infrastructure,
+    Queue,
+    QueueBinding,
+    Topology,
+)
+
+__all__ = [
+    "DELAY_EXCHANGE_HEADER",
+    "DELAY_LEVELS",
+    "DELAY_QUEUE_HEADER",
+    "dead_letter_exchange_name",
+    "dead_letter_queue_name",
+    "delay_bit_header",
+    "delay_deliver_exchange_name",
+    "delay_exchange_name",
+    "delay_queue_name",
+    "effective_topology",
+    "infrastructure_problems",
+    "work_queues",
+]
+
+# Levels 0..29: the longest delay one journey covers is 2**30 - 1 ms (about 12.4 days).
+DELAY_LEVELS = 30
+# Read by amqpq.delay.deliver. No "x-" prefix: headers exchanges ignore x- binding arguments.
+DELAY_EXCHANGE_HEADER = "amqpq-delay-exchange"
+DELAY_QUEUE_HEADER = "amqpq-delay-queue"
+
+
+def dead_letter_exchange_name(prefix: str = "amqpq") -> str:
+    return f"{prefix}.dlx"
+
+
+def dead_letter_queue_name(queue: str) -> str:
+    """The dead-letter queue of a work queue (bound to the DLX with the queue's name as key)."""
+    return f"{queue}.dlq"
+
+
+def delay_exchange_name(prefix: str, level: int) -> str:
+    """The headers exchange of one delay level (0 <= level < DELAY_LEVELS)."""
+    if not 0 <= level < DELAY_LEVELS:
+        raise ValueError(f"delay level must be in 0..{DELAY_LEVELS - 1}, got {level}")
+    return f"{prefix}.delay.{level}"
+
+
+def delay_queue_name(prefix: str, level: int) -> str:
+    """The queue where messages wait 2**level ms; it has the same name as its exchange."""
+    return delay_exchange_name(prefix, level)
+
+
+def delay_deliver_exchange_name(prefix: str = "amqpq") -> str:
+    return f"{prefix}.delay.deliver"
+
+
+def delay_bit_header(level: int) -> str:
+    """The header that carries bit ``level`` of a delay: "1" waits 2**level ms, "0" skips."""
+    return f"amqpq-delay-bit-{level}"
+
+
+def work_queues(topology: Topology) -> list[Queue]:
+    """The file's queues that tasks are consumed from and that can dead-letter.
+
+    Streams cannot dead-letter or be retried into; exclusive queues belong to one
+    connection and vanish with it.
+    """
+    return [
+        q
+        for q in topology.queues
+        if not q.managed_by_amqpq and q.type in ("classic", "quorum") and not q.exclusive
+    ]
+
+
+def _sets_own_dead_lettering(queue: Queue) -> bool:
+    return "x-dead-letter-exchange" in queue.declare_arguments
+
+
+def _work_queue_arguments(queue: Queue, infra: Infrastructure) -> dict[str, Any]:
+    """The work queue's ``arguments`` with amqpq's dead-lettering added where the file is silent."""
+    arguments = dict(queue.arguments)
+    declared = queue.declare_arguments  # what the file asks for, typed fields included
+    own_dlx = _sets_own_dead_lettering(queue)
+    if infra.dead_letters and not own_dlx:
+        arguments["x-dead-letter-exchange"] = dead_letter_exchange_name(infra.prefix)
+        arguments["x-dead-letter-routing-key"] = queue.name
+    if queue.type != "quorum":
+        return arguments
+    if infra.delivery_limit is not None and "x-delivery-limit" not in declared:
+        # Without a limit a message that kills its worker is redelivered forever.
+        arguments["x-delivery-limit"] = infra.delivery_limit
+    has_dlx = own_dlx or infra.dead_letters
+    overflow = declared.get("x-overflow", "reject-publish")
+    # at-least-once dead-lettering requires reject-publish overflow; a file that chose
+    # another overflow keeps RabbitMQ's default at-most-once strategy.
+    if has_dlx and overflow == "reject-publish" and "x-dead-letter-strategy" not in declared:
+        if "x-overflow" not in declared:
+            arguments["x-overflow"] = "reject-publish"
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+    return arguments
+
+
+def _dead_letter_objects(topology: Topology, prefix: str) -> tuple[Exchange, list[Queue]]:
+    """The DLX and one DLQ per work queue that uses it (not those with their own DLX)."""
+    dlx = Exchange(name=dead_letter_exchange_name(prefix), type="direct", managed_by_amqpq=True)
+    queues: list[Queue] = []
+    for queue in work_queues(topology):
+        if _sets_own_dead_lettering(queue):
+            continue
+        queues.append(
+            Queue(
+                name=dead_letter_queue_name(queue.name),
+                # A quorum work queue's dead letters deserve the same replication.
+                type="quorum" if queue.type == "quorum" else "classic",
+                bindings=(QueueBinding(exchange=dlx.name, routing_key=queue.name),),
+                managed_by_amqpq=True,
+            )
+        )
+    return dlx, queues
+
+
+def _delay_objects(prefix: str) -> tuple[list[Exchange], list[Queue]]:
+    """The 30 delay levels and the exit exchange, without the bindings to user objects."""
+    deliver = delay_deliver_exchange_name(prefix)
+
+    def lower(level: int) -> str:
+        return delay_exchange_name(prefix, level - 1) if level else deliver
+
+    # Exchange-to-exchange bindings are written on their destination: the next lower
+    # level (or deliver) receives from level L when bit L is "0".
+    receives: dict[str, list[ExchangeBinding]] = {}
+    for level in range(DELAY_LEVELS):
+        receives.setdefault(lower(level), []).append(
+            ExchangeBinding(
+                exchange=delay_exchange_name(prefix, level),
+                arguments={"x-match": "all", delay_bit_header(level): "0"},
+            )
+        )
+    exchanges = [
+        Exchange(
+            name=name,
+            type="headers",
+            bindings=tuple(receives.get(name, ())),
+            managed_by_amqpq=True,
+        )
+        for name in [*(delay_exchange_name(prefix, lv) for lv in range(DELAY_LEVELS)), deliver]
+    ]
+    queues = [
+        Queue(
+            name=delay_queue_name(prefix, level),
+            # One TTL per queue keeps expiry FIFO: a short delay never waits behind a
+            # long one. Dead-lettering keeps the routing key and headers.
+            arguments={"x-message-ttl": 2**level, "x-dead-letter-exchange": lower(level)},
+            bindings=(
+                QueueBinding(
+                    exchange=delay_exchange_name(prefix, level),
+                    arguments={"x-match": "all", delay_bit_header(level): "1"},
+                ),
+            ),
+            managed_by_amqpq=True,
+        )
+        for level in range(DELAY_LEVELS)
+    ]
+    return exchanges, queues
+
+
+def effective_topology(topology: Topology) -> Topology:
+    """The file's topology plus the infrastructure its ``infrastructure:`` section asks for.
+
+    Raises :class:`TopologyError` when a file object has the name of an object
+    amqpq needs to add. Applying it twice gives the same result.
+    """
+    if any(x.managed_by_amqpq for x in topology.exchanges) or any(
+        q.managed_by_amqpq for q in topology.queues
+    ):
+        return topology  # already expanded
+    infra = topology.infrastructure
+    prefix = infra.prefix
+    added_exchanges: list[Exchange] = []
+    added_queues: list[Queue] = []
+    if infra.dead_letters:
+        dlx, dlqs = _dead_letter_objects(topology, prefix)
+        added_exchanges.append(dlx)
+        added_queues.extend(dlqs)
+    if infra.delay:
+        delay_exchanges, delay_queues = _delay_objects(prefix)
+        added_exchanges.extend(delay_exchanges)
+        added_queues.extend(delay_queues)
+    clashes = _name_clashes(topology, added_exchanges, added_queues)
+    if clashes:
+        lines = [problem.describe() for problem in clashes]
+        raise TopologyError(lines[0], lines)
+
+    deliver = delay_deliver_exchange_name(prefix)
+    work = {q.name for q in work_queues(topology)}
+    exchanges = []
+    for exchange in topology.exchanges:
+        if infra.delay:
+            # countdown/eta: a delayed message re-enters the exchange its route names.
+            exchange = exchange.model_copy(
+                update={
+                    "bindings": (
+                        *exchange.bindings,
+                        ExchangeBinding(
+                            exchange=deliver,
+                            arguments={"x-match": "all", DELAY_EXCHANGE_HEADER: exchange.name},
+                        ),
+                    )
+                }
+            )
+        exchanges.append(exchange)
+    queues = []
+    for queue in topology.queues:
+        if queue.name in work:
+            update: dict[str, Any] = {"arguments": _work_queue_arguments(queue, infra)}
+            if infra.delay:
+                # retries: back to the queue the task was consumed from, never re-fanned-out.
+                update["bindings"] = (
+                    *queue.bindings,
+                    QueueBinding(
+                        exchange=deliver,
+                        arguments={"x-match": "all", DELAY_QUEUE_HEADER: queue.name},
+                    ),
+                )
+            queue = queue.model_copy(update=update)
+        queues.append(queue)
+    return topology.model_copy(
+        update={
+            "exchanges": (*exchanges, *added_exchanges),
+            "queues": (*queues, *added_queues),
+        }
+    )
+
+
+def infrastructure_problems(topology: Topology) -> list[Problem]:
+    """File objects whose names collide with what amqpq adds (the loader reports these)."""
+    infra = topology.infrastructure
+    exchanges: list[Exchange] = []
+    queues: list[Queue] = []
+    if infra.dead_letters:
+        dlx, dlqs = _dead_letter_objects(topology, infra.prefix)
+        exchanges.append(dlx)
+        queues.extend(dlqs)
+    if infra.delay:
+        delay_exchanges, delay_queues = _delay_objects(infra.prefix)
+        exchanges.extend(delay_exchanges)
+        queues.extend(delay_queues)
+    return _name_clashes(topology, exchanges, queues)
+
+
+def _name_clashes(
+    topology: Topology, exchanges: list[Exchange], queues: list[Queue]
+) -> list[Problem]:
+    problems: list[Problem] = []
+    added_exchanges = {x.name for x in exchanges}
+    added_queues = {q.name for q in queues}
+    for i, exchange in enumerate(topology.exchanges):
+        if exchange.name in added_exchanges:
+            problems.append(
+                Problem(
+                    ("exchanges", i, "name"),
+                    f"{exchange.name!r} is an exchange amqpq adds itself; rename it "
+                    "or change infrastructure.prefix",
+                )
+            )
+    for i, queue in enumerate(topology.queues):
+        if queue.name in added_queues:
+            problems.append(
+                Problem(
+                    ("queues", i, "name"),
+                    f"{queue.name!r} is a queue amqpq adds itself; rename it, give its work "
+                    "queue its own dead-letter exchange, or change infrastructure.prefix",
+                )
+            )
+    return problems
