@@ -175,7 +175,7 @@ class QueueConsumer:
     async def close(self) -> None:
         channel, self._channel = self._channel, None
         if channel is not None and not channel.is_closed:
-            with contextlib.suppress(_CLOSE_ERRORS):
+            with contextlib.suppress(*_CLOSE_ERRORS):
                 await channel.close()
 
 
@@ -221,5 +221,5 @@ class ConfirmingPublisher:
     async def close(self) -> None:
         channel, self._channel = self._channel, None
         if channel is not None and not channel.is_closed:
-            with contextlib.suppress(_CLOSE_ERRORS):
+            with contextlib.suppress(*_CLOSE_ERRORS):
                 await channel.close()
