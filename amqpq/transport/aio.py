@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from typing import Any
 
 import aio_pika
@@ -26,8 +25,16 @@ from amqpq.errors import (
     UnroutableError,
 )
 from amqpq.settings import BrokerAddress, Settings, connection_name
+from amqpq.transport.tls import ssl_context_for
 
-__all__ = ["AsyncBroker", "from_aio_properties", "ssl_context_for", "to_aio_message"]
+__all__ = [
+    "DIRECT_REPLY_TO",
+    "AsyncBroker",
+    "ReplyChannel",
+    "from_aio_properties",
+    "ssl_context_for",
+    "to_aio_message",
+]
 
 log = logging.getLogger("amqpq.transport")
 
@@ -39,22 +46,6 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     asyncio.IncompleteReadError,
 )
-
-
-def ssl_context_for(settings: Settings) -> ssl.SSLContext:
-    """Certificate verification on by default; a CA bundle and client certificate from settings."""
-    context = ssl.create_default_context(
-        cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
-    )
-    if settings.tls_cert_file:
-        context.load_cert_chain(
-            str(settings.tls_cert_file),
-            str(settings.tls_key_file) if settings.tls_key_file else None,
-        )
-    if not settings.tls_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _url_for(address: BrokerAddress, settings: Settings, name: str) -> URL:
@@ -292,3 +283,177 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
     return text
+
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+ReplyCallback = Callable[[str | None, bytes], None]
+LostCallback = Callable[[str], None]
+# Publishing with reply_to=amq.rabbitmq.reply-to on a channel whose reply consumer is gone
+# (it was recovered without it) closes the channel with PRECONDITION_FAILED: retry once.
+_RPC_RETRY_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    aiormq.exceptions.ChannelPreconditionFailed,
+)
+
+
+class ReplyChannel:
+    """A confirming publish channel that also consumes RabbitMQ direct reply-to.
+
+    RabbitMQ delivers a reply sent to ``amq.rabbitmq.reply-to.*`` only to the
+    consumer on the very channel that published the request, so both share one
+    channel. When the robust connection recovers, the channel is new, its reply
+    address changes, and replies still on their way to the old one are lost:
+    ``on_lost`` is told, and :attr:`generation` moves on.
+    """
+
+    def __init__(
+        self, broker: AsyncBroker, *, on_reply: ReplyCallback, on_lost: LostCallback
+    ) -> None:
+        self.broker = broker
+        self._on_reply = on_reply
+        self._on_lost = on_lost
+        self._channel: AbstractChannel | None = None
+        self._consuming_on: Any = None
+        self._aux: AbstractChannel | None = None
+        self._lock = asyncio.Lock()
+        self._known_exchanges: set[str] = set()
+        self._known_queues: set[str] = set()
+        self.generation = 0
+
+    async def _current(self) -> tuple[AbstractChannel, int] | None:
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            return None
+        try:
+            underlay = await channel.get_underlay_channel()
+        except aiormq.exceptions.ChannelInvalidStateError:
+            return None
+        if underlay is not self._consuming_on or underlay.is_closed:
+            return None
+        return channel, self.generation
+
+    async def ready(self) -> tuple[AbstractChannel, int]:
+        """The publishing channel with its reply consumer, and its generation."""
+        current = await self._current()
+        if current is not None:
+            return current
+        async with self._lock:
+            current = await self._current()
+            if current is not None:
+                return current
+            if self._consuming_on is not None:
+                self._consuming_on = None
+                self._on_lost("the connection to RabbitMQ was lost")
+            if self._channel is None or self._channel.is_closed:
+                self._channel = await self.broker.channel()
+            underlay = await self._channel.get_underlay_channel()
+            await underlay.basic_consume(DIRECT_REPLY_TO, self._deliver, no_ack=True)
+            self._consuming_on = underlay
+            self.generation += 1
+            return self._channel, self.generation
+
+    async def _deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
+        self._on_reply(message.header.properties.correlation_id, message.body)
+
+    async def publish(self, message: OutgoingMessage, *, timeout: float | None = 30.0) -> int:
+        """Publish (confirmed, mandatory) and return the generation of the channel that took it.
+        A publish caught by a connection loss is retried once on the recovered connection."""
+        await self._check_exchange(message.exchange)
+        for attempt in (1, 2):
+            try:
+                channel, generation = await self.ready()
+                await publish_on(channel, message, timeout=timeout)
+                return generation
+            except _RPC_RETRY_ERRORS as exc:
+                if attempt == 2:
+                    raise PublishError(
+                        f"publish failed, connection lost: {_describe(exc)}"
+                    ) from exc
+                await self.broker._wait_connected(timeout or 30.0)
+        raise AssertionError("unreachable")
+
+    async def _aux_channel(self) -> aiormq.abc.AbstractChannel:
+        if self._aux is None or self._aux.is_closed:
+            self._aux = await self.broker.channel()
+        return await self._aux.get_underlay_channel()
+
+    async def _check_exchange(self, name: str) -> None:
+        # A publish to a missing exchange closes the channel, and every direct reply-to
+        # in flight with it; check each exchange once per process on a side channel.
+        if name in self._known_exchanges or name == "" or name.startswith("amq."):
+            return
+        try:
+            await (await self._aux_channel()).exchange_declare(exchange=name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            await self._drop_aux()
+            raise UnroutableError(
+                f"exchange {name!r} does not exist in vhost {self.broker.settings.vhost!r}: "
+                "declare the topology first (amqpq topology apply)"
+            ) from exc
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnreachableError(f"cannot reach RabbitMQ: {_describe(exc)}") from exc
+        self._known_exchanges.add(name)
+
+    async def _drop_aux(self) -> None:
+        aux, self._aux = self._aux, None
+        if aux is not None and not aux.is_closed:
+            try:
+                await aux.close()
+            except Exception:
+                log.debug("closing a side channel failed", exc_info=True)
+
+    async def ensure_queue(self, name: str) -> None:
+        """Make sure a durable result queue exists: keep it as it is, or declare a classic one."""
+        if name in self._known_queues:
+            return
+        try:
+            try:
+                await (await self._aux_channel()).queue_declare(queue=name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                await self._drop_aux()
+                await (await self._aux_channel()).queue_declare(queue=name, durable=True)
+        except aiormq.exceptions.AMQPChannelError as exc:
+            await self._drop_aux()
+            raise BrokerError(f"cannot declare result queue {name!r}: {exc}") from exc
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnreachableError(f"cannot reach RabbitMQ: {_describe(exc)}") from exc
+        self._known_queues.add(name)
+
+    async def collect(self, queue: str, wanted: Container[str]) -> list[tuple[str | None, bytes]]:
+        """Take the replies for ``wanted`` ids from a result queue; requeue the others."""
+        await self.ensure_queue(queue)
+        found: list[tuple[str | None, bytes]] = []
+        try:
+            channel = await self._aux_channel()
+            skipped = False
+            budget: int | None = None
+            while budget is None or budget > 0:
+                message = await channel.basic_get(queue, no_ack=False)
+                if message.delivery_tag is None:  # get-empty
+                    break
+                budget = int(message.message_count or 0) if budget is None else budget - 1
+                correlation_id = message.header.properties.correlation_id
+                if correlation_id in wanted:
+                    await channel.basic_ack(message.delivery_tag)
+                    found.append((correlation_id, message.body))
+                else:
+                    skipped = True
+            if skipped:
+                await channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+        except aiormq.exceptions.AMQPChannelError as exc:
+            await self._drop_aux()
+            self._known_queues.discard(queue)
+            raise BrokerError(f"reading result queue {queue!r}: {exc}") from exc
+        except CONNECTION_ERRORS as exc:
+            log.warning("result queue scan interrupted: %s", _describe(exc))
+        return found
+
+    async def close(self) -> None:
+        await self._drop_aux()
+        channel, self._channel = self._channel, None
+        self._consuming_on = None
+        if channel is not None and not channel.is_closed:
+            try:
+                await channel.close()
+            except Exception:
+                log.debug("closing the reply channel failed", exc_info=True)
