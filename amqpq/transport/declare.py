@@ -1,0 +1,298 @@
+"""Declare a topology on the broker over AMQP (aio-pika), all or nothing where RabbitMQ allows.
+
+:func:`declare_topology` first checks every object that already exists by
+declaring it again: RabbitMQ answers an equivalent redeclare with OK and a
+different one with PRECONDITION_FAILED, and either way nothing is created. Only
+when no object conflicts does it declare, in the order the broker needs:
+exchanges, exchange-to-exchange bindings, queues, queue bindings. So a file
+that conflicts with the broker changes nothing, even without the management
+API; only a concurrent change between the two passes can still fail half-way,
+and it is then reported the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aio_pika
+import aiormq.exceptions
+from aio_pika.abc import AbstractChannel, AbstractConnection
+
+from amqpq.errors import (
+    BrokerError,
+    BrokerUnreachableError,
+    TopologyConflictError,
+    TopologyError,
+)
+from amqpq.settings import BrokerAddress, Settings, connection_name
+from amqpq.topology.infra import effective_topology
+from amqpq.topology.models import Binding, Exchange, Queue, Topology
+from amqpq.topology.plan import describe_binding
+
+__all__ = ["ApplyResult", "connect_for_topology", "declare_topology", "declare_topology_sync"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What ``apply`` did: objects created and objects that were already there (unchanged)."""
+
+    created: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    bindings: int
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.created)} created, {len(self.unchanged)} unchanged, "
+            f"{self.bindings} bindings declared"
+        )
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    context = ssl.create_default_context(
+        cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
+    )
+    if settings.tls_cert_file:
+        context.load_cert_chain(
+            str(settings.tls_cert_file),
+            str(settings.tls_key_file) if settings.tls_key_file else None,
+        )
+    if not settings.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _connect_reason(exc: BaseException, address: BrokerAddress) -> str:
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+        return f"the broker refused the credentials for user {address.username!r}"
+    if isinstance(exc, aiormq.exceptions.ConnectionNotAllowed) or (
+        # RabbitMQ answers connection.open for a missing vhost with connection.close,
+        # which aiormq reports as an unexpected frame.
+        isinstance(exc, aiormq.exceptions.InvalidFrameError) and "Connection.Close" in str(exc)
+    ):
+        return f"vhost {address.vhost!r} does not exist or user {address.username!r} may not use it"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    if isinstance(exc, ConnectionRefusedError) or code == errno.ECONNREFUSED:
+        return "connection refused"
+    if code in (socket.EAI_NONAME, socket.EAI_AGAIN) or isinstance(exc, socket.gaierror):
+        return f"unknown host {address.host!r}"
+    if code is not None:
+        return os.strerror(code) if code > 0 else str(exc.args[-1])
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+async def connect_for_topology(settings: Settings, role: str = "topology") -> AbstractConnection:
+    """A plain (not robust) connection named ``amqpq <role> <host>:<pid>``, with failover."""
+    reasons: list[str] = []
+    for address in settings.addresses:
+        try:
+            return await aio_pika.connect(
+                host=address.host,
+                port=address.port,
+                login=address.username,
+                password=address.password,
+                virtualhost=address.vhost,
+                ssl=address.tls,
+                ssl_context=_ssl_context(settings) if address.tls else None,
+                timeout=settings.connect_timeout,
+                client_properties={"connection_name": connection_name(role)},
+            )
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            reasons.append(f"{address.display}: {_connect_reason(exc, address)}")
+    raise BrokerUnreachableError("could not connect to the broker: " + "; ".join(reasons))
+
+
+def _reply_text(exc: BaseException) -> str:
+    # aiormq puts the broker's reply ("PRECONDITION_FAILED - inequivalent arg ...") first.
+    text = str(exc.args[0] if exc.args else exc)
+    return text.split(" - ", 1)[1] if " - " in text else text
+
+
+class _Declarer:
+    """One channel that is reopened after each channel error the broker sends."""
+
+    def __init__(self, connection: AbstractConnection) -> None:
+        self.connection = connection
+        self._channel: AbstractChannel | None = None
+
+    async def channel(self) -> AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self.connection.channel(publisher_confirms=False)
+        return self._channel
+
+    async def run(self, what: str, action: Callable[[AbstractChannel], Awaitable[T]]) -> T:
+        """Run one declare; broker refusals become amqpq errors naming ``what``."""
+        channel = await self.channel()
+        try:
+            return await action(channel)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            self._channel = None
+            raise TopologyConflictError(f"{what}: {_reply_text(exc)}") from exc
+        except aiormq.exceptions.ChannelLockedResource as exc:
+            self._channel = None
+            raise TopologyConflictError(
+                f"{what}: exclusive to another connection ({_reply_text(exc)})"
+            ) from exc
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            self._channel = None
+            raise TopologyError(f"{what}: {_reply_text(exc)}") from exc
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            self._channel = None
+            raise BrokerError(f"{what}: the broker refused: {_reply_text(exc)}") from exc
+        except (aiormq.exceptions.ConnectionClosed, aiormq.exceptions.AMQPConnectionError) as exc:
+            raise BrokerUnreachableError(
+                f"{what}: the connection closed: {_reply_text(exc)}"
+            ) from exc
+
+    async def exists(self, what: str, action: Callable[[AbstractChannel], Awaitable[Any]]) -> bool:
+        """A passive declare: True if the object exists."""
+        try:
+            await self.run(what, action)
+        except TopologyError as exc:
+            if isinstance(exc, TopologyConflictError):
+                raise
+            return False
+        return True
+
+
+def _declare_exchange(exchange: Exchange, *, passive: bool = False) -> Callable[..., Any]:
+    def action(channel: AbstractChannel) -> Awaitable[Any]:
+        return channel.declare_exchange(
+            exchange.name,
+            exchange.type,
+            durable=exchange.durable,
+            auto_delete=exchange.auto_delete,
+            internal=exchange.internal,
+            passive=passive,
+            arguments=exchange.declare_arguments or None,
+        )
+
+    return action
+
+
+def _declare_queue(queue: Queue, *, passive: bool = False) -> Callable[..., Any]:
+    def action(channel: AbstractChannel) -> Awaitable[Any]:
+        return channel.declare_queue(
+            queue.name,
+            durable=queue.durable,
+            exclusive=queue.exclusive,
+            auto_delete=queue.auto_delete,
+            passive=passive,
+            arguments=queue.declare_arguments or None,
+        )
+
+    return action
+
+
+def _bind(binding: Binding) -> Callable[[AbstractChannel], Awaitable[Any]]:
+    async def action(channel: AbstractChannel) -> Any:
+        arguments = binding.arguments or None
+        if binding.destination_type == "exchange":
+            destination = await channel.get_exchange(binding.destination, ensure=False)
+            return await destination.bind(binding.source, binding.routing_key, arguments=arguments)
+        queue = await channel.get_queue(binding.destination, ensure=False)
+        return await queue.bind(binding.source, binding.routing_key, arguments=arguments)
+
+    return action
+
+
+async def _preflight(declarer: _Declarer, topology: Topology) -> tuple[set[str], list[str]]:
+    """Which objects exist, and which of those RabbitMQ would refuse to redeclare."""
+    existing: set[str] = set()
+    conflicts: list[str] = []
+    objects: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = [
+        (f"exchange {x.name!r}", _declare_exchange(x, passive=True), _declare_exchange(x))
+        for x in topology.exchanges
+    ]
+    objects += [
+        (f"queue {q.name!r}", _declare_queue(q, passive=True), _declare_queue(q))
+        for q in topology.queues
+        if not q.exclusive
+    ]
+    for what, passive, active in objects:
+        try:
+            if not await declarer.exists(what, passive):
+                continue
+            existing.add(what)
+            # The object exists, so this creates nothing: it only asks whether
+            # RabbitMQ accepts the file's definition as equivalent.
+            await declarer.run(what, active)
+        except TopologyConflictError as exc:
+            conflicts.append(str(exc))
+    return existing, conflicts
+
+
+async def declare_topology(
+    settings: Settings, topology: Topology, *, check_only: bool = False
+) -> ApplyResult:
+    """Declare the effective topology (file + amqpq's infrastructure); idempotent.
+
+    Raises :class:`TopologyConflictError` listing every object the broker holds
+    differently (nothing is declared then), :class:`BrokerUnreachableError` when no
+    broker answers. ``check_only`` stops after the conflict check.
+    """
+    effective = effective_topology(topology)
+    connection = await connect_for_topology(settings)
+    try:
+        declarer = _Declarer(connection)
+        existing, conflicts = await _preflight(declarer, effective)
+        if conflicts:
+            more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+            raise TopologyConflictError(
+                f"{conflicts[0]}{more}; nothing was declared",
+                [f"{line}; nothing was declared" for line in conflicts],
+            )
+        created: list[str] = []
+        unchanged: list[str] = []
+        if check_only:
+            return ApplyResult((), tuple(sorted(existing)), 0)
+
+        def note(what: str) -> None:
+            (unchanged if what in existing else created).append(what)
+
+        for exchange in effective.exchanges:
+            what = f"exchange {exchange.name!r}"
+            await declarer.run(what, _declare_exchange(exchange))
+            note(what)
+        bindings = [
+            b
+            for b in effective.bindings()
+            if not (b.destination_type == "queue" and _is_exclusive(effective, b.destination))
+        ]
+        for binding in (b for b in bindings if b.destination_type == "exchange"):
+            await declarer.run(f"binding {describe_binding(binding)}", _bind(binding))
+        for queue in effective.queues:
+            if queue.exclusive:
+                continue  # owned by the connection that consumes it; would vanish with ours
+            what = f"queue {queue.name!r}"
+            await declarer.run(what, _declare_queue(queue))
+            note(what)
+        for binding in (b for b in bindings if b.destination_type == "queue"):
+            await declarer.run(f"binding {describe_binding(binding)}", _bind(binding))
+        return ApplyResult(tuple(created), tuple(unchanged), len(bindings))
+    finally:
+        await connection.close()
+
+
+def _is_exclusive(topology: Topology, queue: str) -> bool:
+    found = topology.queue(queue)
+    return found is not None and found.exclusive
+
+
+def declare_topology_sync(
+    settings: Settings, topology: Topology, *, check_only: bool = False
+) -> ApplyResult:
+    """:func:`declare_topology` for synchronous code (not from inside a running event loop)."""
+    return asyncio.run(declare_topology(settings, topology, check_only=check_only))
