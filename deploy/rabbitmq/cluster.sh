@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# A local 3-node RabbitMQ cluster without Docker, from the distribution's package.
+#
+#   cluster.sh up       start rmq1..rmq3@localhost and cluster them (idempotent)
+#   cluster.sh down     stop the three nodes (data is kept)
+#   cluster.sh status   node processes and rabbitmqctl cluster_status
+#   cluster.sh clean    down, then delete $AMQPQ_CLUSTER_DIR
+#
+# Ports: AMQP 5681-5683, management 15681-15683, Erlang distribution 25681-25683; all on
+# 127.0.0.1, guest allowed. Data, logs and the shared Erlang cookie live under
+# ${AMQPQ_CLUSTER_DIR:-/tmp/amqpq-cluster}. The broker on 5672 is never touched.
+# Client URL: AMQPQ_URL=amqp://guest:guest@127.0.0.1:5681/,amqp://guest:guest@127.0.0.1:5682/,amqp://guest:guest@127.0.0.1:5683/
+set -euo pipefail
+
+AMQPQ_NODE_DIR="${AMQPQ_CLUSTER_DIR:-/tmp/amqpq-cluster}"
+export AMQPQ_NODE_DIR
+# shellcheck source=deploy/rabbitmq/node.sh
+. "$(dirname "${BASH_SOURCE[0]}")/node.sh"
+
+NODES=(rmq1 rmq2 rmq3)
+BASE_PORT=5680
+
+version_ge() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" == "$2" ]]; }
+
+cluster_conf() {
+    echo "cluster_partition_handling = pause_minority"
+    # RabbitMQ 3.13+ reads a node-wide default queue type; older nodes get it per vhost below.
+    if version_ge "$(rabbitmq_version)" 3.13; then
+        echo "default_queue_type = quorum"
+    fi
+}
+
+# members NODE: the running nodes NODE sees in its cluster, one per line.
+members() {
+    ctl "$1" eval 'lists:foreach(fun(N) -> io:format("~s~n", [N]) end, rabbit_nodes:all_running()).' \
+        2>/dev/null | grep '@' || true
+}
+
+up() {
+    local i name pids=() failed=0
+    AMQPQ_NODE_EXTRA_CONF="$(cluster_conf)"
+    export AMQPQ_NODE_EXTRA_CONF
+    # Boot in parallel: a restarted cluster member waits for its peers to come back.
+    for i in 1 2 3; do
+        name="${NODES[$((i - 1))]}"
+        node_start "$name" $((BASE_PORT + i)) $((BASE_PORT + 10000 + i)) $((BASE_PORT + 20000 + i)) &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || failed=1; done
+    ((failed == 0)) || _ndie "a node did not start (logs under $AMQPQ_NODE_DIR/rmq*/log)"
+
+    for name in rmq2 rmq3; do
+        if members "$name" | grep -qx 'rmq1@localhost'; then
+            _nlog "$name@localhost already in the cluster"
+            continue
+        fi
+        _nlog "joining $name@localhost to rmq1@localhost"
+        ctl "$name" stop_app
+        ctl "$name" join_cluster rmq1@localhost
+        ctl "$name" start_app
+        ctl "$name" await_startup --timeout 60
+    done
+
+    if ! version_ge "$(rabbitmq_version)" 3.13 && [[ ! -e "$AMQPQ_NODE_DIR/.default-vhost-quorum" ]]; then
+        # The default vhost of a brand-new cluster is recreated with quorum as its default
+        # queue type (before 3.13 that can only be set when a vhost is created).
+        if [[ "$(ctl rmq1 list_queues -p / name 2>/dev/null | wc -l)" -eq 0 ]]; then
+            _nlog "default vhost /: default queue type quorum"
+            ctl rmq1 delete_vhost /
+            ctl rmq1 add_vhost / --default-queue-type quorum
+            ctl rmq1 set_permissions -p / guest '.*' '.*' '.*'
+        fi
+        touch "$AMQPQ_NODE_DIR/.default-vhost-quorum"
+    fi
+
+    _nlog "cluster running: $(members rmq1 | tr '\n' ' ')"
+    echo "AMQPQ_URL=amqp://guest:guest@127.0.0.1:5681/,amqp://guest:guest@127.0.0.1:5682/,amqp://guest:guest@127.0.0.1:5683/"
+    echo "Management UI: http://127.0.0.1:15681 (guest/guest)"
+}
+
+down() {
+    local name pids=()
+    # Stop followers first; the last node to stop is the first that may start alone.
+    for name in rmq3 rmq2; do node_stop "$name" & pids+=($!); done
+    for name in "${pids[@]}"; do wait "$name" || true; done
+    node_stop rmq1
+}
+
+status() {
+    local name rc=0
+    for name in "${NODES[@]}"; do node_status "$name" || rc=3; done
+    if node_running rmq1; then ctl rmq1 cluster_status || rc=3; fi
+    return "$rc"
+}
+
+clean() {
+    down
+    if [[ -e "$AMQPQ_NODE_DIR/.amqpq-nodes" ]]; then
+        _nlog "deleting $AMQPQ_NODE_DIR"
+        rm -rf -- "$AMQPQ_NODE_DIR"
+    fi
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    clean) clean ;;
+    *) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac
