@@ -13,7 +13,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,8 @@ def _prepare(
             if node.style is None and _PLACEHOLDER.fullmatch(node.value):
                 # An unquoted value that is just a placeholder is typed as if its value
                 # had been written there: `max_length: ${QUEUE_MAX:-1000}` is a number.
-                node.tag = loader.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+                resolve = typing.cast(Callable[..., str], loader.resolve)  # untyped in stubs
+                node.tag = resolve(yaml.ScalarNode, value, (True, False))
             node.value = value
     return located, problems
 

@@ -19,6 +19,7 @@ from amqpq.topology.arguments import EXCHANGE_COMPARED_ARGUMENTS, QUEUE_ARGUMENT
 from amqpq.topology.models import Binding, Exchange, Queue, Topology
 
 __all__ = [
+    "SYMBOLS",
     "Action",
     "BrokerExchange",
     "BrokerQueue",
