@@ -6,7 +6,9 @@
 #   node.sh start  NAME AMQP_PORT [MGMT_PORT] [DIST_PORT]   start (or keep) and wait until ready
 #   node.sh stop   NAME        graceful stop
 #   node.sh kill   NAME        SIGKILL the node's Erlang VM (a crash, for tests)
+#   node.sh restart NAME       stop, then start on the same ports and data
 #   node.sh status NAME
+#   node.sh ctl NAME ARGS...   rabbitmqctl -n NAME@localhost ARGS (with the node's cookie)
 #
 # NAME is the short node name (rmq1 -> rmq1@localhost). MGMT_PORT defaults to AMQP_PORT +
 # 10000, DIST_PORT to AMQP_PORT + 20000. The guest user may log in (loopback_users = none);
@@ -211,7 +213,7 @@ node_main() {
         restart) node_stop "$1"; read -r a m d <"$(node_dir "$1")/ports"; node_start "$1" "$a" "$m" "$d" ;;
         status) node_status "$@" ;;
         ctl) ctl "$@" ;;
-        *) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        *) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 }
 
