@@ -1,0 +1,785 @@
+"""Sending tasks: one preparation step shared by a sync producer (pika) and its async twin.
+
+Preparing a task is pure: name, arguments and options -> the envelope and the
+AMQP message (exchange, routing key, headers, properties). It validates the
+arguments when the task is registered here, resolves the route from the
+topology, refuses a route that reaches no queue of the topology file, and turns
+``countdown``/``eta`` into a publish to the broker-side delay levels.
+
+Both producers publish persistent, mandatory, confirmed messages on one
+connection per process, reconnect by themselves, and return :class:`AsyncResult`
+handles whose replies come back over RabbitMQ direct reply-to, or through a
+durable result queue when ``result_queue=`` is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
+
+from amqpq.codec import OutgoingMessage, encode_task
+from amqpq.delay import plan_delay
+from amqpq.envelope import TaskEnvelope, new_task_id, utcnow
+from amqpq.errors import ArgumentsError, ConfigError, UnroutableError
+from amqpq.rpc import (
+    DIRECT_REPLY_TO,
+    AsyncResult,
+    PendingResult,
+    ReplyRouter,
+    deadline_after,
+    remaining,
+)
+
+if TYPE_CHECKING:
+    from amqpq.app import App
+    from amqpq.registry import Task
+    from amqpq.topology.models import Route
+    from amqpq.transport.aio import AsyncBroker, ReplyChannel
+    from amqpq.transport.blocking import BlockingBroker
+
+__all__ = [
+    "SEND_OPTIONS",
+    "AsyncProducer",
+    "PreparedTask",
+    "Producer",
+    "TaskCall",
+    "TaskPreparer",
+]
+
+log = logging.getLogger("amqpq.producer")
+
+SEND_OPTIONS = frozenset(
+    {
+        "countdown",
+        "eta",
+        "exchange",
+        "expires",
+        "headers",
+        "ignore_result",
+        "parent_id",
+        "priority",
+        "result_queue",
+        "root_id",
+        "routing_key",
+        "task_id",
+    }
+)
+"""The keyword options ``apply_async`` / ``send_task`` accept."""
+
+# Delays shorter than this are not worth a trip through the delay levels.
+_MIN_DELAY_MS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCall:
+    """One task to send in a batch: ``TaskCall("tasks.add", (3, 4), options={"priority": 5})``."""
+
+    name: str
+    args: Iterable[Any] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTask:
+    """A task ready to publish."""
+
+    envelope: TaskEnvelope
+    message: OutgoingMessage
+    task: Task[Any, Any] | None
+    reply_to: str | None
+    """None (ignore_result), ``amq.rabbitmq.reply-to``, or a durable result queue."""
+    targets: frozenset[str]
+    """The queues of the topology file the route reaches."""
+    delay_ms: int = 0
+
+    @property
+    def result_queue(self) -> str | None:
+        return self.reply_to if self.reply_to not in (None, DIRECT_REPLY_TO) else None
+
+    def convert(self) -> Callable[[Any], Any] | None:
+        return self.task.signature.result_from_wire if self.task is not None else None
+
+
+class TaskPreparer:
+    """Name, arguments and options -> :class:`PreparedTask`. Pure; caches route lookups.
+
+    The topology is read once: routes and the static routing check are cached
+    per (exchange, routing key, headers), so a publish costs no topology work.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._routes: dict[str, Route] = {}
+        self._targets: dict[tuple[str, str, str], frozenset[str]] = {}
+        self._router: Any = None
+
+    def route(self, name: str) -> Route:
+        route = self._routes.get(name)
+        if route is None:
+            route = self._routes[name] = self.app.topology.route_for(name)
+        return route
+
+    def targets(
+        self, exchange: str, routing_key: str, headers: Mapping[str, Any]
+    ) -> frozenset[str]:
+        key = (exchange, routing_key, repr(sorted(headers.items())) if headers else "")
+        found = self._targets.get(key)
+        if found is None:
+            if self._router is None:
+                from amqpq.topology.routing import Router
+
+                self._router = Router(self.app.topology)
+            found = self._targets[key] = frozenset(
+                self._router.targets(exchange, routing_key, headers)
+            )
+        return found
+
+    def prepare(
+        self,
+        name: str,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> PreparedTask:
+        options = options or {}
+        unknown = set(options) - SEND_OPTIONS
+        if unknown:
+            raise ConfigError(
+                f"unknown send option(s) {', '.join(sorted(unknown))}; "
+                f"expected: {', '.join(sorted(SEND_OPTIONS))}"
+            )
+        if not isinstance(name, str) or not 0 < len(name) <= 255:
+            raise ConfigError(f"task name must be 1 to 255 characters, got {name!r}")
+        task = self.app.registry.find(name)
+        if isinstance(args, str | bytes | Mapping):
+            raise ArgumentsError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
+        if task is not None:
+            wire_args, wire_kwargs = task.signature.to_wire(args, kwargs or {})
+        else:
+            wire_args, wire_kwargs = list(args), dict(kwargs or {})
+        task_options = task.options if task is not None else None
+
+        now = utcnow()
+        eta = _eta(options.get("countdown"), options.get("eta"), now)
+        expires_option = options.get("expires")
+        if expires_option is None and task_options is not None:
+            expires_option = task_options.expires
+        expires = _when(expires_option, now, "expires")
+        priority = options.get("priority")
+        if priority is None and task_options is not None:
+            priority = task_options.priority
+        if priority is not None and (
+            isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 255
+        ):
+            raise ConfigError(f"priority must be an integer from 0 to 255, got {priority!r}")
+        ignore_result = options.get("ignore_result")
+        if ignore_result is None:
+            ignore_result = task_options.ignore_result if task_options is not None else False
+        result_queue = options.get("result_queue")
+        if result_queue is not None and (not isinstance(result_queue, str) or not result_queue):
+            raise ConfigError(f"result_queue must be a queue name, got {result_queue!r}")
+        reply_to = None if ignore_result else (result_queue or DIRECT_REPLY_TO)
+
+        exchange, routing_key, headers = self._resolve_route(name, options)
+        targets = self.targets(exchange, routing_key, headers)
+        if not targets:
+            raise UnroutableError(
+                f"task {name!r} would reach no queue: exchange {exchange!r} with routing key "
+                f"{routing_key!r}{' and headers ' + repr(headers) if headers else ''} matches "
+                "no binding in the topology file"
+            )
+
+        task_id = options.get("task_id") or new_task_id()
+        if not isinstance(task_id, str) or len(task_id) > 255:
+            raise ConfigError(f"task_id must be a string of at most 255 characters: {task_id!r}")
+        try:
+            envelope = TaskEnvelope(
+                id=task_id,
+                task=name,
+                args=wire_args,
+                kwargs=wire_kwargs,
+                eta=eta,
+                expires=expires,
+                parent_id=options.get("parent_id"),
+                root_id=options.get("root_id"),
+                created_at=now,
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"{name}: invalid task options: {exc.errors()[0]['msg']}") from exc
+
+        publish_exchange = exchange
+        delay_ms = 0
+        if eta is not None:
+            delay_ms = math.ceil((eta - now).total_seconds() * 1000)
+            if delay_ms >= _MIN_DELAY_MS:
+                plan = plan_delay(
+                    delay_ms,
+                    prefix=self.app.topology.infrastructure.prefix,
+                    target_exchange=exchange,
+                )
+                publish_exchange = plan.exchange
+                headers = {**headers, **plan.headers}
+            else:
+                delay_ms = 0
+        try:
+            message = encode_task(
+                envelope,
+                exchange=publish_exchange,
+                routing_key=routing_key,
+                reply_to=reply_to,
+                priority=priority,
+                headers=headers,
+            )
+        except PydanticSerializationError as exc:
+            raise ArgumentsError(f"{name}: arguments must be JSON-serialisable: {exc}") from exc
+        return PreparedTask(
+            envelope=envelope,
+            message=message,
+            task=task,
+            reply_to=reply_to,
+            targets=targets,
+            delay_ms=delay_ms,
+        )
+
+    def _resolve_route(
+        self, name: str, options: Mapping[str, Any]
+    ) -> tuple[str, str, dict[str, Any]]:
+        exchange = options.get("exchange")
+        routing_key = options.get("routing_key")
+        call_headers = options.get("headers") or {}
+        if not isinstance(call_headers, Mapping):
+            raise ConfigError(f"headers must be a mapping, got {type(call_headers).__name__}")
+        if exchange is not None and routing_key is not None:
+            return str(exchange), str(routing_key), dict(call_headers)
+        route = self.route(name)
+        if exchange is None or exchange == route.exchange:
+            # The route's headers belong to its exchange: keep them, the call's win.
+            key = route.routing_key if routing_key is None else str(routing_key)
+            return route.exchange, key, {**route.headers, **call_headers}
+        return str(exchange), "", dict(call_headers)
+
+
+def _aware(value: datetime) -> datetime:
+    # A naive datetime is taken as UTC (documented in docs/protocol.md).
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _eta(countdown: Any, eta: Any, now: datetime) -> datetime | None:
+    if countdown is not None and eta is not None:
+        raise ConfigError("give countdown or eta, not both")
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, int | float | timedelta):
+            raise ConfigError(f"countdown must be seconds, got {countdown!r}")
+        seconds = countdown.total_seconds() if isinstance(countdown, timedelta) else countdown
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ConfigError(f"countdown must be >= 0 seconds, got {countdown!r}")
+        return now + timedelta(seconds=seconds)
+    return _when(eta, now, "eta", relative=False)
+
+
+def _when(value: Any, now: datetime, what: str, *, relative: bool = True) -> datetime | None:
+    """A datetime (naive = UTC), ISO text, or (when ``relative``) seconds from now."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return _aware(value)
+    if isinstance(value, str):
+        try:
+            return _aware(datetime.fromisoformat(value))
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {value!r} is not an ISO 8601 date and time") from exc
+    if relative and isinstance(value, timedelta):
+        return now + value
+    if relative and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{what} must be a finite number of seconds")
+        return now + timedelta(seconds=value)
+    expected = "a datetime, ISO text or seconds" if relative else "a datetime or ISO text"
+    raise ConfigError(f"{what} must be {expected}, got {value!r}")
+
+
+def _raise_first(errors: list[BaseException], total: int) -> None:
+    if not errors:
+        return
+    first = errors[0]
+    if total > 1:
+        first.add_note(f"{len(errors)} of {total} tasks in this batch were not sent; the rest were")
+    raise first
+
+
+def _calls(name: str, iterable: Iterable[Any], options: Mapping[str, Any]) -> list[TaskCall]:
+    calls = []
+    for item in iterable:
+        if isinstance(item, Mapping):
+            calls.append(TaskCall(name, (), item, options))
+        elif isinstance(item, list | tuple):
+            calls.append(TaskCall(name, item, {}, options))
+        else:
+            calls.append(TaskCall(name, (item,), {}, options))
+    return calls
+
+
+def _task_name(task: str | Task[Any, Any]) -> str:
+    return task if isinstance(task, str) else task.name
+
+
+# -- sync ---------------------------------------------------------------------------------------
+
+
+class Producer:
+    """The synchronous producer (Django, Flask, scripts), on one pika connection.
+
+    Thread-safe: pika calls happen under one lock. Threads waiting for results
+    take turns pumping the connection, and every reply wakes its own waiter.
+    """
+
+    def __init__(self, app: App, *, confirm_timeout: float = 30.0) -> None:
+        from amqpq.transport.blocking import BlockingBroker
+
+        self.app = app
+        self.preparer = TaskPreparer(app)
+        self._router = ReplyRouter()
+        self._broker: BlockingBroker = BlockingBroker(
+            app.settings,
+            "producer",
+            on_reply=self._router.dispatch,
+            on_lost=self._lost,
+            confirm_timeout=confirm_timeout,
+        )
+        self._queues: dict[str, _QueueResults] = {}
+        self._pumping = False
+        self._contenders = 0
+
+    def __repr__(self) -> str:
+        return f"<Producer {self._broker.name}>"
+
+    @property
+    def broker(self) -> BlockingBroker:
+        return self._broker
+
+    def _lost(self, reason: str) -> None:
+        self._router.lose(reason, self._broker.generation)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[BlockingBroker]:
+        """The connection lock; a thread pumping for replies is asked to let go first."""
+        self._contenders += 1
+        try:
+            if self._pumping:
+                self._broker.wake_pump()
+            self._broker.lock.acquire()
+        finally:
+            self._contenders -= 1
+        try:
+            yield self._broker
+        finally:
+            self._broker.lock.release()
+            with self._router.changed:
+                self._router.changed.notify_all()
+
+    def connect(self) -> None:
+        """Open the connection now instead of on the first send."""
+        with self._locked() as broker:
+            broker.connect()
+
+    def close(self) -> None:
+        with self._locked() as broker:
+            broker.close()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send_task(
+        self,
+        name: str,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Send one task by name and wait for the broker's confirm (not for the result)."""
+        prepared = self.preparer.prepare(name, args, kwargs, options)
+        results, errors = self._publish([prepared])
+        _raise_first(errors, 1)
+        return results[0]
+
+    def send_many(self, calls: Iterable[TaskCall]) -> list[AsyncResult]:
+        """Send a batch with many confirms in flight (much faster than one ``send_task`` each).
+
+        Every call is prepared (validated and routed) before anything is published,
+        so a bad call sends nothing. If the broker refuses some messages, the first
+        error is raised (with a note counting them) after the rest were sent.
+        """
+        prepared = [self.preparer.prepare(c.name, c.args, c.kwargs, c.options) for c in calls]
+        results, errors = self._publish(prepared)
+        _raise_first(errors, len(prepared))
+        return results
+
+    def map(
+        self, task: str | Task[Any, Any], iterable: Iterable[Any], **options: Any
+    ) -> list[AsyncResult]:
+        """``send_many`` for one task: each item is an argument tuple/list, a kwargs mapping,
+        or a single argument. ``producer.map("tasks.add", [(1, 2), (3, 4)])``."""
+        return self.send_many(_calls(_task_name(task), iterable, options))
+
+    def _publish(
+        self, prepared: list[PreparedTask]
+    ) -> tuple[list[AsyncResult], list[BaseException]]:
+        pendings = [self._pending_for(p) for p in prepared]
+        errors: list[BaseException] = []
+        with self._locked() as broker:
+            for queue in {p.result_queue for p in prepared if p.result_queue}:
+                broker.ensure_queue(queue)
+            outcomes = broker.publish_many([p.message for p in prepared])
+            results = []
+            for p, pending, (error, generation) in zip(prepared, pendings, outcomes, strict=True):
+                if error is not None:
+                    if pending is not None:
+                        self._router_for(p).discard(pending)
+                    errors.append(error)
+                    continue
+                if pending is not None and p.reply_to == DIRECT_REPLY_TO:
+                    pending.generation = generation
+                    if generation != broker.generation or not broker.is_connected:
+                        pending.lost = "the connection it was sent on closed"
+                results.append(self._result(p, pending))
+        return results, errors
+
+    def _pending_for(self, prepared: PreparedTask) -> PendingResult | None:
+        if prepared.reply_to is None:
+            return None
+        pending = PendingResult(prepared.envelope.id, prepared.envelope.task, prepared.convert())
+        # Registered before publishing: a fast worker may answer before the confirm arrives.
+        self._router_for(prepared).add(pending)
+        return pending
+
+    def _router_for(self, prepared: PreparedTask) -> ReplyRouter:
+        queue = prepared.result_queue
+        return self._queue_results(queue).router if queue else self._router
+
+    def _result(self, prepared: PreparedTask, pending: PendingResult | None) -> AsyncResult:
+        backend: Any = None
+        if pending is not None:
+            queue = prepared.result_queue
+            backend = self._queue_results(queue) if queue else self
+        return AsyncResult(
+            prepared.envelope.id,
+            task=prepared.envelope.task,
+            backend=backend,
+            pending=pending,
+            app=self.app,
+        )
+
+    def _queue_results(self, queue: str) -> _QueueResults:
+        results = self._queues.get(queue)
+        if results is None:
+            results = self._queues.setdefault(queue, _QueueResults(self, queue))
+        return results
+
+    def result_from_queue(self, task_id: str, queue: str) -> AsyncResult:
+        """A handle on ``task_id``'s result in the durable result queue ``queue``."""
+        results = self._queue_results(queue)
+        pending = PendingResult(task_id, None)
+        results.router.add(pending)
+        return AsyncResult(task_id, backend=results, pending=pending, app=self.app)
+
+    # -- waiting over direct reply-to (ResultBackend) ----------------------------------------
+
+    def wait(self, pending: PendingResult, timeout: float | None) -> None:
+        deadline = deadline_after(timeout)
+        changed = self._router.changed
+        lock = self._broker.lock
+        while not pending.settled:
+            left = remaining(deadline)
+            if left is not None and left <= 0:
+                return
+            slice_ = 1.0 if left is None else min(left, 1.0)
+            if self._contenders == 0 and lock.acquire(blocking=False):
+                try:
+                    if not pending.settled:
+                        self._pumping = True
+                        self._broker.pump(slice_)
+                finally:
+                    self._pumping = False
+                    lock.release()
+                if self._contenders:
+                    with changed:
+                        changed.wait(0.01)
+            else:
+                with changed:
+                    if not pending.settled:
+                        changed.wait(min(slice_, 0.05))
+        # Another waiter may have to take over pumping.
+        with changed:
+            changed.notify_all()
+
+    async def await_(self, pending: PendingResult, timeout: float | None) -> None:
+        await asyncio.to_thread(self.wait, pending, timeout)
+
+    def refresh(self, pending: PendingResult) -> None:
+        lock = self._broker.lock
+        if self._broker.is_connected and lock.acquire(blocking=False):
+            try:
+                self._broker.pump(0)
+            finally:
+                lock.release()
+
+
+class _QueueResults:
+    """Results collected from one durable result queue (sync). Scans by basic.get,
+    takes the replies this process waits for and leaves the others in the queue."""
+
+    def __init__(self, producer: Producer, queue: str) -> None:
+        self.producer = producer
+        self.queue = queue
+        self.router = ReplyRouter()
+        self._last_poll = 0.0
+
+    def _poll(self) -> None:
+        wanted = self.router.wanted()
+        if not wanted:
+            return
+        with self.producer._locked() as broker:
+            found = broker.collect(self.queue, wanted)
+        self._last_poll = time.monotonic()
+        for correlation_id, body in found:
+            self.router.dispatch(correlation_id, body)
+
+    def wait(self, pending: PendingResult, timeout: float | None) -> None:
+        deadline = deadline_after(timeout)
+        pause = 0.005
+        while True:
+            self._poll()
+            if pending.settled:
+                return
+            left = remaining(deadline)
+            if left is not None and left <= 0:
+                return
+            time.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 2, 0.25)
+
+    async def await_(self, pending: PendingResult, timeout: float | None) -> None:
+        await asyncio.to_thread(self.wait, pending, timeout)
+
+    def refresh(self, pending: PendingResult) -> None:
+        if time.monotonic() - self._last_poll > 0.1:
+            self._poll()
+
+
+# -- async --------------------------------------------------------------------------------------
+
+
+class AsyncProducer:
+    """The asyncio producer (FastAPI, async code), on one robust aio-pika connection.
+
+    Concurrent ``send_task`` calls from many coroutines keep their confirms in flight.
+    Use it from the event loop it was created on.
+    """
+
+    def __init__(self, app: App, *, confirm_timeout: float = 30.0) -> None:
+        from amqpq.transport.aio import AsyncBroker, ReplyChannel
+
+        self.app = app
+        self.preparer = TaskPreparer(app)
+        self.confirm_timeout = confirm_timeout
+        self._router = ReplyRouter()
+        self._broker: AsyncBroker = AsyncBroker(app.settings, "producer")
+        self._rpc: ReplyChannel = ReplyChannel(
+            self._broker, on_reply=self._router.dispatch, on_lost=self._lost
+        )
+        self._broker.on_reconnect.append(self._reconnected)
+        self._queues: dict[str, _AsyncQueueResults] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncProducer {self._broker.name}>"
+
+    def _lost(self, reason: str) -> None:
+        self._router.lose(reason, self._rpc.generation)
+
+    async def _reconnected(self) -> None:
+        # Re-attach the reply consumer now, so results lost with the old channel fail fast.
+        try:
+            await self._rpc.ready()
+        except Exception as exc:
+            log.warning("re-opening the reply channel failed: %s", exc)
+
+    async def connect(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._rpc.ready()
+
+    async def close(self) -> None:
+        await self._rpc.close()
+        await self._broker.close()
+
+    async def __aenter__(self) -> AsyncProducer:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send_task(
+        self,
+        name: str,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Send one task by name and wait for the broker's confirm (not for the result)."""
+        prepared = self.preparer.prepare(name, args, kwargs, options)
+        return await self._send(prepared)
+
+    async def send_many(
+        self, calls: Iterable[TaskCall], *, concurrency: int = 1000
+    ) -> list[AsyncResult]:
+        """Send a batch with up to ``concurrency`` confirms in flight. Every call is
+        prepared before anything is published; the first broker error is raised
+        after the rest were sent."""
+        prepared = [self.preparer.prepare(c.name, c.args, c.kwargs, c.options) for c in calls]
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def send(p: PreparedTask) -> AsyncResult:
+            async with semaphore:
+                return await self._send(p)
+
+        outcomes = await asyncio.gather(*(send(p) for p in prepared), return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        for error in errors:
+            if not isinstance(error, Exception):
+                raise error
+        _raise_first(errors, len(prepared))
+        return [o for o in outcomes if isinstance(o, AsyncResult)]
+
+    async def map(
+        self, task: str | Task[Any, Any], iterable: Iterable[Any], **options: Any
+    ) -> list[AsyncResult]:
+        """``send_many`` for one task (see :meth:`Producer.map`)."""
+        return await self.send_many(_calls(_task_name(task), iterable, options))
+
+    async def _send(self, prepared: PreparedTask) -> AsyncResult:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        queue = prepared.result_queue
+        pending: PendingResult | None = None
+        backend: Any = None
+        router = self._router
+        if prepared.reply_to is not None:
+            pending = PendingResult(
+                prepared.envelope.id, prepared.envelope.task, prepared.convert()
+            )
+            pending.event = asyncio.Event()
+            if queue:
+                results = self._queue_results(queue)
+                router, backend = results.router, results
+                await self._rpc.ensure_queue(queue)
+            else:
+                backend = self
+            router.add(pending)
+        try:
+            generation = await self._rpc.publish(prepared.message, timeout=self.confirm_timeout)
+        except BaseException:
+            if pending is not None:
+                router.discard(pending)
+            raise
+        if pending is not None and not queue:
+            pending.generation = generation
+            if generation != self._rpc.generation:
+                pending.lost = "the connection it was sent on closed"
+        return AsyncResult(
+            prepared.envelope.id,
+            task=prepared.envelope.task,
+            backend=backend,
+            pending=pending,
+            app=self.app,
+        )
+
+    def _queue_results(self, queue: str) -> _AsyncQueueResults:
+        results = self._queues.get(queue)
+        if results is None:
+            results = self._queues[queue] = _AsyncQueueResults(self, queue)
+        return results
+
+    def result_from_queue(self, task_id: str, queue: str) -> AsyncResult:
+        """A handle on ``task_id``'s result in a durable result queue (``await r.aget()``)."""
+        results = self._queue_results(queue)
+        pending = PendingResult(task_id, None)
+        results.router.add(pending)
+        return AsyncResult(task_id, backend=results, pending=pending, app=self.app)
+
+    # -- waiting over direct reply-to (ResultBackend) ----------------------------------------
+
+    async def await_(self, pending: PendingResult, timeout: float | None) -> None:
+        if pending.event is None:
+            pending.event = asyncio.Event()
+        if pending.settled:
+            return
+        with contextlib.suppress(TimeoutError):
+            while not pending.settled:  # intermediate replies set the event too
+                pending.event.clear()
+                await asyncio.wait_for(pending.event.wait(), timeout)
+
+    def wait(self, pending: PendingResult, timeout: float | None) -> None:
+        _wait_from_thread(self._loop, self.await_(pending, timeout))
+
+    def refresh(self, pending: PendingResult) -> None:
+        return None
+
+
+class _AsyncQueueResults:
+    """Results collected from one durable result queue on the async producer."""
+
+    def __init__(self, producer: AsyncProducer, queue: str) -> None:
+        self.producer = producer
+        self.queue = queue
+        self.router = ReplyRouter()
+
+    async def _poll(self) -> None:
+        wanted = self.router.wanted()
+        if wanted:
+            for correlation_id, body in await self.producer._rpc.collect(self.queue, wanted):
+                self.router.dispatch(correlation_id, body)
+
+    async def await_(self, pending: PendingResult, timeout: float | None) -> None:
+        deadline = deadline_after(timeout)
+        pause = 0.005
+        while True:
+            await self._poll()
+            if pending.settled:
+                return
+            left = remaining(deadline)
+            if left is not None and left <= 0:
+                return
+            await asyncio.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 2, 0.25)
+
+    def wait(self, pending: PendingResult, timeout: float | None) -> None:
+        _wait_from_thread(self.producer._loop, self.await_(pending, timeout))
+
+    def refresh(self, pending: PendingResult) -> None:
+        return None
+
+
+def _wait_from_thread(loop: asyncio.AbstractEventLoop | None, coro: Any) -> None:
+    """``get()`` on an async producer's result: fine from another thread, never on its loop."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if loop is None or loop.is_closed() or running is loop:
+        coro.close()
+        raise ConfigError(
+            "this result belongs to an async producer: use `await result.aget(timeout=...)`"
+        )
+    asyncio.run_coroutine_threadsafe(coro, loop).result()

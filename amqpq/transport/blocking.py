@@ -1,0 +1,601 @@
+"""The synchronous transport on pika's ``BlockingConnection``: all pika code lives here.
+
+One connection per producer, used under :attr:`BlockingBroker.lock` (pika is not
+thread-safe). Publishes are persistent, mandatory and confirmed; confirms are
+tracked per delivery tag, so a bulk send keeps many in flight on one channel.
+The publishing channel also consumes RabbitMQ direct reply-to, because the
+broker only delivers replies to a consumer on the very channel that published.
+
+pika only reads the socket (heartbeats included) while something calls into it;
+a keep-alive thread pumps the connection while the process is idle, and a
+connection that died anyway is replaced on next use: a publish that fails with a
+connection error is retried once on a new connection (at-least-once).
+
+Library errors are mapped here to :mod:`amqpq.errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from amqpq.codec import OutgoingMessage
+from amqpq.errors import (
+    BrokerError,
+    BrokerUnreachableError,
+    PublishError,
+    PublishNackedError,
+    UnroutableError,
+)
+from amqpq.settings import BrokerAddress, Settings, connection_name
+from amqpq.transport.tls import ssl_context_for
+
+__all__ = ["DIRECT_REPLY_TO", "BlockingBroker", "ReplyCallback"]
+
+log = logging.getLogger("amqpq.transport")
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+# How many unconfirmed publishes one bulk send keeps in flight.
+PUBLISH_WINDOW = 1000
+
+ReplyCallback = Callable[[str | None, bytes], None]
+"""Called (under the broker lock) with ``correlation_id`` and body of each direct reply."""
+LostCallback = Callable[[str], None]
+"""Called when the publishing channel is gone, with a reason: its direct replies are lost."""
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.ChannelWrongStateError,
+    ConnectionError,
+    OSError,
+)
+
+
+class _ConnectionLost(Exception):
+    """Internal: the connection or publishing channel died under a publish; retry it."""
+
+
+_RETRYABLE: tuple[type[BaseException], ...] = (_ConnectionLost, *_CONNECTION_ERRORS)
+
+
+def _noop() -> None:
+    return None
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    message: OutgoingMessage
+    done: bool = False
+    returned: str | None = None
+    error: BaseException | None = None
+    lost: bool = False
+
+
+class BlockingBroker:
+    """A pika connection for a synchronous producer. Hold :attr:`lock` around every call."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        role: str = "producer",
+        *,
+        on_reply: ReplyCallback | None = None,
+        on_lost: LostCallback | None = None,
+        confirm_timeout: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.name = connection_name(role)
+        self.lock = threading.RLock()
+        self.confirm_timeout = confirm_timeout
+        self._on_reply = on_reply
+        self._on_lost = on_lost
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._aux: BlockingChannel | None = None
+        self._outstanding: dict[int, _Outstanding] = {}
+        self._tag = 0
+        self._known_exchanges: set[str] = set()
+        self._known_queues: set[str] = set()
+        self._waiting = False
+        self._last_io = 0.0
+        self._keepalive: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.generation = 0
+        """Bumped each time a new publishing channel opens (its reply-to address changes)."""
+        self.reconnects = 0
+
+    # -- connection --------------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return (
+            self._connection is not None
+            and self._connection.is_open
+            and self._channel is not None
+            and self._channel.is_open
+        )
+
+    def connect(self) -> None:
+        """Open the connection and the publishing channel if they are not open."""
+        with self.lock:
+            self._ensure_channel()
+
+    def _ensure_channel(self) -> BlockingChannel:
+        if self.is_connected:
+            assert self._channel is not None
+            return self._channel
+        had_connection = self.generation > 0
+        self._drop("the connection to RabbitMQ was lost")
+        connection = self._open_connection()
+        try:
+            channel = connection.channel()
+            impl = channel._impl  # confirms tracked per tag: pipelined, not one at a time
+            ready: list[bool] = []
+            impl.confirm_delivery(
+                ack_nack_callback=self._on_confirm, callback=_marker(ready, self._wake)
+            )
+            impl.add_on_return_callback(self._on_return)
+            impl.add_on_close_callback(self._on_channel_closed)
+            if self._on_reply is not None:
+                channel.basic_consume(DIRECT_REPLY_TO, self._on_reply_delivery, auto_ack=True)
+            self._connection = connection
+            self._pump_until(lambda: bool(ready), self.settings.connect_timeout)
+        except (*_CONNECTION_ERRORS, pika.exceptions.AMQPChannelError) as exc:
+            self._connection = None
+            _close_quietly(connection)
+            raise BrokerUnreachableError(
+                f"RabbitMQ closed the new connection: {_describe(exc)}"
+            ) from exc
+        self._channel = channel
+        self._tag = 0
+        self.generation += 1
+        if had_connection:
+            self.reconnects += 1
+            log.warning("reconnected to RabbitMQ (%s), reconnects=%d", self.name, self.reconnects)
+        self._last_io = time.monotonic()
+        self._start_keepalive()
+        return channel
+
+    def _open_connection(self) -> BlockingConnection:
+        errors: list[str] = []
+        for address in self.settings.addresses:
+            try:
+                return BlockingConnection(self._parameters(address))
+            except pika.exceptions.ProbableAuthenticationError as exc:
+                errors.append(f"{address.display}: refused the credentials ({_describe(exc)})")
+            except pika.exceptions.ProbableAccessDeniedError as exc:
+                errors.append(f"{address.display}: access to the vhost refused ({_describe(exc)})")
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                errors.append(f"{address.display}: {_describe(exc)}")
+        raise BrokerUnreachableError("cannot connect to RabbitMQ: " + "; ".join(errors))
+
+    def _parameters(self, address: BrokerAddress) -> pika.ConnectionParameters:
+        ssl_options = (
+            pika.SSLOptions(ssl_context_for(self.settings), server_hostname=address.host)
+            if address.tls
+            else None
+        )
+        return pika.ConnectionParameters(
+            host=address.host,
+            port=address.port,
+            virtual_host=address.vhost,
+            credentials=pika.PlainCredentials(address.username, address.password),
+            heartbeat=self.settings.heartbeat,
+            blocked_connection_timeout=max(self.confirm_timeout, 1.0),
+            connection_attempts=1,
+            socket_timeout=self.settings.connect_timeout,
+            stack_timeout=self.settings.connect_timeout,
+            ssl_options=ssl_options,
+            client_properties={"connection_name": self.name, "product": "amqpq"},
+        )
+
+    def _drop(self, reason: str) -> None:
+        """Forget the connection; fail what was in flight on it."""
+        connection, self._connection = self._connection, None
+        channel, self._channel = self._channel, None
+        self._aux = None
+        for record in self._outstanding.values():
+            if not record.done:
+                record.done = True
+                record.lost = True
+        self._outstanding.clear()
+        if channel is not None and self._on_lost is not None:
+            self._on_lost(reason)
+        if connection is not None:
+            _close_quietly(connection)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self.lock:
+            self._drop("the producer was closed")
+
+    # -- pika callbacks (run inside process_data_events, under the lock) --------------------
+
+    def _wake(self) -> None:
+        # process_data_events returns early once a timer fired; only our own waits need it.
+        if self._waiting and self._connection is not None and self._connection.is_open:
+            self._connection.call_later(0, _noop)
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tag = int(method.delivery_tag)
+        nack = isinstance(method, pika.spec.Basic.Nack)
+        tags = [t for t in self._outstanding if t <= tag] if method.multiple else [tag]
+        for t in tags:
+            record = self._outstanding.pop(t, None)
+            if record is None:
+                continue
+            record.done = True
+            if nack:
+                record.error = PublishNackedError(
+                    f"RabbitMQ refused the message for exchange {record.message.exchange!r} "
+                    "(e.g. a full queue with overflow=reject-publish)"
+                )
+            elif record.returned is not None:
+                record.error = UnroutableError(
+                    f"no queue is bound for exchange {record.message.exchange!r} with routing key "
+                    f"{record.message.routing_key!r}: the message was returned ({record.returned})"
+                )
+        self._wake()
+
+    def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
+        # The broker sends basic.return before the ack of the same message.
+        message_id = properties.message_id
+        for record in self._outstanding.values():
+            if record.returned is None and record.message.properties.message_id == message_id:
+                record.returned = str(method.reply_text)
+                break
+
+    def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
+        error = _channel_close_error(reason, self._outstanding.values())
+        for record in self._outstanding.values():
+            if not record.done:
+                record.done = True
+                if error is None:
+                    record.lost = True
+                else:
+                    record.error = error
+                    if isinstance(error, UnroutableError):
+                        self._known_exchanges.discard(record.message.exchange)
+        self._outstanding.clear()
+        if self._channel is not None and self._channel._impl is _channel:
+            self._channel = None
+            if self._on_lost is not None:
+                self._on_lost(f"the publishing channel was closed ({_describe(reason)})")
+        self._wake()
+
+    def _on_reply_delivery(self, _channel: Any, _method: Any, properties: Any, body: bytes) -> None:
+        if self._on_reply is not None:
+            self._on_reply(properties.correlation_id, body)
+
+    # -- pumping -----------------------------------------------------------------------------
+
+    def _pump_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        """Process I/O until ``done()`` or the timeout; False on timeout. Connection errors raise."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        connection = self._connection
+        if connection is None:
+            raise _ConnectionLost("not connected")
+        self._waiting = True
+        try:
+            while not done():
+                if deadline is None:
+                    limit = 1.0
+                else:
+                    limit = deadline - time.monotonic()
+                    if limit <= 0:
+                        return False
+                connection.process_data_events(time_limit=min(limit, 1.0))
+        finally:
+            self._waiting = False
+            self._last_io = time.monotonic()
+        return True
+
+    def pump(self, time_limit: float) -> None:
+        """Process incoming frames (replies, heartbeats) for up to ``time_limit`` seconds.
+
+        Returns early once anything was dispatched. A lost connection is dropped
+        quietly (its direct replies are reported lost through ``on_lost``).
+        """
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            if self._channel is not None or connection is not None:
+                self._drop("the connection to RabbitMQ was lost")
+            time.sleep(min(time_limit, 0.05))
+            return
+        try:
+            connection.process_data_events(time_limit=time_limit)
+        except _CONNECTION_ERRORS as exc:
+            self._drop(f"the connection to RabbitMQ was lost ({_describe(exc)})")
+        finally:
+            self._last_io = time.monotonic()
+
+    def wake_pump(self) -> None:
+        """Thread-safe: make a pump running in another thread return soon."""
+        connection = self._connection
+        if connection is not None and connection.is_open:
+            with contextlib.suppress(pika.exceptions.ConnectionWrongStateError):
+                connection.add_callback_threadsafe(_noop)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def publish(self, message: OutgoingMessage) -> int:
+        """Publish one message, wait for its confirm and return the channel generation
+        that took it; raises the mapped error."""
+        error, generation = self.publish_many([message])[0]
+        if error is not None:
+            raise error
+        return generation
+
+    def publish_many(
+        self, messages: Sequence[OutgoingMessage], *, window: int = PUBLISH_WINDOW
+    ) -> list[tuple[BaseException | None, int]]:
+        """Publish all, ``window`` unconfirmed at a time.
+
+        Returns, per message, its error (None when confirmed) and the generation of
+        the channel that took it. Messages caught by a connection loss are
+        republished once on a new connection.
+        """
+        results: list[tuple[BaseException | None, int]] = [(None, 0)] * len(messages)
+        todo = list(range(len(messages)))
+        for attempt in (1, 2):
+            records: list[tuple[int, _Outstanding]] = []
+            errors: list[BaseException | None] = [None] * len(messages)
+            try:
+                self._ensure_channel()
+                generation = self.generation
+                self._check_exchanges(messages, todo, errors)
+                deadline = time.monotonic() + self.confirm_timeout
+                for index in todo:
+                    if errors[index] is not None:
+                        results[index] = (errors[index], generation)
+                        continue
+                    if len(self._outstanding) >= window:
+                        self._pump_until(lambda: len(self._outstanding) < window, None)
+                    records.append((index, self._publish_raw(messages[index])))
+                self._pump_until(
+                    lambda sent=records: all(r.done for _, r in sent),  # type: ignore[misc]
+                    deadline - time.monotonic(),
+                )
+            except _RETRYABLE as exc:
+                self._drop(f"the connection to RabbitMQ was lost ({_describe(exc)})")
+                failure: BaseException = exc
+            else:
+                failure = _ConnectionLost("the publishing channel closed")
+            retry: list[int] = []
+            for index, record in records:
+                if not record.done:
+                    results[index] = (
+                        PublishError(f"no publisher confirm within {self.confirm_timeout:.0f}s"),
+                        generation,
+                    )
+                elif record.lost:
+                    retry.append(index)
+                else:
+                    results[index] = (record.error, generation)
+            handled = {index for index, _ in records} | {i for i in todo if errors[i] is not None}
+            retry += [i for i in todo if i not in handled]
+            if not retry:
+                return results
+            if attempt == 2:
+                for index in retry:
+                    results[index] = (
+                        PublishError(
+                            "publish failed, the connection to RabbitMQ was lost: "
+                            + _describe(failure)
+                        ),
+                        self.generation,
+                    )
+                return results
+            log.warning("retrying %d publish(es) after a connection loss", len(retry))
+            todo = sorted(retry)
+        return results
+
+    def _publish_raw(self, message: OutgoingMessage) -> _Outstanding:
+        assert self._channel is not None
+        props = message.properties
+        properties = pika.BasicProperties(
+            content_type=props.content_type,
+            content_encoding=props.content_encoding,
+            headers=props.headers or None,
+            delivery_mode=props.delivery_mode,
+            priority=props.priority,
+            correlation_id=props.correlation_id,
+            reply_to=props.reply_to,
+            expiration=props.expiration,
+            message_id=props.message_id,
+            timestamp=int(props.timestamp.timestamp()) if props.timestamp else None,
+            type=props.type,
+            app_id=props.app_id,
+        )
+        self._channel._impl.basic_publish(
+            exchange=message.exchange,
+            routing_key=message.routing_key,
+            body=message.body,
+            properties=properties,
+            mandatory=message.mandatory,
+        )
+        self._tag += 1
+        record = _Outstanding(message)
+        self._outstanding[self._tag] = record
+        return record
+
+    def _check_exchanges(
+        self,
+        messages: Sequence[OutgoingMessage],
+        todo: list[int],
+        results: list[BaseException | None],
+    ) -> None:
+        # Publishing to a missing exchange closes the channel, and with it every direct
+        # reply-to in flight; check each exchange once per process on a side channel instead.
+        for name in {messages[i].exchange for i in todo} - self._known_exchanges:
+            if name == "" or name.startswith("amq."):
+                self._known_exchanges.add(name)
+                continue
+            try:
+                self._aux_channel().exchange_declare(name, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                self._aux = None
+                if exc.reply_code != 404:
+                    raise BrokerError(f"checking exchange {name!r}: {_describe(exc)}") from exc
+                error = UnroutableError(
+                    f"exchange {name!r} does not exist in vhost {self.settings.vhost!r}: "
+                    "declare the topology first (amqpq topology apply)"
+                )
+                for i in todo:
+                    if messages[i].exchange == name:
+                        results[i] = error
+            else:
+                self._known_exchanges.add(name)
+
+    # -- side channel: checks and durable result queues --------------------------------------
+
+    def _aux_channel(self) -> BlockingChannel:
+        if self._aux is None or not self._aux.is_open:
+            self._ensure_channel()
+            assert self._connection is not None
+            self._aux = self._connection.channel()
+        return self._aux
+
+    def ensure_queue(self, name: str) -> None:
+        """Make sure a durable result queue exists: keep it as it is, or declare a classic one."""
+        if name in self._known_queues:
+            return
+        for attempt in (1, 2):
+            try:
+                try:
+                    self._aux_channel().queue_declare(name, passive=True)
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    self._aux = None
+                    if exc.reply_code != 404:
+                        raise BrokerError(f"checking queue {name!r}: {_describe(exc)}") from exc
+                    self._aux_channel().queue_declare(name, durable=True)
+                self._known_queues.add(name)
+                return
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                self._aux = None
+                raise BrokerError(
+                    f"cannot declare result queue {name!r}: {_describe(exc)}"
+                ) from exc
+            except _CONNECTION_ERRORS as exc:
+                self._drop(f"the connection to RabbitMQ was lost ({_describe(exc)})")
+                if attempt == 2:
+                    raise BrokerUnreachableError(
+                        f"connection lost while declaring {name!r}: {_describe(exc)}"
+                    ) from exc
+
+    def collect(self, queue: str, wanted: Container[str]) -> list[tuple[str | None, bytes]]:
+        """Take the replies for ``wanted`` task ids from a result queue; leave the others.
+
+        Scans the messages present when it starts with basic.get, acks the wanted
+        ones and requeues the rest in one basic.nack (classic queues keep their order).
+        """
+        self.ensure_queue(queue)
+        found: list[tuple[str | None, bytes]] = []
+        try:
+            channel = self._aux_channel()
+            skipped = False
+            budget: int | None = None
+            while budget is None or budget > 0:
+                method, properties, body = channel.basic_get(queue, auto_ack=False)
+                if method is None:
+                    break
+                if budget is None:
+                    budget = int(method.message_count)  # only what was there when we started
+                else:
+                    budget -= 1
+                if properties.correlation_id in wanted:
+                    channel.basic_ack(method.delivery_tag)
+                    found.append((properties.correlation_id, body))
+                else:
+                    skipped = True
+            if skipped:
+                channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            self._aux = None
+            self._known_queues.discard(queue)
+            raise BrokerError(f"reading result queue {queue!r}: {_describe(exc)}") from exc
+        except _CONNECTION_ERRORS as exc:
+            # Unacked messages go back to the queue by themselves when the connection dies.
+            self._drop(f"the connection to RabbitMQ was lost ({_describe(exc)})")
+        finally:
+            self._last_io = time.monotonic()
+        return found
+
+    # -- keep-alive --------------------------------------------------------------------------
+
+    def _start_keepalive(self) -> None:
+        if self.settings.heartbeat <= 0 or (self._keepalive and self._keepalive.is_alive()):
+            return
+        self._stop.clear()
+        self._keepalive = threading.Thread(
+            target=self._keepalive_loop, name=f"{self.name} keep-alive", daemon=True
+        )
+        self._keepalive.start()
+
+    def _keepalive_loop(self) -> None:
+        interval = max(self.settings.heartbeat / 4, 0.5)
+        while not self._stop.wait(interval):
+            if time.monotonic() - self._last_io < interval:
+                continue
+            if not self.lock.acquire(timeout=interval):
+                continue
+            try:
+                if self._connection is not None and self._connection.is_open:
+                    self.pump(0)
+            except Exception:  # the thread must never die; the next use reconnects
+                log.debug("keep-alive pump failed", exc_info=True)
+            finally:
+                self.lock.release()
+
+
+def _marker(flag: list[bool], wake: Callable[[], None]) -> Callable[[Any], None]:
+    def mark(_frame: Any) -> None:
+        flag.append(True)
+        wake()
+
+    return mark
+
+
+def _channel_close_error(reason: BaseException, records: Any) -> BaseException | None:
+    """The amqpq error for publishes killed by a channel close; None: retry them elsewhere."""
+    if not isinstance(reason, pika.exceptions.ChannelClosedByBroker):
+        return None
+    text = f"{reason.reply_code} {reason.reply_text}"
+    if reason.reply_code == 404:
+        exchanges = sorted({r.message.exchange for r in records})
+        return UnroutableError(f"exchange {', '.join(map(repr, exchanges))} does not exist: {text}")
+    return PublishError(f"RabbitMQ closed the channel: {text}")
+
+
+def _close_quietly(connection: BlockingConnection) -> None:
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception:
+        log.debug("closing a dead connection failed", exc_info=True)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(exc, pika.exceptions.AMQPConnectionError) and exc.args:
+        inner = exc.args[0]
+        if isinstance(inner, BaseException):
+            return _describe(inner)
+    if isinstance(exc, pika.exceptions.ChannelClosed | pika.exceptions.ConnectionClosed):
+        return f"{exc.reply_code} {exc.reply_text}"
+    return str(exc) or type(exc).__name__
