@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from amqpq.cli import topology
+from amqpq.cli.worker import worker
 
 app = typer.Typer(
     name="amqpq",
@@ -14,6 +15,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(topology.app, name="topology")
+app.command("worker")(worker)
 
 
 def main() -> None:

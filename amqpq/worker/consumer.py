@@ -1,0 +1,418 @@
+"""One delivery, start to finish: check, run, reply, then ack (or retry, or dead-letter).
+
+Order of effects for every message, so that a crash at any point loses nothing:
+publish what must be published (reply, retry copy, dead-letter copy) and wait
+for the broker's confirm, and only then ack. A worker that dies before the ack
+gets the message redelivered (at-least-once; replies and retries may repeat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from amqpq.codec import OutgoingMessage, decode_task, encode_reply, fresh_headers
+from amqpq.delay import plan_delay
+from amqpq.envelope import ErrorInfo, Reply, TaskEnvelope, TaskState
+from amqpq.errors import AmqpqError, ArgumentsError, DecodeError
+from amqpq.registry import Request, Task, TaskRegistry
+from amqpq.transport.consume import ConfirmingPublisher, Delivery
+from amqpq.worker.deadletter import DeadLetterer
+from amqpq.worker.execution import Outcome, RetryRequest, retry_countdown
+from amqpq.worker.hooks import Hooks
+from amqpq.worker.pools import Job, Pool
+from amqpq.worker.stats import WorkerStats
+
+__all__ = ["ETA_TOLERANCE", "MessageHandler"]
+
+log = logging.getLogger("amqpq.worker")
+
+# An eta this close is run now: re-delaying it would cost more than it saves.
+ETA_TOLERANCE = timedelta(milliseconds=100)
+_STATES = {state.value: state for state in TaskState}
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class MessageHandler:
+    """Called for every delivery (by the transport's consumer, one asyncio task each)."""
+
+    def __init__(
+        self,
+        *,
+        registry: TaskRegistry,
+        pool: Pool,
+        replies: ConfirmingPublisher,
+        republisher: ConfirmingPublisher,
+        deadletters: DeadLetterer,
+        stats: WorkerStats,
+        hooks: Hooks,
+        concurrency: int,
+        worker_name: str,
+        max_body_size: int,
+        delay_prefix: str,
+        delay_enabled: bool,
+    ) -> None:
+        self._registry = registry
+        self._pool = pool
+        self._replies = replies
+        self._republisher = republisher
+        self.deadletters = deadletters
+        self.stats = stats
+        self._hooks = hooks
+        self._slots = asyncio.Semaphore(concurrency)
+        self._worker = worker_name
+        self._max_body_size = max_body_size
+        self._delay_prefix = delay_prefix
+        self._delay_enabled = delay_enabled
+        self.stopping = False
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.stats.received += 1
+        size = len(delivery.body)
+        if size > self._max_body_size:
+            await self._reject(
+                delivery,
+                None,
+                "too_large",
+                "MessageTooLarge",
+                f"body of {size} bytes is over the worker's limit of {self._max_body_size} bytes",
+            )
+            return
+        try:
+            envelope = decode_task(delivery.body, delivery.properties)
+        except DecodeError as exc:
+            cause = exc.__cause__
+            reason = (
+                "bad_json"
+                if isinstance(cause, UnicodeDecodeError | json.JSONDecodeError)
+                else "bad_envelope"
+            )
+            await self._reject(delivery, None, reason, "DecodeError", str(exc))
+            return
+        if envelope.eta is not None or envelope.expires is not None:
+            now = datetime.now(UTC)
+            if envelope.expires is not None and _utc(envelope.expires) <= now:
+                await self._reject(
+                    delivery,
+                    envelope,
+                    "expired",
+                    "TaskExpiredError",
+                    f"task expired at {_utc(envelope.expires).isoformat()}",
+                    state=TaskState.EXPIRED,
+                )
+                return
+            if (
+                envelope.eta is not None
+                and self._delay_enabled
+                and _utc(envelope.eta) - now > ETA_TOLERANCE
+            ):
+                await self._redelay(delivery, envelope, _utc(envelope.eta) - now)
+                return
+        task = self._registry.find(envelope.task)
+        if task is None:
+            await self._reject(
+                delivery,
+                envelope,
+                "unknown_task",
+                "TaskNotFoundError",
+                f"no task named {envelope.task!r} is registered in this worker",
+            )
+            return
+        try:
+            args, kwargs = task.signature.from_wire(envelope.args, envelope.kwargs)
+        except ArgumentsError as exc:
+            await self._reject(delivery, envelope, "bad_arguments", "ArgumentsError", str(exc))
+            return
+        async with self._slots:
+            if self.stopping:  # received while shutting down, never started: give it back
+                self.stats.requeued += 1
+                await delivery.nack(requeue=True)
+                return
+            await self._execute(delivery, envelope, task, args, kwargs)
+
+    async def _execute(
+        self,
+        delivery: Delivery,
+        envelope: TaskEnvelope,
+        task: Task[Any, Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> None:
+        props = delivery.properties
+        reply_to = props.reply_to
+        options = task.options
+        request = Request(
+            id=envelope.id,
+            task=envelope.task,
+            args=tuple(envelope.args),
+            kwargs=envelope.kwargs,
+            retries=envelope.retries,
+            eta=envelope.eta,
+            expires=envelope.expires,
+            parent_id=envelope.parent_id,
+            root_id=envelope.root_id,
+            reply_to=reply_to,
+            correlation_id=props.correlation_id,
+            headers=props.headers,
+            queue=delivery.queue,
+            exchange=delivery.exchange,
+            routing_key=delivery.routing_key,
+            redelivered=delivery.redelivered,
+            hostname=self._worker,
+        )
+        if not options.acks_late:
+            await self._ack(delivery)
+        if reply_to and options.track_started:
+            await self._reply(reply_to, envelope, TaskState.STARTED)
+
+        async def progress(state: str, meta: dict[str, Any] | None) -> None:
+            if reply_to:
+                known = _STATES.get(state)
+                if known is None or known.is_final:
+                    meta = {**(meta or {}), "state": state}
+                    known = TaskState.PROGRESS
+                await self._reply(reply_to, envelope, known, meta=meta)
+
+        job = Job(task, args, kwargs, envelope.args, envelope.kwargs, request, progress)
+        self.stats.active += 1
+        try:
+            outcome = await self._pool.run(job)
+        finally:
+            self.stats.active -= 1
+        status = outcome.status
+        if status == "success":
+            self.stats.succeeded += 1
+            if reply_to and not options.ignore_result:
+                await self._reply(reply_to, envelope, TaskState.SUCCESS, result=outcome.result)
+            log.debug("task succeeded task=%s id=%s", envelope.task, envelope.id)
+            await self._ack(delivery)
+        elif status == "retry":
+            await self._retry(delivery, envelope, task, outcome, request)
+        elif status == "crashed":
+            self.stats.requeued += 1
+            log.error(
+                "task %s id=%s lost its process: %s; message requeued",
+                envelope.task,
+                envelope.id,
+                outcome.error.message if outcome.error else "",
+            )
+            await delivery.nack(requeue=True)
+        else:
+            error = outcome.error or ErrorInfo(type="Exception")
+            await self._fail(delivery, envelope, error, "failed")
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    async def _retry(
+        self,
+        delivery: Delivery,
+        envelope: TaskEnvelope,
+        task: Task[Any, Any],
+        outcome: Outcome,
+        request: Request,
+    ) -> None:
+        retry = outcome.retry or RetryRequest()
+        options = task.options
+        max_retries = retry.max_retries if retry.max_retries is not None else options.max_retries
+        if max_retries is not None and envelope.retries >= max_retries:
+            error = outcome.error or ErrorInfo(
+                type="MaxRetriesExceededError",
+                message=f"task {task.name} retried {envelope.retries} times (max_retries)",
+            )
+            await self._fail(delivery, envelope, error, "max_retries_exceeded")
+            return
+        countdown = retry_countdown(options, retry, envelope.retries)
+        eta = datetime.now(UTC) + timedelta(seconds=countdown)
+        again = envelope.model_copy(update={"retries": envelope.retries + 1, "eta": eta})
+        body = again.model_dump_json(exclude_none=True).encode()
+        try:
+            await self._republisher.publish(self._delayed(delivery, body, countdown))
+        except AmqpqError as exc:
+            log.error(
+                "retry of task %s id=%s not scheduled (%s); message requeued",
+                envelope.task,
+                envelope.id,
+                exc,
+            )
+            self.stats.requeued += 1
+            await delivery.nack(requeue=True)
+            return
+        self.stats.retried += 1
+        log.info(
+            "task retry scheduled task=%s id=%s retries=%d countdown=%.3fs error=%s",
+            envelope.task,
+            envelope.id,
+            envelope.retries + 1,
+            countdown,
+            outcome.error.type if outcome.error else "-",
+        )
+        self._hooks(
+            "task_retry", request=request, task=task, countdown=countdown, error=outcome.error
+        )
+        reply_to = delivery.properties.reply_to
+        if reply_to:
+            await self._reply(
+                reply_to,
+                envelope,
+                TaskState.RETRY,
+                error=outcome.error,
+                retries=envelope.retries + 1,
+                meta={"countdown": countdown, "eta": eta.isoformat()},
+            )
+        await self._ack(delivery)
+
+    async def _fail(
+        self, delivery: Delivery, envelope: TaskEnvelope, error: ErrorInfo, reason: str
+    ) -> None:
+        self.stats.failed += 1
+        self.stats.dead_lettered[reason] += 1
+        log.warning(
+            "task failed task=%s id=%s reason=%s error=%s: %s",
+            envelope.task,
+            envelope.id,
+            reason,
+            error.type,
+            error.message,
+        )
+        reply_to = delivery.properties.reply_to
+        if reply_to:
+            await self._reply(reply_to, envelope, TaskState.FAILURE, error=error)
+        await self.deadletters.dead_letter(delivery, reason, error.type, error.message)
+
+    async def _reject(
+        self,
+        delivery: Delivery,
+        envelope: TaskEnvelope | None,
+        reason: str,
+        error_type: str,
+        message: str,
+        state: TaskState = TaskState.REJECTED,
+    ) -> None:
+        """Bad input: dead-letter with the reason, answer the caller, log once, count."""
+        self.stats.dead_lettered[reason] += 1
+        props = delivery.properties
+        task_id = envelope.id if envelope else (props.correlation_id or props.message_id)
+        log.warning(
+            "message rejected queue=%s id=%s task=%s reason=%s: %s",
+            delivery.queue,
+            task_id,
+            envelope.task if envelope else props.headers.get("amqpq-task", "-"),
+            reason,
+            message,
+        )
+        if props.reply_to and task_id:
+            reply = Reply.model_construct(
+                id=task_id,
+                task=envelope.task if envelope else None,
+                state=state,
+                error=ErrorInfo(type=error_type, message=message),
+                retries=envelope.retries if envelope else 0,
+                worker=self._worker,
+            )
+            await self._publish_reply(props.reply_to, reply)
+        await self.deadletters.dead_letter(delivery, reason, error_type, message)
+
+    async def _redelay(self, delivery: Delivery, envelope: TaskEnvelope, wait: timedelta) -> None:
+        """An eta still ahead (a delay cut at 12.4 days, or a plain client): wait on the broker."""
+        seconds = wait.total_seconds()
+        try:
+            await self._republisher.publish(self._delayed(delivery, delivery.body, seconds))
+        except AmqpqError as exc:
+            log.error(
+                "task %s id=%s has an eta in %.0fs but it could not be re-delayed (%s); requeued",
+                envelope.task,
+                envelope.id,
+                seconds,
+                exc,
+            )
+            self.stats.requeued += 1
+            await asyncio.sleep(1.0)  # do not spin on a broker that refuses the delay
+            await delivery.nack(requeue=True)
+            return
+        self.stats.redelayed += 1
+        log.debug("task re-delayed task=%s id=%s wait=%.3fs", envelope.task, envelope.id, seconds)
+        await self._ack(delivery)
+
+    def _delayed(self, delivery: Delivery, body: bytes, seconds: float) -> OutgoingMessage:
+        """A fresh copy that waits ``seconds`` in the delay levels, then lands in this queue."""
+        headers = fresh_headers(delivery.properties.headers)
+        properties = replace(delivery.properties, expiration=None, delivery_mode=2)
+        if not self._delay_enabled:  # no delay levels declared: straight back to the queue
+            return OutgoingMessage(
+                body=body,
+                properties=replace(properties, headers=headers),
+                exchange="",
+                routing_key=delivery.queue,
+            )
+        plan = plan_delay(
+            round(seconds * 1000), prefix=self._delay_prefix, target_queue=delivery.queue
+        )
+        headers.update(plan.headers)
+        return OutgoingMessage(
+            body=body,
+            properties=replace(properties, headers=headers),
+            exchange=plan.exchange,
+            routing_key=delivery.routing_key,
+        )
+
+    # -- publishing and settling ------------------------------------------------------------
+
+    async def _reply(
+        self,
+        reply_to: str,
+        envelope: TaskEnvelope,
+        state: TaskState,
+        *,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+        meta: dict[str, Any] | None = None,
+        retries: int | None = None,
+    ) -> None:
+        reply = Reply.model_construct(
+            id=envelope.id,
+            task=envelope.task,
+            state=state,
+            result=result,
+            error=error,
+            meta=meta,
+            retries=envelope.retries if retries is None else retries,
+            worker=self._worker,
+        )
+        await self._publish_reply(reply_to, reply)
+
+    async def _publish_reply(self, reply_to: str, reply: Reply) -> None:
+        try:
+            message = encode_reply(reply, reply_to=reply_to)
+        except ValueError as exc:  # a result pydantic cannot serialise
+            log.error("reply for id=%s cannot be encoded: %s", reply.id, exc)
+            message = encode_reply(
+                reply.model_copy(
+                    update={
+                        "state": TaskState.FAILURE,
+                        "result": None,
+                        "error": ErrorInfo(type="EncodeError", message=str(exc)),
+                    }
+                ),
+                reply_to=reply_to,
+            )
+        try:
+            await self._replies.publish(message)
+        except AmqpqError as exc:
+            # The caller may be gone, or the connection dropped (then the ack will be stale
+            # and the message redelivered, so the reply is sent again).
+            log.warning("reply not delivered id=%s reply_to=%s: %s", reply.id, reply_to, exc)
+
+    async def _ack(self, delivery: Delivery) -> None:
+        if delivery.settled:
+            return
+        if not await delivery.ack():
+            self.stats.stale_acks += 1

@@ -1,0 +1,62 @@
+"""``-A module[:attribute]``: import the user's module and find its App."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from types import ModuleType
+
+from amqpq.app import App
+from amqpq.errors import ConfigError
+
+__all__ = ["load_app"]
+
+
+def load_app(spec: str, *, cwd: str | None = None) -> App:
+    """Import ``module`` (the current directory first on sys.path) and return its App.
+
+    ``module:attr`` names the App; otherwise the module's ``app`` attribute, else
+    the only App instance among its globals.
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or (":" in spec and not attribute):
+        raise ConfigError(f"-A {spec!r}: expected module or module:attribute, e.g. -A tasks")
+    directory = os.path.abspath(cwd or os.getcwd())
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    module = _import(module_name, spec)
+    if attribute:
+        value: object = module
+        for part in attribute.split("."):
+            if not hasattr(value, part):
+                raise ConfigError(
+                    f"-A {spec}: module {module_name!r} has no attribute {attribute!r}"
+                )
+            value = getattr(value, part)
+        if not isinstance(value, App):
+            raise ConfigError(f"-A {spec}: {attribute!r} is a {type(value).__name__}, not an App")
+        return value
+    named = getattr(module, "app", None)
+    if isinstance(named, App):
+        return named
+    apps = {id(v): v for v in vars(module).values() if isinstance(v, App)}
+    if len(apps) == 1:
+        return next(iter(apps.values()))
+    if not apps:
+        raise ConfigError(f"-A {spec}: module {module_name!r} defines no App (app = App(...))")
+    raise ConfigError(
+        f"-A {spec}: module {module_name!r} has several Apps; name one: -A {module_name}:NAME"
+    )
+
+
+def _import(module_name: str, spec: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(
+                f"-A {spec}: no module named {module_name!r} (searched the current directory "
+                "and the installed packages)"
+            ) from exc
+        raise

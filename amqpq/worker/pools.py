@@ -1,0 +1,445 @@
+"""Execution pools: where a task's code runs.
+
+- :class:`LocalPool` (``threads`` and ``async``): ``async def`` tasks run on the
+  event loop; synchronous tasks run in a thread pool, off the loop, so heartbeats
+  and acks never stall. Time limits are cooperative here: the limit's exception
+  is raised asynchronously in the task's thread (at its next Python bytecode; a
+  blocking C call is not interrupted). Use processes for hard limits.
+- :class:`ProcessPool` (``processes``): N child processes (``python -m
+  amqpq.worker.child``) that import the app themselves from its ``-A`` spec and
+  talk to the worker with length-prefixed JSON frames over pipes, never pickle.
+  A child that dies is replaced and its message requeued; a hard ``time_limit``
+  kills the child and the task fails with ``TimeLimitExceeded``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from amqpq.envelope import ErrorInfo
+from amqpq.errors import ConfigError
+from amqpq.registry import Request, Task
+from amqpq.worker.execution import (
+    Outcome,
+    call_async_task,
+    call_sync_task,
+    request_to_json,
+)
+from amqpq.worker.hooks import Hooks
+from amqpq.worker.limits import SoftTimeLimitExceeded, TimeLimitExceeded
+
+__all__ = ["Job", "LocalPool", "Pool", "ProcessPool", "read_frame", "write_frame"]
+
+log = logging.getLogger("amqpq.worker")
+
+AsyncProgress = Callable[[str, dict[str, Any] | None], Coroutine[Any, Any, None]]
+
+
+@dataclass(slots=True)
+class Job:
+    """One task to run: validated arguments for local pools, the wire ones for children."""
+
+    task: Task[Any, Any]
+    args: list[Any]
+    kwargs: dict[str, Any]
+    wire_args: list[Any]
+    wire_kwargs: dict[str, Any]
+    request: Request
+    progress: AsyncProgress
+
+
+class Pool(Protocol):
+    kind: str
+    size: int
+
+    async def start(self) -> None: ...
+
+    async def run(self, job: Job) -> Outcome: ...
+
+    async def close(self) -> None:
+        """After the in-flight tasks finished: release threads or stop the children."""
+        ...
+
+    def terminate(self) -> None:
+        """Stop now (second signal): kill children; threads are abandoned."""
+        ...
+
+
+# -- threads and async -----------------------------------------------------------------------
+
+
+class LocalPool:
+    """``async def`` tasks on the loop, synchronous ones in ``threads`` threads."""
+
+    def __init__(self, kind: str, size: int, threads: int, hooks: Hooks) -> None:
+        self.kind = kind
+        self.size = size
+        self._threads = threads
+        self._hooks = hooks if hooks.any_task_hooks else None
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._threads, thread_name_prefix="amqpq-task"
+        )
+
+    async def run(self, job: Job) -> Outcome:
+        if job.task.is_async:
+            return await self._run_async(job)
+        loop = self._loop
+        assert loop is not None
+        assert self._executor is not None
+        options = job.task.options
+        if options.soft_time_limit or options.time_limit:
+            return await self._run_limited(job, loop)
+        return await loop.run_in_executor(self._executor, self._call, job, None)
+
+    async def _run_async(self, job: Job) -> Outcome:
+        pending: list[asyncio.Task[None]] = []
+
+        def progress(state: str, meta: dict[str, Any] | None) -> None:
+            pending.append(asyncio.ensure_future(job.progress(state, meta)))
+
+        outcome = await call_async_task(
+            job.task, job.args, job.kwargs, job.request, progress, self._hooks
+        )
+        if pending:  # progress replies go out before the final one
+            await asyncio.gather(*pending, return_exceptions=True)
+        return outcome
+
+    def _call(self, job: Job, watch: _ThreadWatch | None) -> Outcome:
+        loop = self._loop
+        assert loop is not None
+
+        def progress(state: str, meta: dict[str, Any] | None) -> None:
+            future = asyncio.run_coroutine_threadsafe(job.progress(state, meta), loop)
+            try:
+                future.result(timeout=30)
+            except Exception as exc:  # progress is best effort; the task goes on
+                log.warning("progress reply failed task_id=%s: %r", job.request.id, exc)
+
+        if watch is None:
+            return call_sync_task(
+                job.task, job.args, job.kwargs, job.request, progress, self._hooks
+            )
+        watch.started()
+        try:
+            return call_sync_task(
+                job.task, job.args, job.kwargs, job.request, progress, self._hooks
+            )
+        finally:
+            watch.finished()
+
+    async def _run_limited(self, job: Job, loop: asyncio.AbstractEventLoop) -> Outcome:
+        options = job.task.options
+        watch = _ThreadWatch()
+        timers = []
+        if options.soft_time_limit:
+            timers.append(
+                loop.call_later(options.soft_time_limit, watch.inject, SoftTimeLimitExceeded)
+            )
+        if options.time_limit:
+            timers.append(loop.call_later(options.time_limit, watch.inject, TimeLimitExceeded))
+        try:
+            return await loop.run_in_executor(self._executor, self._call, job, watch)
+        finally:
+            for timer in timers:
+                timer.cancel()
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def terminate(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _ThreadWatch:
+    """Raises a time-limit exception inside the thread running one task, if it still runs it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread_id: int | None = None
+
+    def started(self) -> None:
+        with self._lock:
+            self._thread_id = threading.get_ident()
+
+    def finished(self) -> None:
+        with self._lock:
+            self._thread_id = None
+
+    def inject(self, exc_type: type[BaseException]) -> None:
+        with self._lock:
+            if self._thread_id is None:
+                return
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self._thread_id), ctypes.py_object(exc_type)
+            )
+
+
+# -- processes -------------------------------------------------------------------------------
+
+_HEADER = struct.Struct(">I")
+
+
+def write_frame(fd: int, message: dict[str, Any]) -> None:
+    """Blocking write of one frame (used by the child)."""
+    data = json.dumps(message, separators=(",", ":"), default=str).encode()
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def read_frame(fd: int) -> dict[str, Any] | None:
+    """Blocking read of one frame (used by the child); None at end of input."""
+    header = _read_exactly(fd, _HEADER.size)
+    if header is None:
+        return None
+    (length,) = _HEADER.unpack(header)
+    data = _read_exactly(fd, length)
+    if data is None:
+        return None
+    message = json.loads(data)
+    if not isinstance(message, dict):
+        raise ValueError("frame is not a JSON object")
+    return message
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = os.read(fd, size - len(chunks))
+        if not chunk:
+            return None
+        chunks += chunk
+    return bytes(chunks)
+
+
+class _Child:
+    """The worker's side of one child process."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        assert process.stdin is not None
+        assert process.stdout is not None
+        self._stdin = process.stdin
+        self._stdout = process.stdout
+        self.pid = process.pid
+
+    async def send(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message, separators=(",", ":"), default=str).encode()
+        self._stdin.write(_HEADER.pack(len(data)) + data)
+        await self._stdin.drain()
+
+    async def receive(self) -> dict[str, Any]:
+        header = await self._stdout.readexactly(_HEADER.size)
+        (length,) = _HEADER.unpack(header)
+        message = json.loads(await self._stdout.readexactly(length))
+        if not isinstance(message, dict):
+            raise ValueError("frame is not a JSON object")
+        return message
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    def kill(self) -> None:
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """End of input: the child exits after its current task; killed after ``timeout``."""
+        with contextlib.suppress(Exception):
+            self._stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.kill()
+            await self.process.wait()
+
+    def describe_exit(self) -> str:
+        code = self.process.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+
+class ProcessPool:
+    """N child processes, each running one task at a time."""
+
+    kind = "processes"
+
+    def __init__(self, app_spec: str, size: int, *, cwd: str, start_timeout: float = 60.0) -> None:
+        self.size = size
+        self._spec = app_spec
+        self._cwd = cwd
+        self._start_timeout = start_timeout
+        self._idle: asyncio.Queue[_Child] = asyncio.Queue()
+        self._children: set[_Child] = set()
+        self._spawning: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def start(self) -> None:
+        children = await asyncio.gather(
+            *(self._spawn() for _ in range(self.size)), return_exceptions=True
+        )
+        errors = [c for c in children if isinstance(c, BaseException)]
+        for child in children:
+            if isinstance(child, _Child):
+                self._idle.put_nowait(child)
+        if errors:
+            self.terminate()
+            raise errors[0]
+
+    async def _spawn(self) -> _Child:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "amqpq.worker.child",
+            self._spec,
+            cwd=self._cwd,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=2**20,
+        )
+        child = _Child(process)
+        self._children.add(child)
+        try:
+            ready = await asyncio.wait_for(child.receive(), self._start_timeout)
+        except (asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            child.kill()
+            await process.wait()
+            self._children.discard(child)
+            raise ConfigError(
+                f"a worker child process could not load -A {self._spec} "
+                f"({child.describe_exit()}); its error is printed above"
+            ) from exc
+        if ready.get("op") != "ready":
+            child.kill()
+            self._children.discard(child)
+            raise ConfigError(f"worker child process failed to start: {ready.get('message')}")
+        log.debug("child process ready pid=%d", child.pid)
+        return child
+
+    def _replace(self) -> None:
+        if self._closing:
+            return
+        task = asyncio.ensure_future(self._spawn_until_ready())
+        self._spawning.add(task)
+        task.add_done_callback(self._spawning.discard)
+
+    async def _spawn_until_ready(self) -> None:
+        delay = 0.5
+        while not self._closing:
+            try:
+                child = await self._spawn()
+            except Exception as exc:
+                log.error("replacing a child process failed: %s; retrying in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            log.info("child process replaced pid=%d", child.pid)
+            self._idle.put_nowait(child)
+            return
+
+    async def run(self, job: Job) -> Outcome:
+        child = await self._idle.get()
+        options = job.task.options
+        deadline = time.monotonic() + options.time_limit if options.time_limit else None
+        try:
+            await child.send(
+                {
+                    "op": "run",
+                    "task": job.task.name,
+                    "args": job.wire_args,
+                    "kwargs": job.wire_kwargs,
+                    "request": request_to_json(job.request),
+                    "soft_time_limit": options.soft_time_limit,
+                }
+            )
+            while True:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                message = await asyncio.wait_for(child.receive(), timeout)
+                if message.get("op") == "progress":
+                    try:
+                        await job.progress(str(message.get("state")), message.get("meta"))
+                    except Exception as exc:
+                        log.warning("progress reply failed task_id=%s: %r", job.request.id, exc)
+                    continue
+                outcome = Outcome.from_json(message["outcome"])
+                break
+        except TimeoutError:
+            child.kill()
+            await child.process.wait()
+            self._children.discard(child)
+            log.error(
+                "task %s id=%s ran past its time limit of %ss: child pid=%d killed",
+                job.task.name,
+                job.request.id,
+                options.time_limit,
+                child.pid,
+            )
+            self._replace()
+            return Outcome(
+                status="failure",
+                error=ErrorInfo(
+                    type=TimeLimitExceeded.__name__,
+                    message=f"task {job.task.name} ran longer than {options.time_limit}s",
+                ),
+            )
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, KeyError) as exc:
+            child.kill()
+            await child.process.wait()
+            self._children.discard(child)
+            self._replace()
+            return Outcome(
+                status="crashed",
+                error=ErrorInfo(
+                    type="WorkerLostError",
+                    message=f"child process pid={child.pid} died while running the task "
+                    f"({child.describe_exit()}; {type(exc).__name__})",
+                ),
+            )
+        except BaseException:
+            # Cancelled (shutdown): the child's state is unknown, do not reuse it.
+            child.kill()
+            self._children.discard(child)
+            raise
+        self._idle.put_nowait(child)
+        return outcome
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in list(self._spawning):
+            task.cancel()
+        await asyncio.gather(*(child.stop() for child in list(self._children)))
+        self._children.clear()
+
+    def terminate(self) -> None:
+        self._closing = True
+        for task in list(self._spawning):
+            task.cancel()
+        for child in list(self._children):
+            child.kill()
+        self._children.clear()

@@ -1,0 +1,36 @@
+"""What a worker counts (the metrics issue exposes these)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+__all__ = ["WorkerStats"]
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    received: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    redelayed: int = 0
+    requeued: int = 0  # crashed child processes, shutdown, republish failures
+    stale_acks: int = 0  # acks dropped because the channel closed under the task
+    active: int = 0
+    # Dead letters by reason: bad_json, bad_envelope, unknown_task, bad_arguments,
+    # expired, too_large, failed, max_retries_exceeded.
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "received": self.received,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "retried": self.retried,
+            "redelayed": self.redelayed,
+            "requeued": self.requeued,
+            "stale_acks": self.stale_acks,
+            "active": self.active,
+            "dead_lettered": dict(self.dead_lettered),
+        }
