@@ -91,7 +91,7 @@ def test_a_task_without_any_matching_route_is_a_clear_config_error(parse: Parse)
         routes: {"reports.*": {exchange: x}}
         """
     )
-    with pytest.raises(ConfigError, match="no route for task 'tasks.add'"):
+    with pytest.raises(ConfigError, match=r"no route for task 'tasks\.add'"):
         t.route_for("tasks.add")
 
 

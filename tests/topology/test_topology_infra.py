@@ -42,7 +42,7 @@ def test_name_helpers() -> None:
     assert dead_letter_queue_name("default") == "default.dlq"
     assert delay_exchange_name("amqpq", 0) == "amqpq.delay.0"
     assert delay_exchange_name("acme", 29) == "acme.delay.29"
-    with pytest.raises(ValueError, match="0..29"):
+    with pytest.raises(ValueError, match=r"0\.\.29"):
         delay_exchange_name("amqpq", DELAY_LEVELS)
 
 
@@ -327,5 +327,6 @@ def test_graph_draws_routes_exchanges_queues_and_collapses_infrastructure(
     everything = render_graph(example, show_all=True)
     assert "amqpq.delay.17 (headers)" in everything
     dot = render_graph(example, "dot")
-    assert dot.startswith("digraph amqpq {") and dot.rstrip().endswith("}")
+    assert dot.startswith("digraph amqpq {")
+    assert dot.rstrip().endswith("}")
     assert 'label="user.*"' in dot
