@@ -75,7 +75,8 @@ def to_aio_message(message: OutgoingMessage) -> aio_pika.Message:
         priority=props.priority,
         correlation_id=props.correlation_id,
         reply_to=props.reply_to,
-        expiration=props.expiration,
+        # AMQP carries milliseconds as text; aio-pika takes seconds.
+        expiration=int(props.expiration) / 1000 if props.expiration else None,
         message_id=props.message_id,
         timestamp=props.timestamp,
         type=props.type,
