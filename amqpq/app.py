@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from amqpq.errors import ConfigError
 from amqpq.registry import Task, TaskOptions, TaskRegistry, task_name_for
 from amqpq.settings import Settings, load_settings
-from amqpq.topology import Topology, load_topology
+from amqpq.topology.loader import load_topology
+from amqpq.topology.models import Topology
 
 if TYPE_CHECKING:
     from amqpq.producer import AsyncProducer, Producer
