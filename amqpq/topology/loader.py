@@ -286,7 +286,7 @@ def load_topology_text(
         raise TopologyError(f"{where}: invalid YAML: {detail}") from None
     finally:
         loader.dispose()
-    if root is None:
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
         raise TopologyError(
             f"{source}: the file is empty; expected exchanges:, queues: and routes: "
             "(see docs/topology.md)"
