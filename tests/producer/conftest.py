@@ -1,0 +1,79 @@
+"""Producer tests: a small declared topology per test vhost and a fake worker in bare pika.
+
+The fake worker answers exactly as docs/protocol.md says a worker does, so these
+tests do not depend on amqpq.worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from producer_helpers import FakeWorker
+
+from amqpq.app import App
+from amqpq.settings import Settings
+from amqpq.topology.models import Topology
+from amqpq.transport.declare import declare_topology_sync
+
+TOPOLOGY: dict[str, Any] = {
+    "exchanges": [
+        {"name": "tasks", "type": "direct"},
+        {"name": "reports", "type": "headers"},
+        {"name": "orphan", "type": "direct"},
+    ],
+    "queues": [
+        {"name": "default", "bindings": [{"exchange": "tasks", "routing_key": "default"}]},
+        {"name": "high", "bindings": [{"exchange": "tasks", "routing_key": "high"}]},
+        {
+            "name": "pdf",
+            "bindings": [{"exchange": "reports", "arguments": {"x-match": "all", "format": "pdf"}}],
+        },
+        {"name": "orphaned", "bindings": [{"exchange": "orphan", "routing_key": "k"}]},
+    ],
+    "routes": {
+        "tasks.send_email": {"exchange": "tasks", "routing_key": "high"},
+        "tasks.orphan": {"exchange": "orphan", "routing_key": "k"},
+        "tasks.nowhere": {"exchange": "tasks", "routing_key": "no-such-key"},
+        "reports.*": {"exchange": "reports", "headers": {"format": "pdf"}},
+        "*": {"exchange": "tasks", "routing_key": "default"},
+    },
+}
+
+
+@pytest.fixture
+def topology() -> Topology:
+    return Topology.model_validate(TOPOLOGY)
+
+
+@pytest.fixture
+def declared(settings: Settings, topology: Topology) -> Topology:
+    declare_topology_sync(settings, topology)
+    return topology
+
+
+@pytest.fixture
+def app(settings: Settings, declared: Topology) -> Iterator[App]:
+    app = App("tests", settings=settings, topology=declared)
+
+    @app.task(name="tasks.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def fake_worker(broker_url: str, declared: Topology) -> Iterator[Callable[..., FakeWorker]]:
+    started: list[FakeWorker] = []
+
+    def start(*queues: str) -> FakeWorker:
+        worker = FakeWorker(broker_url, queues or ("default",)).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
