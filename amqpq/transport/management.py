@@ -231,6 +231,10 @@ class ManagementClient:
             return self._list("/connections", None)
         return self._list(f"/vhosts/{_q(vhost)}/connections", vhost)
 
+    def list_consumers(self, vhost: str) -> list[dict[str, Any]]:
+        """Every consumer of the vhost, with its queue, tag and ``channel_details``."""
+        return self._list(f"/consumers/{_q(vhost)}", vhost)
+
     def close_connection(self, name: str, reason: str = "closed by amqpq") -> None:
         # RabbitMQ passes the X-Reason header on to the client as the close reason.
         self.request(
