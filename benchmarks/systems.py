@@ -1,0 +1,499 @@
+"""One adapter per system: how it enqueues, how its workers start, how it does RPC.
+
+Every system works in a vhost of its own (``bench-<name>``), on a durable classic
+queue, with persistent messages and publisher confirms. Producers run in the
+harness process and connect (and send a few warm-up messages) before the clock
+starts; workers run as subprocesses started from ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import HERE, PYTHON, Probe, amqp_url, python_env
+
+WARMUP = 20
+
+# The shape of a small task message: what amqpq's envelope for noop() weighs, give or take.
+RAW_BODY = (
+    b'{"v":1,"id":"0190b7c2-6a3e-7d4c-9a1b-5b2f3c4d5e6f","task":"bench.noop","args":[],'
+    b'"kwargs":{},"retries":0,"created_at":"2024-07-01T12:00:00.000000Z"}'
+)
+
+
+class NotSupported(Exception):
+    """This system has no such feature (shown as n/a with the reason)."""
+
+
+class System:
+    name: str
+    queue: str
+
+    def __init__(self) -> None:
+        self.vhost = f"bench-{self.name}"
+        self.url = amqp_url(self.vhost)
+
+    def unavailable(self) -> str | None:
+        """Why this system cannot run here, or None."""
+        return None
+
+    def prepare(self, probe: Probe) -> None:
+        """Declare the queue so passive declares work before any worker started."""
+
+    def close(self) -> None:
+        """Close producer connections."""
+
+    # enqueue: seconds for n confirmed publishes
+    def enqueue_one(self, n: int, data: str | None = None) -> float:
+        raise NotSupported("no such API")
+
+    def enqueue_bulk(self, n: int) -> float:
+        raise NotSupported("no bulk send API")
+
+    def enqueue_bulk_async(self, n: int) -> float:
+        raise NotSupported("no async bulk send API")
+
+    def fill(self, n: int, data: str | None = None) -> None:
+        """Put n tasks in the queue as fast as this system allows (not timed)."""
+        raise NotImplementedError
+
+    def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
+        """argv and env of a worker: mode ``one_slot``, ``default`` or ``procs`` (N processes,
+        one task at a time each, prefetch 1, late ack)."""
+        raise NotImplementedError
+
+    def rpc(self, n: int) -> list[float]:
+        raise NotSupported("no RPC over RabbitMQ")
+
+
+def _timed_loop(n: int, send: Any) -> float:
+    for _ in range(WARMUP):
+        send()
+    start = time.perf_counter()
+    for _ in range(n):
+        send()
+    return time.perf_counter() - start
+
+
+# -- raw aio-pika ---------------------------------------------------------------------------------
+
+
+class Raw(System):
+    """The ceiling: a bare aio-pika client doing the same broker work, no task framework."""
+
+    name = "raw"
+    queue = "raw"
+
+    def unavailable(self) -> str | None:
+        try:
+            import aio_pika  # noqa: F401
+        except ImportError:
+            return "aio-pika not installed"
+        return None
+
+    def prepare(self, probe: Probe) -> None:
+        asyncio.run(self._declare())
+
+    async def _declare(self) -> None:
+        import aio_pika
+
+        connection = await aio_pika.connect(self.url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.declare_queue(self.queue, durable=True)
+
+    async def _connect(self) -> tuple[Any, Any]:
+        import aio_pika
+
+        connection = await aio_pika.connect(
+            self.url, client_properties={"connection_name": "bench raw producer"}
+        )
+        channel = await connection.channel(publisher_confirms=True)
+        return connection, channel
+
+    @staticmethod
+    def _message(body: bytes) -> Any:
+        import aio_pika
+
+        return aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json",
+        )
+
+    def enqueue_one(self, n: int, data: str | None = None) -> float:
+        body = RAW_BODY if data is None else data.encode()
+
+        async def run() -> float:
+            connection, channel = await self._connect()
+            exchange = channel.default_exchange
+            try:
+                for _ in range(WARMUP):
+                    await exchange.publish(self._message(body), self.queue, mandatory=True)
+                start = time.perf_counter()
+                for _ in range(n):
+                    await exchange.publish(self._message(body), self.queue, mandatory=True)
+                return time.perf_counter() - start
+            finally:
+                await connection.close()
+
+        return asyncio.run(run())
+
+    async def _pipelined(self, channel: Any, n: int, body: bytes, window: int = 1000) -> None:
+        exchange = channel.default_exchange
+        semaphore = asyncio.Semaphore(window)
+
+        async def one() -> None:
+            async with semaphore:
+                await exchange.publish(self._message(body), self.queue, mandatory=True)
+
+        await asyncio.gather(*(one() for _ in range(n)))
+
+    def enqueue_bulk(self, n: int) -> float:
+        async def run() -> float:
+            connection, channel = await self._connect()
+            try:
+                await self._pipelined(channel, WARMUP, RAW_BODY)
+                start = time.perf_counter()
+                await self._pipelined(channel, n, RAW_BODY)
+                return time.perf_counter() - start
+            finally:
+                await connection.close()
+
+        return asyncio.run(run())
+
+    def fill(self, n: int, data: str | None = None) -> None:
+        body = RAW_BODY if data is None else data.encode()
+
+        async def run() -> None:
+            connection, channel = await self._connect()
+            try:
+                await self._pipelined(channel, n, body, window=1000 if data is None else 20)
+            finally:
+                await connection.close()
+
+        asyncio.run(run())
+
+    def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
+        prefetch = 100 if mode == "default" else 1
+        argv = [PYTHON, str(HERE / "raw_worker.py"), self.url, self.queue]
+        argv += ["--prefetch", str(prefetch), "--procs", str(procs)]
+        if mode == "rpc":
+            argv.append("--rpc")
+        return argv, python_env()
+
+    def rpc(self, n: int) -> list[float]:
+        import aio_pika
+
+        async def run() -> list[float]:
+            connection, channel = await self._connect()
+            waiting: dict[str, asyncio.Future[bytes]] = {}
+
+            async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                future = waiting.pop(message.correlation_id or "", None)
+                if future is not None and not future.done():
+                    future.set_result(message.body)
+
+            reply_queue = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
+            await reply_queue.consume(on_reply, no_ack=True)
+            exchange = channel.default_exchange
+            loop = asyncio.get_running_loop()
+            latencies = []
+            try:
+                for i in range(n + WARMUP):
+                    cid = str(i)
+                    future: asyncio.Future[bytes] = loop.create_future()
+                    waiting[cid] = future
+                    start = time.perf_counter()
+                    await exchange.publish(
+                        aio_pika.Message(
+                            b'{"task":"bench.add","args":[1,2]}',
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            correlation_id=cid,
+                            reply_to="amq.rabbitmq.reply-to",
+                        ),
+                        self.queue,
+                        mandatory=True,
+                    )
+                    await asyncio.wait_for(future, 10)
+                    if i >= WARMUP:
+                        latencies.append(time.perf_counter() - start)
+            finally:
+                await connection.close()
+            return latencies
+
+        return asyncio.run(run())
+
+
+# -- amqpq ----------------------------------------------------------------------------------------
+
+
+class Amqpq(System):
+    name = "amqpq"
+    queue = "bench"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._module: Any = None
+
+    def unavailable(self) -> str | None:
+        try:
+            importlib.import_module("amqpq.producer")
+            importlib.import_module("amqpq.worker")
+        except ImportError as exc:
+            return f"not available yet ({exc})"
+        return None
+
+    @property
+    def tasks(self) -> Any:
+        if self._module is None:
+            # The App reads AMQPQ_URL when it is created: point it at our vhost first.
+            os.environ["AMQPQ_URL"] = self.url
+            self._module = importlib.import_module("benchmarks.bench_tasks")
+        return self._module
+
+    def prepare(self, probe: Probe) -> None:
+        from amqpq.transport.declare import declare_topology
+
+        tasks = self.tasks
+        asyncio.run(declare_topology(tasks.app.settings, tasks.app.topology))
+
+    def close(self) -> None:
+        if self._module is not None:
+            self._module.app.close()
+
+    def enqueue_one(self, n: int, data: str | None = None) -> float:
+        tasks = self.tasks
+        if data is None:
+            return _timed_loop(n, tasks.noop.delay)
+        return _timed_loop(n, lambda: tasks.blob.delay(data))
+
+    def enqueue_bulk(self, n: int) -> float:
+        tasks = self.tasks
+        producer = tasks.app.producer
+        producer.map(tasks.noop, [()] * WARMUP)
+        calls = [()] * n
+        start = time.perf_counter()
+        producer.map(tasks.noop, calls)
+        return time.perf_counter() - start
+
+    def enqueue_bulk_async(self, n: int) -> float:
+        tasks = self.tasks
+
+        async def run() -> float:
+            producer = tasks.app.aproducer()
+            try:
+                await producer.map(tasks.noop, [()] * WARMUP)
+                start = time.perf_counter()
+                await producer.map(tasks.noop, [()] * n)
+                return time.perf_counter() - start
+            finally:
+                await tasks.app.aclose()
+
+        return asyncio.run(run())
+
+    def fill(self, n: int, data: str | None = None) -> None:
+        tasks = self.tasks
+        producer = tasks.app.producer
+        if data is None:
+            producer.map(tasks.noop, [()] * n)
+        else:
+            for start in range(0, n, 20):
+                producer.map(tasks.blob, [(data,)] * min(20, n - start))
+
+    def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
+        argv = [PYTHON, "-m", "amqpq", "worker", "-A", "bench_tasks", "-Q", self.queue]
+        argv += ["--loglevel", "WARNING"]
+        if mode == "one_slot":
+            argv += ["-c", "1"]
+        elif mode == "procs":
+            argv += ["--pool", "processes", "-c", str(procs)]
+        return argv, python_env({"AMQPQ_URL": self.url})
+
+    def rpc(self, n: int) -> list[float]:
+        add = self.tasks.add
+        for _ in range(WARMUP):
+            assert add.delay(1, 2).get(timeout=10) == 3
+        latencies = []
+        for _ in range(n):
+            start = time.perf_counter()
+            add.delay(1, 2).get(timeout=10)
+            latencies.append(time.perf_counter() - start)
+        return latencies
+
+
+# -- Celery ---------------------------------------------------------------------------------------
+
+
+class CeleryBench(System):
+    name = "celery"
+    queue = "celery"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._module: Any = None
+        self._fill_app: Any = None
+
+    def unavailable(self) -> str | None:
+        try:
+            importlib.import_module("celery")
+        except ImportError:
+            return "celery not installed (benchmarks/run.sh installs it in benchmarks/.venv)"
+        return None
+
+    @property
+    def tasks(self) -> Any:
+        if self._module is None:
+            os.environ["BENCH_CELERY_URL"] = self.url
+            self._module = importlib.import_module("benchmarks.celery_tasks")
+        return self._module
+
+    def prepare(self, probe: Probe) -> None:
+        with self.tasks.app.connection_for_write() as connection:
+            channel = connection.default_channel
+            channel.queue_declare(self.queue, durable=True, auto_delete=False)
+
+    def close(self) -> None:
+        for app in (self._module.app if self._module else None, self._fill_app):
+            if app is not None:
+                app.pool.force_close_all()
+                app.close()
+
+    def enqueue_one(self, n: int, data: str | None = None) -> float:
+        tasks = self.tasks
+        if data is None:
+            return _timed_loop(n, tasks.noop.delay)
+        return _timed_loop(n, lambda: tasks.blob.delay(data))
+
+    def fill(self, n: int, data: str | None = None) -> None:
+        if self._fill_app is None:
+            from celery import Celery
+
+            # Same messages, no confirms: only to pre-fill queues faster (not timed).
+            self._fill_app = Celery("bench-fill", broker=self.url)
+            self._fill_app.conf.broker_connection_retry_on_startup = True
+        app = self._fill_app
+        with app.producer_or_acquire() as producer:
+            for _ in range(n):
+                if data is None:
+                    app.send_task("bench.noop", producer=producer, ignore_result=True)
+                else:
+                    app.send_task("bench.blob", (data,), producer=producer, ignore_result=True)
+
+    def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
+        argv = [PYTHON, "-m", "celery", "-A", "celery_tasks", "worker", "-Q", self.queue]
+        argv += ["--loglevel", "WARNING", "-n", f"bench{os.getpid()}-{time.time_ns()}@%h"]
+        env = {"BENCH_CELERY_URL": self.url}
+        if mode == "one_slot":
+            argv += ["-P", "solo", "-c", "1", "--prefetch-multiplier", "1"]
+            env["BENCH_ACKS_LATE"] = "1"
+        elif mode == "procs":
+            argv += ["-P", "prefork", "-c", str(procs), "--prefetch-multiplier", "1"]
+            env["BENCH_ACKS_LATE"] = "1"
+        return argv, python_env(env)
+
+    def rpc(self, n: int) -> list[float]:
+        add = self.tasks.add
+        for _ in range(WARMUP):
+            assert add.delay(1, 2).get(timeout=10) == 3
+        latencies = []
+        for _ in range(n):
+            start = time.perf_counter()
+            add.delay(1, 2).get(timeout=10)
+            latencies.append(time.perf_counter() - start)
+        return latencies
+
+
+# -- Dramatiq -------------------------------------------------------------------------------------
+
+
+class DramatiqBench(System):
+    name = "dramatiq"
+    queue = "default"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._module: Any = None
+        self._fill_broker: Any = None
+
+    def unavailable(self) -> str | None:
+        try:
+            importlib.import_module("dramatiq")
+            importlib.import_module("pika")
+        except ImportError:
+            return "dramatiq not installed (benchmarks/run.sh installs it in benchmarks/.venv)"
+        return None
+
+    @property
+    def tasks(self) -> Any:
+        if self._module is None:
+            os.environ["BENCH_DRAMATIQ_URL"] = self.url
+            self._module = importlib.import_module("benchmarks.dramatiq_tasks")
+        return self._module
+
+    def prepare(self, probe: Probe) -> None:
+        self.tasks.broker.declare_queue(self.queue, ensure=True)
+
+    def close(self) -> None:
+        for broker in (self._module.broker if self._module else None, self._fill_broker):
+            if broker is not None:
+                broker.close()
+
+    def enqueue_one(self, n: int, data: str | None = None) -> float:
+        tasks = self.tasks
+        if data is None:
+            return _timed_loop(n, tasks.noop.send)
+        return _timed_loop(n, lambda: tasks.blob.send(data))
+
+    def fill(self, n: int, data: str | None = None) -> None:
+        tasks = self.tasks
+        if self._fill_broker is None:
+            from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+            # Same messages, no confirms: only to pre-fill queues faster (not timed).
+            self._fill_broker = RabbitmqBroker(url=self.url, confirm_delivery=False)
+        for _ in range(n):
+            message = tasks.noop.message() if data is None else tasks.blob.message(data)
+            self._fill_broker.enqueue(message)
+
+    def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
+        argv = [PYTHON, "-m", "dramatiq", "dramatiq_tasks", "-Q", self.queue]
+        env = {"BENCH_DRAMATIQ_URL": self.url}
+        if mode == "one_slot":
+            argv += ["--processes", "1", "--threads", "1"]
+            env["dramatiq_queue_prefetch"] = "1"
+        elif mode == "procs":
+            argv += ["--processes", str(procs), "--threads", "1"]
+            env["dramatiq_queue_prefetch"] = "1"
+        return argv, python_env(env)
+
+    def rpc(self, n: int) -> list[float]:
+        raise NotSupported("Dramatiq has no result backend on RabbitMQ (Redis/Memcached only)")
+
+
+SYSTEMS: dict[str, type[System]] = {
+    "raw": Raw,
+    "amqpq": Amqpq,
+    "celery": CeleryBench,
+    "dramatiq": DramatiqBench,
+}
+
+
+def worker_cwd() -> Path:
+    return HERE
+
+
+def _ensure_importable() -> None:
+    # `python benchmarks/run.py` as well as `python -m benchmarks`.
+    root = str(HERE.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+_ensure_importable()
