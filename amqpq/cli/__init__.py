@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from amqpq.cli import topology
+from amqpq.cli.send import send
 from amqpq.cli.worker import worker
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(topology.app, name="topology")
 app.command("worker")(worker)
+app.command("send")(send)
 
 
 def main() -> None:
