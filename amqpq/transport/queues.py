@@ -1,0 +1,386 @@
+"""Operator access to queues on pika's ``BlockingConnection``: exact counts, peeking, purging.
+
+:class:`QueueSession` is what ``amqpq dlq`` and ``amqpq purge`` stand on. It
+reads with ``basic.get`` without acking and gives back what it did not ack by
+closing its reading channel: RabbitMQ then returns every unacked message to
+the head of the queue in its original order, for classic and quorum queues
+alike (a ``basic.nack`` with requeue would put them at the tail of a quorum
+queue). A crash or a lost connection has the same effect, so reading never
+loses a message. Publishes are persistent, mandatory and confirmed, one at a
+time.
+
+pika errors are mapped to :mod:`amqpq.errors` here.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from amqpq.codec import MessageProperties, OutgoingMessage
+from amqpq.errors import (
+    BrokerError,
+    BrokerUnreachableError,
+    ConfigError,
+    PublishError,
+    PublishNackedError,
+    UnroutableError,
+)
+from amqpq.settings import BrokerAddress, Settings, connection_name
+from amqpq.transport.tls import ssl_context_for
+
+__all__ = ["GotMessage", "QueueCount", "QueueNotFoundError", "QueueSession"]
+
+log = logging.getLogger("amqpq.transport")
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.StreamLostError,
+    ConnectionError,
+    OSError,
+)
+
+
+class QueueNotFoundError(ConfigError):
+    """The queue does not exist on the broker."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCount:
+    """Exact figures from a passive declare (not the management API's lagging statistics)."""
+
+    name: str
+    messages: int  # ready, not counting unacked
+    consumers: int
+
+
+@dataclass(frozen=True, slots=True)
+class GotMessage:
+    """One message taken with ``basic.get`` and not acked yet."""
+
+    queue: str
+    delivery_tag: int
+    body: bytes
+    properties: MessageProperties
+    exchange: str
+    routing_key: str
+    redelivered: bool
+    remaining: int  # ready messages left behind it when it was taken
+
+
+class QueueSession:
+    """``with QueueSession(settings, "dlq") as session: session.count("work.dlq")``."""
+
+    def __init__(self, settings: Settings, role: str = "cli", *, confirm_timeout: float = 30.0):
+        self.settings = settings
+        self.name = connection_name(role)
+        self.confirm_timeout = confirm_timeout
+        self._connection: BlockingConnection | None = None
+        self._reader: BlockingChannel | None = None
+        self._publisher: BlockingChannel | None = None
+
+    # -- connection --------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        if self._connection is not None and self._connection.is_open:
+            return
+        errors: list[str] = []
+        for address in self.settings.addresses:
+            try:
+                self._connection = BlockingConnection(self._parameters(address))
+                return
+            except pika.exceptions.ProbableAuthenticationError:
+                errors.append(
+                    f"{address.display}: the broker refused the credentials for user "
+                    f"{address.username!r}"
+                )
+            except pika.exceptions.ProbableAccessDeniedError:
+                errors.append(
+                    f"{address.display}: vhost {address.vhost!r} does not exist or user "
+                    f"{address.username!r} may not use it"
+                )
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                errors.append(f"{address.display}: {_describe(exc)}")
+        raise BrokerUnreachableError("cannot connect to RabbitMQ: " + "; ".join(errors))
+
+    def _parameters(self, address: BrokerAddress) -> pika.ConnectionParameters:
+        ssl_options = (
+            pika.SSLOptions(ssl_context_for(self.settings), server_hostname=address.host)
+            if address.tls
+            else None
+        )
+        return pika.ConnectionParameters(
+            host=address.host,
+            port=address.port,
+            virtual_host=address.vhost,
+            credentials=pika.PlainCredentials(address.username, address.password),
+            heartbeat=self.settings.heartbeat,
+            blocked_connection_timeout=max(self.confirm_timeout, 1.0),
+            connection_attempts=1,
+            socket_timeout=self.settings.connect_timeout,
+            stack_timeout=self.settings.connect_timeout,
+            ssl_options=ssl_options,
+            client_properties={"connection_name": self.name, "product": "amqpq"},
+        )
+
+    def close(self) -> None:
+        """Close everything; unacked messages go back to their queues in order."""
+        connection, self._connection = self._connection, None
+        self._reader = self._publisher = None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:  # closing a dying connection: nothing left to save
+                log.debug("closing the queue session failed", exc_info=True)
+
+    def _channel(self, which: str) -> BlockingChannel:
+        self.connect()
+        assert self._connection is not None
+        current = self._reader if which == "reader" else self._publisher
+        if current is not None and current.is_open:
+            return current
+        try:
+            channel = self._connection.channel()
+            if which == "publisher":
+                channel.confirm_delivery()
+        except _CONNECTION_ERRORS as exc:
+            raise BrokerUnreachableError(
+                f"the connection to RabbitMQ was lost: {_describe(exc)}"
+            ) from exc
+        if which == "reader":
+            self._reader = channel
+        else:
+            self._publisher = channel
+        return channel
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def count(self, queue: str) -> QueueCount:
+        """Ready messages and consumers of ``queue``; :class:`QueueNotFoundError` if missing."""
+        # A side channel: a 404 closes the channel it happens on, and must not take
+        # the reader's unacked messages with it.
+        method = self._on_side_channel(queue, lambda ch: ch.queue_declare(queue, passive=True))
+        return QueueCount(
+            queue, int(method.method.message_count), int(method.method.consumer_count)
+        )
+
+    def exists(self, queue: str) -> bool:
+        try:
+            self.count(queue)
+        except QueueNotFoundError:
+            return False
+        return True
+
+    def purge(self, queue: str) -> int:
+        """Remove every ready message; the number removed. Unacked messages stay."""
+        method = self._on_side_channel(queue, lambda ch: ch.queue_purge(queue))
+        return int(method.method.message_count)
+
+    def _on_side_channel(self, queue: str, action: Any) -> Any:
+        self.connect()
+        assert self._connection is not None
+        try:
+            channel = self._connection.channel()
+        except _CONNECTION_ERRORS as exc:
+            raise BrokerUnreachableError(
+                f"the connection to RabbitMQ was lost: {_describe(exc)}"
+            ) from exc
+        try:
+            return action(channel)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                raise QueueNotFoundError(
+                    f"queue {queue!r} does not exist in vhost {self.settings.vhost!r}"
+                ) from exc
+            raise BrokerError(f"queue {queue!r}: {_describe(exc)}") from exc
+        except _CONNECTION_ERRORS as exc:
+            raise BrokerUnreachableError(
+                f"the connection to RabbitMQ was lost: {_describe(exc)}"
+            ) from exc
+        finally:
+            if channel.is_open:
+                channel.close()
+
+    # -- reading without losing --------------------------------------------------------------
+
+    def get(self, queue: str) -> GotMessage | None:
+        """Take the next ready message without acking it; None when the queue is empty.
+
+        The message stays unacked until :meth:`ack`; :meth:`release` (or closing the
+        session) gives back every message not acked, at the head of the queue, in order.
+        """
+        channel = self._channel("reader")
+        try:
+            method, properties, body = channel.basic_get(queue, auto_ack=False)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            self._reader = None
+            if exc.reply_code == 404:
+                raise QueueNotFoundError(
+                    f"queue {queue!r} does not exist in vhost {self.settings.vhost!r}"
+                ) from exc
+            raise BrokerError(f"reading queue {queue!r}: {_describe(exc)}") from exc
+        except _CONNECTION_ERRORS as exc:
+            raise BrokerUnreachableError(
+                f"the connection to RabbitMQ was lost while reading {queue!r}: {_describe(exc)}"
+            ) from exc
+        if method is None:
+            return None
+        return GotMessage(
+            queue=queue,
+            delivery_tag=int(method.delivery_tag),
+            body=bytes(body),
+            properties=_from_pika(properties),
+            exchange=str(method.exchange or ""),
+            routing_key=str(method.routing_key or ""),
+            redelivered=bool(method.redelivered),
+            remaining=int(method.message_count),
+        )
+
+    def ack(self, message: GotMessage) -> None:
+        """Ack one message taken with :meth:`get`: it leaves its queue for good."""
+        channel = self._reader
+        if channel is None or not channel.is_open:
+            raise BrokerError(
+                f"cannot ack message {message.delivery_tag} of {message.queue!r}: its channel "
+                "closed, so RabbitMQ has put it back in the queue"
+            )
+        try:
+            channel.basic_ack(message.delivery_tag)
+        except _CONNECTION_ERRORS as exc:
+            raise BrokerUnreachableError(
+                f"the connection to RabbitMQ was lost before an ack ({_describe(exc)}); "
+                f"the message is back in {message.queue!r}"
+            ) from exc
+
+    def release(self) -> None:
+        """Give back every message taken and not acked, at the head of its queue, in order."""
+        channel, self._reader = self._reader, None
+        if channel is not None and channel.is_open:
+            try:
+                channel.close()
+            except _CONNECTION_ERRORS:  # the broker requeues them anyway
+                log.debug("closing the reader channel failed", exc_info=True)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def publish(self, message: OutgoingMessage) -> None:
+        """Publish one message, persistent and mandatory, and wait for its confirm.
+
+        Raises :class:`UnroutableError` when no queue took it (or its exchange is
+        missing), :class:`PublishNackedError` when the broker refused it.
+        """
+        channel = self._channel("publisher")
+        props = message.properties
+        properties = pika.BasicProperties(
+            content_type=props.content_type,
+            content_encoding=props.content_encoding,
+            headers=props.headers or None,
+            delivery_mode=props.delivery_mode,
+            priority=props.priority,
+            correlation_id=props.correlation_id,
+            reply_to=props.reply_to,
+            expiration=props.expiration,
+            message_id=props.message_id,
+            timestamp=int(props.timestamp.timestamp()) if props.timestamp else None,
+            type=props.type,
+            app_id=props.app_id,
+        )
+        where = (
+            f"exchange {message.exchange or '(default)'!r} with routing key {message.routing_key!r}"
+        )
+        try:
+            channel.basic_publish(
+                message.exchange,
+                message.routing_key,
+                message.body,
+                properties,
+                mandatory=message.mandatory,
+            )
+        except pika.exceptions.UnroutableError as exc:
+            raise UnroutableError(f"no queue is bound for {where}: the message came back") from exc
+        except pika.exceptions.NackError as exc:
+            raise PublishNackedError(f"RabbitMQ refused the message for {where}") from exc
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            self._publisher = None
+            if exc.reply_code == 404:
+                raise UnroutableError(
+                    f"exchange {message.exchange!r} does not exist in vhost {self.settings.vhost!r}"
+                ) from exc
+            raise PublishError(f"RabbitMQ closed the channel: {_describe(exc)}") from exc
+        except _CONNECTION_ERRORS as exc:
+            raise BrokerUnreachableError(
+                f"the connection to RabbitMQ was lost during a publish to {where} "
+                f"({_describe(exc)}); it may or may not have been taken"
+            ) from exc
+
+
+def _from_pika(properties: Any) -> MessageProperties:
+    timestamp = properties.timestamp
+    return MessageProperties(
+        message_id=properties.message_id,
+        correlation_id=properties.correlation_id,
+        reply_to=properties.reply_to,
+        content_type=properties.content_type,
+        content_encoding=properties.content_encoding,
+        delivery_mode=int(properties.delivery_mode or 1),
+        priority=properties.priority,
+        timestamp=datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None,
+        expiration=properties.expiration,
+        type=properties.type,
+        app_id=properties.app_id,
+        headers=_plain(dict(properties.headers or {})),
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Header values as plain Python: pika's long subclass -> int, undecodable bytes -> str."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)  # AMQP timestamps are UTC seconds
+    return value
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(exc, pika.exceptions.AMQPConnectionError) and exc.args:
+        inner = exc.args[0]
+        if isinstance(inner, BaseException):
+            return _describe(inner)
+        if isinstance(inner, str) and inner:
+            return inner
+    if isinstance(exc, pika.exceptions.ChannelClosed | pika.exceptions.ConnectionClosed):
+        return f"{exc.reply_code} {exc.reply_text}"
+    return str(exc) or type(exc).__name__
