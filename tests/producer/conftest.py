@@ -7,39 +7,14 @@ tests do not depend on amqpq.worker.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
-from producer_helpers import FakeWorker
+from producer_helpers import TOPOLOGY, FakeWorker
 
 from amqpq.app import App
 from amqpq.settings import Settings
 from amqpq.topology.models import Topology
 from amqpq.transport.declare import declare_topology_sync
-
-TOPOLOGY: dict[str, Any] = {
-    "exchanges": [
-        {"name": "tasks", "type": "direct"},
-        {"name": "reports", "type": "headers"},
-        {"name": "orphan", "type": "direct"},
-    ],
-    "queues": [
-        {"name": "default", "bindings": [{"exchange": "tasks", "routing_key": "default"}]},
-        {"name": "high", "bindings": [{"exchange": "tasks", "routing_key": "high"}]},
-        {
-            "name": "pdf",
-            "bindings": [{"exchange": "reports", "arguments": {"x-match": "all", "format": "pdf"}}],
-        },
-        {"name": "orphaned", "bindings": [{"exchange": "orphan", "routing_key": "k"}]},
-    ],
-    "routes": {
-        "tasks.send_email": {"exchange": "tasks", "routing_key": "high"},
-        "tasks.orphan": {"exchange": "orphan", "routing_key": "k"},
-        "tasks.nowhere": {"exchange": "tasks", "routing_key": "no-such-key"},
-        "reports.*": {"exchange": "reports", "headers": {"format": "pdf"}},
-        "*": {"exchange": "tasks", "routing_key": "default"},
-    },
-}
 
 
 @pytest.fixture
