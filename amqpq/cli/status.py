@@ -1,0 +1,213 @@
+"""``amqpq status``: the topology's queues and the live workers, from the management API.
+
+Figures come from the management API's statistics, which RabbitMQ refreshes
+every ``collect_statistics_interval`` (5 s by default): counts and rates may lag
+by that much. ``amqpq dlq list`` gives exact dead-letter counts over AMQP.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from amqpq.cli.common import TopologyOption, UrlOption, console, handle_errors, settings_from
+from amqpq.cli.purge import load_for
+from amqpq.errors import AmqpqError
+from amqpq.settings import Settings
+from amqpq.topology.infra import DELAY_LEVELS, dead_letter_queue_name, delay_queue_name, work_queues
+from amqpq.topology.models import Topology
+from amqpq.transport.management import ManagementClient
+
+__all__ = ["WORKER_PREFIX", "collect_status", "status"]
+
+WORKER_PREFIX = "amqpq worker "
+
+
+def _rate(stats: dict[str, Any], key: str) -> float:
+    details = stats.get(f"{key}_details")
+    if isinstance(details, dict):
+        rate = details.get("rate")
+        if isinstance(rate, int | float):
+            return float(rate)
+    return 0.0
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def _connection_name(connection: dict[str, Any]) -> str:
+    properties = connection.get("client_properties") or {}
+    return str(connection.get("user_provided_name") or properties.get("connection_name") or "")
+
+
+def collect_status(settings: Settings, topology: Topology) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (the ``--json`` document)."""
+    vhost = settings.vhost
+    infra = topology.infrastructure
+    with ManagementClient.from_settings(settings) as api:
+        broker_queues = {q["name"]: q for q in api.list_queues(vhost)}
+        connections = api.list_connections(vhost)
+        consumers = api.list_consumers(vhost)
+
+    work = {q.name for q in work_queues(topology)}
+    queues: list[dict[str, Any]] = []
+    for queue in topology.queues:
+        found = broker_queues.get(queue.name)
+        stats = (found or {}).get("message_stats") or {}
+        dead: int | None = None
+        if infra.dead_letters and queue.name in work:
+            dlq = broker_queues.get(dead_letter_queue_name(queue.name))
+            if dlq is not None:
+                dead = _int(dlq.get("messages"))
+        queues.append(
+            {
+                "name": queue.name,
+                "type": (found or {}).get("type", queue.type),
+                "exists": found is not None,
+                "ready": _int((found or {}).get("messages_ready")),
+                "unacked": _int((found or {}).get("messages_unacknowledged")),
+                "consumers": _int((found or {}).get("consumers")),
+                "publish_rate": _rate(stats, "publish"),
+                "deliver_rate": _rate(stats, "deliver_get"),
+                "dead_letters": dead,
+            }
+        )
+
+    delayed: int | None = None
+    if infra.delay:
+        delayed = sum(
+            _int(broker_queues.get(delay_queue_name(infra.prefix, level), {}).get("messages"))
+            for level in range(DELAY_LEVELS)
+        )
+
+    by_connection: dict[str, list[dict[str, Any]]] = {}
+    for consumer in consumers:
+        details = consumer.get("channel_details") or {}
+        by_connection.setdefault(str(details.get("connection_name", "")), []).append(
+            {
+                "queue": (consumer.get("queue") or {}).get("name"),
+                "consumer_tag": consumer.get("consumer_tag"),
+                "prefetch": consumer.get("prefetch_count"),
+            }
+        )
+    workers: list[dict[str, Any]] = []
+    for connection in connections:
+        name = _connection_name(connection)
+        if not name.startswith(WORKER_PREFIX):
+            continue
+        host, _, pid = name[len(WORKER_PREFIX) :].rpartition(":")
+        connected = connection.get("connected_at")
+        workers.append(
+            {
+                "name": name,
+                "host": host,
+                "pid": int(pid) if pid.isdigit() else None,
+                "peer": f"{connection.get('peer_host')}:{connection.get('peer_port')}",
+                "state": connection.get("state"),
+                "connected_at": datetime.fromtimestamp(connected / 1000, UTC).isoformat(
+                    timespec="seconds"
+                )
+                if isinstance(connected, int | float)
+                else None,
+                "channels": _int(connection.get("channels")),
+                "consumers": by_connection.get(str(connection.get("name")), []),
+            }
+        )
+    workers.sort(key=lambda w: w["name"])
+    return {
+        "vhost": vhost,
+        "broker": settings.primary.display,
+        "management": settings.management_base_url,
+        "queues": queues,
+        "delayed": delayed,
+        "workers": workers,
+    }
+
+
+def _render(document: dict[str, Any]) -> RenderableType:
+    queues = Table(
+        title=f"queues in vhost {document['vhost']!r} (management stats, may lag ~5 s)",
+        title_justify="left",
+    )
+    for column in ("queue", "type", "ready", "unacked", "consumers", "publish/s", "deliver/s"):
+        queues.add_column(column, justify="left" if column in ("queue", "type") else "right")
+    queues.add_column("dead letters", justify="right")
+    for q in document["queues"]:
+        if not q["exists"]:
+            queues.add_row(q["name"], q["type"], "[yellow]missing[/]", *[""] * 5)
+            continue
+        dead = q["dead_letters"]
+        queues.add_row(
+            Text(q["name"]),
+            q["type"],
+            str(q["ready"]),
+            str(q["unacked"]),
+            str(q["consumers"]) if q["consumers"] else "[yellow]0[/]",
+            f"{q['publish_rate']:.1f}",
+            f"{q['deliver_rate']:.1f}",
+            "-" if dead is None else (f"[bold red]{dead}[/]" if dead else "0"),
+        )
+    parts: list[RenderableType] = [queues]
+    if document["delayed"] is not None:
+        parts.append(Text(f"delayed (waiting in the delay levels): {document['delayed']}"))
+    workers = Table(title=f"workers ({len(document['workers'])})", title_justify="left")
+    for column in ("worker", "connected", "channels", "consuming"):
+        workers.add_column(column)
+    for w in document["workers"]:
+        consuming = ", ".join(f"{c['queue']} (prefetch {c['prefetch']})" for c in w["consumers"])
+        workers.add_row(
+            Text(w["name"][len(WORKER_PREFIX) :]),
+            w["connected_at"] or "-",
+            str(w["channels"]),
+            Text(consuming or "-"),
+        )
+    parts.append(workers if document["workers"] else Text("no worker is connected"))
+    return Group(*parts)
+
+
+@handle_errors
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[
+        float | None,
+        typer.Option("--watch", "-w", min=0.5, help="Refresh every S seconds; Ctrl-C exits."),
+    ] = None,
+    topology: TopologyOption = None,
+    url: UrlOption = None,
+) -> None:
+    """Queues of the topology (ready, unacked, consumers, rates, dead letters) and live workers."""
+    settings = settings_from(url, topology)
+    parsed = load_for(settings, topology)
+    if watch is None:
+        document = collect_status(settings, parsed)
+        if as_json:
+            typer.echo(json.dumps(document, indent=2))
+        else:
+            console.print(_render(document))
+        return
+    try:
+        if as_json:
+            while True:  # one JSON document per line, for tools that follow a stream
+                typer.echo(json.dumps(collect_status(settings, parsed)))
+                time.sleep(watch)
+        with Live(console=console, auto_refresh=False, screen=False) as live:
+            while True:
+                try:
+                    view: RenderableType = _render(collect_status(settings, parsed))
+                except AmqpqError as exc:  # keep watching through a broker restart
+                    view = Text(f"error: {exc} (retrying)", style="bold red")
+                stamp = datetime.now().strftime("%H:%M:%S")
+                live.update(Group(view, Text(f"{stamp}, every {watch:g}s, Ctrl-C to quit")))
+                live.refresh()
+                time.sleep(watch)
+    except KeyboardInterrupt:
+        return
