@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from amqpq.cli import topology
+from amqpq.cli import dlq, topology
+from amqpq.cli.purge import purge
 from amqpq.cli.send import send
+from amqpq.cli.status import status
 from amqpq.cli.worker import worker
 
 app = typer.Typer(
@@ -17,6 +19,9 @@ app = typer.Typer(
 )
 app.add_typer(topology.app, name="topology")
 app.command("worker")(worker)
+app.add_typer(dlq.app, name="dlq")
+app.command("status")(status)
+app.command("purge")(purge)
 app.command("send")(send)
 
 
