@@ -133,6 +133,7 @@ class QueueConsumer:
         self._handler = handler
         self._channel: AbstractChannel | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
+        self.tasks: set[asyncio.Task[None]] = set()  # deliveries being handled
 
     @property
     def consumer_tags(self) -> list[str]:
@@ -155,11 +156,18 @@ class QueueConsumer:
             tag = await queue.consume(self._callback_for(name), consumer_tag=tag_for(name))
             self._consumers.append((queue, tag))
 
-    def _callback_for(self, queue: str) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+    def _callback_for(self, queue: str) -> Callable[[AbstractIncomingMessage], None]:
+        # A plain function, not a coroutine: the handler runs in a task of our own, not in
+        # aiormq's consumer task, which is cancelled when the channel closes. A task that
+        # outlives a dropped connection finishes, replies, and finds its ack stale.
         handler = self._handler
+        tasks = self.tasks
+        create_task = asyncio.get_running_loop().create_task
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            await handler(Delivery(message, queue))
+        def on_message(message: AbstractIncomingMessage) -> None:
+            task = create_task(handler(Delivery(message, queue)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
         return on_message
 
