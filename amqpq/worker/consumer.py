@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ log = logging.getLogger("amqpq.worker")
 # An eta this close is run now: re-delaying it would cost more than it saves.
 ETA_TOLERANCE = timedelta(milliseconds=100)
 _STATES = {state.value: state for state in TaskState}
+_MAX_DONE_UNACKED = 10_000
 
 
 def _utc(value: datetime) -> datetime:
@@ -72,6 +74,9 @@ class MessageHandler:
         self._delay_prefix = delay_prefix
         self._delay_enabled = delay_enabled
         self.stopping = False
+        # Message ids whose task finished (reply sent) but whose ack was dropped because the
+        # connection closed under it. When the broker redelivers one, ack it, do not rerun it.
+        self._done_unacked: OrderedDict[str, None] = OrderedDict()
 
     # -- the pipeline -----------------------------------------------------------------------
 
@@ -136,6 +141,16 @@ class MessageHandler:
             if self.stopping:  # received while shutting down, never started: give it back
                 self.stats.requeued += 1
                 await delivery.nack(requeue=True)
+                return
+            if delivery.redelivered and envelope.id in self._done_unacked:
+                # Checked once the slot is ours: the first run may have just finished.
+                del self._done_unacked[envelope.id]
+                log.info(
+                    "redelivered task id=%s already ran here (its ack was dropped by a "
+                    "reconnect): acked without running it again",
+                    envelope.id,
+                )
+                await self._ack(delivery)
                 return
             await self._execute(delivery, envelope, task, args, kwargs)
 
@@ -416,3 +431,8 @@ class MessageHandler:
             return
         if not await delivery.ack():
             self.stats.stale_acks += 1
+            message_id = delivery.properties.message_id
+            if message_id is not None:  # the task id for amqpq producers
+                self._done_unacked[message_id] = None
+                if len(self._done_unacked) > _MAX_DONE_UNACKED:
+                    self._done_unacked.popitem(last=False)

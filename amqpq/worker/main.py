@@ -101,8 +101,12 @@ class Worker:
         self.hooks = Hooks(app)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
-        self._inflight: set[asyncio.Task[object]] = set()
         self._handler: MessageHandler | None = None
+        self._consumer: QueueConsumer | None = None
+
+    @property
+    def _inflight(self) -> set[asyncio.Task[None]]:
+        return self._consumer.tasks if self._consumer is not None else set()
 
     def consumer_tag(self, queue: str) -> str:
         return f"amqpq-worker.{self.hostname}.{os.getpid()}.{queue}"
@@ -139,10 +143,7 @@ class Worker:
             loop.add_signal_handler(sig, self.request_stop, sig.name)
 
     async def _handle(self, delivery: Delivery) -> None:
-        task = asyncio.current_task()
-        assert task is not None
         assert self._handler is not None
-        self._inflight.add(task)
         try:
             await self._handler(delivery)
         except Exception:
@@ -154,8 +155,6 @@ class Worker:
                     await self._dead_letter_broken(delivery)
                 else:
                     await delivery.nack(requeue=True)
-        finally:
-            self._inflight.discard(task)
 
     async def _dead_letter_broken(self, delivery: Delivery) -> None:
         handler = self._handler
@@ -202,7 +201,9 @@ class Worker:
                 delay_prefix=infra.prefix,
                 delay_enabled=infra.delay,
             )
-            consumer = QueueConsumer(broker, prefetch=pool.size, handler=self._handle)
+            consumer = self._consumer = QueueConsumer(
+                broker, prefetch=pool.size, handler=self._handle
+            )
             if not self._stop.is_set():
                 await consumer.start(self.queues, self.consumer_tag)
             log.info(
