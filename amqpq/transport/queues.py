@@ -375,12 +375,14 @@ def _describe(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, socket.timeout | TimeoutError):
         return "timed out"
-    if isinstance(exc, pika.exceptions.AMQPConnectionError) and exc.args:
-        inner = exc.args[0]
-        if isinstance(inner, BaseException):
-            return _describe(inner)
-        if isinstance(inner, str) and inner:
-            return inner
+    # pika wraps the socket error in one or two connector errors.
+    inner = getattr(exc, "exception", None)
+    if isinstance(inner, BaseException):
+        return _describe(inner)
+    if exc.args and isinstance(exc.args[0], BaseException):
+        return _describe(exc.args[0])
+    if isinstance(exc, ConnectionError | OSError) and exc.strerror:
+        return exc.strerror.lower()
     if isinstance(exc, pika.exceptions.ChannelClosed | pika.exceptions.ConnectionClosed):
         return f"{exc.reply_code} {exc.reply_text}"
     return str(exc) or type(exc).__name__
