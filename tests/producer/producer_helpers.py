@@ -37,6 +37,44 @@ TOPOLOGY: dict[str, Any] = {
 }
 
 
+def declare_file_objects(url: str, topology: Any) -> None:
+    """Declare the file's exchanges, queues and bindings only (fast; no delay levels or DLQs).
+
+    Tests that need amqpq's infrastructure use ``declare_topology_sync`` instead.
+    """
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for exchange in topology.exchanges:
+            channel.exchange_declare(
+                exchange.name,
+                exchange.type,
+                durable=exchange.durable,
+                auto_delete=exchange.auto_delete,
+                internal=exchange.internal,
+                arguments=exchange.declare_arguments or None,
+            )
+        for queue in topology.queues:
+            channel.queue_declare(
+                queue.name,
+                durable=queue.durable,
+                auto_delete=queue.auto_delete,
+                arguments=queue.declare_arguments or None,
+            )
+        for binding in topology.bindings():
+            arguments = binding.arguments or None
+            if binding.destination_type == "queue":
+                channel.queue_bind(
+                    binding.destination, binding.source, binding.routing_key, arguments
+                )
+            else:
+                channel.exchange_bind(
+                    binding.destination, binding.source, binding.routing_key, arguments
+                )
+    finally:
+        connection.close()
+
+
 def get_message(url: str, queue: str, timeout: float = 5.0) -> tuple[Any, Any, bytes]:
     """Wait for one message in ``queue`` (test-side, bare pika) and ack it."""
     connection = pika.BlockingConnection(pika.URLParameters(url))

@@ -302,7 +302,9 @@ def test_a_result_queue_keeps_replies_for_other_ids(
     assert queue_depth(broker_url, "results.x") == 1
 
 
-def test_a_countdown_goes_through_the_delay_levels(app: App, broker_url: str) -> None:
+def test_a_countdown_goes_through_the_delay_levels(
+    app: App, broker_url: str, declared_with_infrastructure: object
+) -> None:
     started = time.monotonic()
     app.send_task("tasks.add", [1, 2], countdown=0.3, ignore_result=True)
     _, _, body = get_message(broker_url, "default", timeout=5)
