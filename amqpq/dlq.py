@@ -209,8 +209,8 @@ def describe(message: GotMessage, work_queue: str) -> DeadLetter:
     task_id = (
         message.properties.message_id or (body or {}).get("id") or message.properties.correlation_id
     )
-    raw_retries = (body or {}).get("retries")
-    retries = raw_retries if isinstance(raw_retries, int) else None
+    raw_retries = (body or {}).get("retries", 0)  # the envelope's default
+    retries = raw_retries if isinstance(raw_retries, int) and body is not None else None
     common: dict[str, Any] = {
         "message": message,
         "task": _text(task),

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ops_helpers import Cli, PlainClient, envelope
+from ops_helpers import TOPOLOGY, Cli, PlainClient, envelope
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -86,3 +89,21 @@ def test_status_without_workers_says_so(plain: PlainClient, cli: Cli) -> None:
     assert document["workers"] == []
     assert [q["name"] for q in document["queues"]] == ["work", "qwork"]
     assert all(q["exists"] for q in document["queues"])
+
+
+def test_status_watch_refreshes_until_ctrl_c_and_exits_0(
+    plain: PlainClient, broker_url: str
+) -> None:
+    env = {**os.environ, "AMQPQ_URL": broker_url, "AMQPQ_TOPOLOGY": str(TOPOLOGY)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "amqpq", "status", "--watch", "0.5"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(2.0)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert b"queues in vhost" in out
+    assert b"Traceback" not in err
