@@ -96,6 +96,7 @@ class Bench:
         self.systems: dict[str, System] = {}
         self.skipped: dict[str, str] = {}
         self.probes: dict[str, Probe] = {}
+        self.notes: dict[str, set[str]] = {}
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -131,7 +132,7 @@ class Bench:
 
     def setup(self) -> None:
         for name in self.args.systems:
-            system = SYSTEMS[name]()
+            system = SYSTEMS[name](self.args.vhost_prefix)
             reason = system.unavailable()
             if reason:
                 self.skipped[name] = reason
@@ -302,6 +303,9 @@ class Bench:
         if fig is None:
             return "-"
         if not fig.samples:
+            if fig.error and fig.error.startswith("n/a"):
+                self.notes.setdefault(system, set()).add(fig.error[len("n/a: ") :])
+                return "n/a"
             return fig.error or "-"
         median = _fmt(fig.median, fig.unit)
         if len(fig.samples) == 1:
@@ -367,6 +371,11 @@ class Bench:
                 f"RPC: {self.args.rpc_n} sequential calls; 1 MB payloads: {self.args.blob_n} tasks."
             )
         parts.append(self.table())
+        if self.notes:
+            parts.append(
+                "n/a: "
+                + "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in sorted(self.notes.items()))
+            )
         targets = self.targets_table()
         if targets.count("\n") > 1:
             parts.append("Targets (ratios of medians from this run):\n\n" + targets)
@@ -421,6 +430,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--markdown", action="store_true", help="print the README table block")
     parser.add_argument("--timeout", type=float, default=300.0, help="per drain/start, seconds")
     parser.add_argument("--poll", type=float, default=0.01, help="queue depth poll interval, s")
+    parser.add_argument(
+        "--vhost-prefix", default="bench-", help="each system's vhost is PREFIX + its name"
+    )
     parser.add_argument("--keep-vhosts", action="store_true", help="leave bench-* vhosts behind")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)

@@ -35,8 +35,8 @@ class System:
     name: str
     queue: str
 
-    def __init__(self) -> None:
-        self.vhost = f"bench-{self.name}"
+    def __init__(self, vhost_prefix: str = "bench-") -> None:
+        self.vhost = f"{vhost_prefix}{self.name}"
         self.url = amqp_url(self.vhost)
 
     def unavailable(self) -> str | None:
@@ -238,8 +238,8 @@ class Amqpq(System):
     name = "amqpq"
     queue = "bench"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, vhost_prefix: str = "bench-") -> None:
+        super().__init__(vhost_prefix)
         self._module: Any = None
 
     def unavailable(self) -> str | None:
@@ -335,8 +335,8 @@ class CeleryBench(System):
     name = "celery"
     queue = "celery"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, vhost_prefix: str = "bench-") -> None:
+        super().__init__(vhost_prefix)
         self._module: Any = None
         self._fill_app: Any = None
 
@@ -391,7 +391,8 @@ class CeleryBench(System):
         argv += ["--loglevel", "WARNING", "-n", f"bench{os.getpid()}-{time.time_ns()}@%h"]
         env = {"BENCH_CELERY_URL": self.url}
         if mode == "one_slot":
-            argv += ["-P", "solo", "-c", "1", "--prefetch-multiplier", "1"]
+            # -P solo with late acks and prefetch 1 ran ~10 tasks/s here: one thread instead.
+            argv += ["-P", "threads", "-c", "1", "--prefetch-multiplier", "1"]
             env["BENCH_ACKS_LATE"] = "1"
         elif mode == "procs":
             argv += ["-P", "prefork", "-c", str(procs), "--prefetch-multiplier", "1"]
@@ -417,8 +418,8 @@ class DramatiqBench(System):
     name = "dramatiq"
     queue = "default"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, vhost_prefix: str = "bench-") -> None:
+        super().__init__(vhost_prefix)
         self._module: Any = None
         self._fill_broker: Any = None
 
