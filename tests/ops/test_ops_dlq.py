@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from ops_helpers import Cli, PlainClient, envelope
@@ -218,3 +219,22 @@ def test_errors_are_one_line_with_an_exit_code(cli: Cli, declared: object, broke
     no_api = cli("status", env={"AMQPQ_MANAGEMENT_URL": "http://127.0.0.1:1"})
     assert no_api.exit_code == 3
     assert "management API at http://127.0.0.1:1 did not answer" in no_api.stderr
+
+
+def test_on_a_terminal_purge_asks_and_a_no_keeps_the_messages(
+    plain: PlainClient, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (amqpq.cli.purge is also the name of the command function: patch the module itself)
+    monkeypatch.setattr(sys.modules["amqpq.cli.purge"], "is_interactive", lambda: True)
+    plain.dead_letter("work")
+
+    declined = cli("dlq", "purge", "work", input="n\n")
+    assert declined.exit_code == 1
+    assert "Delete 1 dead letter(s) from 'work.dlq'" in declined.stdout
+    assert "nothing purged" in declined.stdout
+    assert plain.count("work.dlq") == 1
+
+    accepted = cli("dlq", "purge", "work", input="y\n")
+    assert accepted.exit_code == 0
+    assert "purged 1 dead letter(s) from work.dlq" in accepted.stdout
+    assert plain.count("work.dlq") == 0
