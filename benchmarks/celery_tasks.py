@@ -20,7 +20,9 @@ app = Celery(
     backend="rpc://",
 )
 app.conf.update(
-    broker_transport_options={"confirm_publish": os.environ.get("BENCH_CELERY_CONFIRM", "1") == "1"},
+    broker_transport_options={
+        "confirm_publish": os.environ.get("BENCH_CELERY_CONFIRM", "1") == "1"
+    },
     broker_connection_retry_on_startup=True,
     task_acks_late=os.environ.get("BENCH_ACKS_LATE") == "1",
     task_serializer="json",

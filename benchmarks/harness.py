@@ -134,19 +134,26 @@ class Probe:
     def time_drain(
         self, queue: str, total: int, timeout: float, alive: Callable[[], bool], interval: float
     ) -> float:
-        """Seconds from consumption starting (a consumer is there or the count dropped) to
-        no ready message left. Polled every ``interval`` s: the resolution of the figure."""
+        """Seconds from the last poll that saw the queue untouched (all ``total`` ready, no
+        consumer) to the first poll that sees no ready message. Polled every ``interval`` s:
+        the figure may be long by up to one interval, never short."""
         deadline = time.monotonic() + timeout
-        start = None
+        untouched: float | None = None
+        started = False
         while True:
             found = self.depth(queue)
             now = time.perf_counter()
             if found is not None:
                 ready, consumers = found
-                if start is None and (consumers > 0 or ready < total):
-                    start = now
-                if start is not None and ready == 0:
-                    return now - start
+                if not started:
+                    if consumers == 0 and ready >= total:
+                        untouched = now
+                    else:
+                        started = True
+                        if untouched is None:
+                            raise RuntimeError(f"{queue}: consumed before the first poll")
+                if started and ready == 0:
+                    return now - untouched  # type: ignore[operator]
             if not alive():
                 raise RuntimeError(f"the worker exited while draining ({found} left)")
             if time.monotonic() > deadline:

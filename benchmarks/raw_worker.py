@@ -12,6 +12,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 
 import aio_pika
 
@@ -24,16 +25,15 @@ async def main() -> None:
     parser.add_argument("--rpc", action="store_true")
     parser.add_argument("--procs", type=int, default=1, help="N consumer processes")
     args = parser.parse_args()
-    if args.procs > 1:
-        await _supervise(args.procs)
-        return
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    connection = await aio_pika.connect(args.url, client_properties={"connection_name": "bench raw worker"})
+    connection = await aio_pika.connect(
+        args.url, client_properties={"connection_name": "bench raw worker"}
+    )
     channel = await connection.channel(publisher_confirms=args.rpc)
     await channel.set_qos(prefetch_count=args.prefetch)
     queue = await channel.declare_queue(args.queue, durable=True)
@@ -52,16 +52,16 @@ async def main() -> None:
     await connection.close()
 
 
-async def _supervise(procs: int) -> None:
-    argv = [sys.executable, *[a for a in sys.argv if a]]
-    index = argv.index("--procs")
-    argv[index + 1] = "1"
+def _supervise(procs: int) -> None:
+    """N single consumers (``--procs N``): start them, stop them on SIGTERM/SIGINT."""
+    argv = [sys.executable, *sys.argv]
+    argv[argv.index("--procs") + 1] = "1"
     children = [subprocess.Popen(argv) for _ in range(procs)]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    stopping: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.1)
     for child in children:
         child.terminate()
     for child in children:
@@ -69,4 +69,8 @@ async def _supervise(procs: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    procs = int(sys.argv[sys.argv.index("--procs") + 1]) if "--procs" in sys.argv else 1
+    if procs > 1:
+        _supervise(procs)
+    else:
+        asyncio.run(main())

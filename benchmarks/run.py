@@ -160,11 +160,14 @@ class Bench:
         label = f"{system.name}-{mode}{procs if mode == 'procs' else ''}"
         return WorkerProcess(argv, env=env, cwd=HERE, label=label)
 
-    def drain(self, system: System, mode: str, procs: int = 1, *, n: int, data: str | None = None) -> float:
+    def drain(
+        self, system: System, mode: str, procs: int = 1, *, n: int, data: str | None = None
+    ) -> float:
         probe = self.probes[system.name]
         probe.purge(system.queue)
         system.fill(n, data)
         probe.wait_depth(system.queue, n)
+        probe.wait_depth(system.queue, n)  # the first poll must see it untouched
         worker = self.start_worker(system, mode, procs)
         try:
             seconds = probe.time_drain(
@@ -239,7 +242,7 @@ class Bench:
         try:
             consuming = probe.wait_consumer(system.queue, self.args.timeout, worker.alive)
             self.record("coldstart", system.name, lambda: consuming - worker.started)
-            time.sleep(2.0)
+            time.sleep(self.args.idle)
             self.record("rss", system.name, lambda: worker.tree_rss() / MB)
         except RuntimeError as exc:
             self.figure("coldstart", system.name).error = f"error: {exc}"
@@ -293,7 +296,7 @@ class Bench:
                 key: {system: fig.to_json() for system, fig in per.items()}
                 for key, per in self.results.items()
             },
-            "targets": [t for t in self.target_rows()],
+            "targets": self.target_rows(),
         }
 
     def cell(self, key: str, system: str) -> str:
@@ -311,7 +314,7 @@ class Bench:
         if len(fig.samples) == 1:
             return median
         low, high = min(fig.samples), max(fig.samples)
-        return f"{median} ({_num(low, fig.unit)}–{_num(high, fig.unit)})"
+        return f"{median} ({_num(low, fig.unit)}-{_num(high, fig.unit)})"
 
     def ratio(self, key: str, a: str, b: str) -> float | None:
         per = self.results.get(key, {})
@@ -323,18 +326,18 @@ class Bench:
     def table(self) -> str:
         systems = [s for s in ("raw", "amqpq", "celery", "dramatiq") if s in self.args.systems]
         others = [s for s in systems if s != "amqpq"] if "amqpq" in systems else []
-        head = ["workload", *systems, *[f"amqpq ÷ {s}" for s in others]]
+        head = ["workload", *systems, *[f"amqpq / {s}" for s in others]]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for workload in self.args.only:
             for metric in METRICS[workload]:
                 if metric.key not in self.results:
                     continue
-                arrow = "↑" if metric.higher_is_better else "↓"
-                row = [f"{metric.label} ({metric.unit} {arrow})"]
+                arrow = "higher is better" if metric.higher_is_better else "lower is better"
+                row = [f"{metric.label} ({metric.unit}, {arrow})"]
                 row += [self.cell(metric.key, s) for s in systems]
                 for other in others:
                     r = self.ratio(metric.key, "amqpq", other)
-                    row.append("" if r is None else f"{r:.2f}×")
+                    row.append("" if r is None else f"{r:.2f}x")
                 lines.append("| " + " | ".join(row) + " |")
         return "\n".join(lines)
 
@@ -356,7 +359,9 @@ class Bench:
         lines = ["| target | this run | met |", "|---|---|---|"]
         for row in self.target_rows():
             value = row["value"]
-            shown = "n/a" if value is None else (f"{value:.3g}" if row["absolute"] else f"{value:.2f}×")
+            shown = (
+                "n/a" if value is None else (f"{value:.3g}" if row["absolute"] else f"{value:.2f}x")
+            )
             met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
             lines.append(f"| {row['target']} | {shown} | {met} |")
         return "\n".join(lines)
@@ -367,7 +372,7 @@ class Bench:
             parts.append(
                 f"Command: `{self.args.command}`  \n"
                 f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {_machine()}  \n"
-                f"N = {self.args.n} tasks, {self.args.runs} runs each (median, min–max); "
+                f"N = {self.args.n} tasks, {self.args.runs} runs each (median, min-max); "
                 f"RPC: {self.args.rpc_n} sequential calls; 1 MB payloads: {self.args.blob_n} tasks."
             )
         parts.append(self.table())
@@ -380,9 +385,7 @@ class Bench:
         if targets.count("\n") > 1:
             parts.append("Targets (ratios of medians from this run):\n\n" + targets)
         if self.skipped:
-            parts.append(
-                "Skipped: " + "; ".join(f"{k}: {v}" for k, v in self.skipped.items())
-            )
+            parts.append("Skipped: " + "; ".join(f"{k}: {v}" for k, v in self.skipped.items()))
         return "\n\n".join(parts)
 
 
@@ -417,17 +420,20 @@ def _csv(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10_000, help="tasks per enqueue/drain run")
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median, min–max)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median, min-max)")
     parser.add_argument("--rpc-n", type=int, default=1_000, help="sequential RPC calls per run")
     parser.add_argument("--blob-n", type=int, default=100, help="1 MB tasks per run")
     parser.add_argument(
-        "--only", default=",".join(WORKLOADS), help=f"workloads, comma separated: {','.join(WORKLOADS)}"
+        "--only",
+        default=",".join(WORKLOADS),
+        help=f"workloads, comma separated: {','.join(WORKLOADS)}",
     )
     parser.add_argument(
         "--systems", default=",".join(SYSTEMS), help=f"comma separated: {','.join(SYSTEMS)}"
     )
     parser.add_argument("--json", metavar="FILE", help="write every sample as JSON")
     parser.add_argument("--markdown", action="store_true", help="print the README table block")
+    parser.add_argument("--idle", type=float, default=2.0, help="idle seconds before RSS")
     parser.add_argument("--timeout", type=float, default=300.0, help="per drain/start, seconds")
     parser.add_argument("--poll", type=float, default=0.01, help="queue depth poll interval, s")
     parser.add_argument(

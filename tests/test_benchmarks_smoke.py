@@ -46,6 +46,8 @@ def test_the_benchmark_harness_measures_raw_and_amqpq_on_a_tiny_workload(tmp_pat
             "10",
             "--timeout",
             "30",
+            "--idle",
+            "0.5",
             "--vhost-prefix",
             prefix,
             "--json",
@@ -64,11 +66,18 @@ def test_the_benchmark_harness_measures_raw_and_amqpq_on_a_tiny_workload(tmp_pat
     # Then every figure of both systems has a sample, and the table names them
     report = json.loads(out.read_text())
     assert report["skipped"] == {}
-    for key in ("enqueue.one", "enqueue.bulk", "drain.one_slot", "drain.default", "rpc.p50",
-                "coldstart", "rss"):
+    for key in (
+        "enqueue.one",
+        "enqueue.bulk",
+        "drain.one_slot",
+        "drain.default",
+        "rpc.p50",
+        "coldstart",
+        "rss",
+    ):
         for system in ("raw", "amqpq"):
             figure = report["results"][key][system]
             assert figure.get("error") is None, (key, system, figure, done.stderr, logs)
             assert len(figure["samples"]) == 1, (key, system, figure)
-    assert "| workload | raw | amqpq | amqpq ÷ raw |" in done.stdout
+    assert "| workload | raw | amqpq | amqpq / raw |" in done.stdout
     assert "Command: `python -m benchmarks" in done.stdout
