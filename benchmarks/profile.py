@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import HERE, PYTHON, Probe, amqp_url, reset_vhost, delete_vhost
+from benchmarks.harness import HERE, PYTHON, Probe, amqp_url, delete_vhost, reset_vhost
 
 VHOST = "bench-profile"
 PY_SPY = str(Path(PYTHON).with_name("py-spy"))
@@ -117,9 +117,9 @@ def main() -> None:
         from amqpq.transport.declare import declare_topology
 
         os.environ["AMQPQ_URL"] = amqp_url(VHOST)
-        from benchmarks import bench_tasks
-
         import asyncio
+
+        from benchmarks import bench_tasks
 
         asyncio.run(declare_topology(bench_tasks.app.settings, bench_tasks.app.topology))
         if args.what == "delay":
