@@ -16,9 +16,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from amqpq.codec import OutgoingMessage, decode_task, encode_reply, fresh_headers
+from amqpq.codec import CONTENT_TYPE, OutgoingMessage, decode_task, encode_reply, fresh_headers
 from amqpq.delay import plan_delay
-from amqpq.envelope import ErrorInfo, Reply, TaskEnvelope, TaskState
+from amqpq.envelope import PROTOCOL_VERSION, ErrorInfo, Reply, TaskEnvelope, TaskState
 from amqpq.errors import AmqpqError, ArgumentsError, DecodeError
 from amqpq.registry import Request, Task, TaskRegistry
 from amqpq.transport.consume import ConfirmingPublisher, Delivery
@@ -36,6 +36,7 @@ log = logging.getLogger("amqpq.worker")
 ETA_TOLERANCE = timedelta(milliseconds=100)
 _STATES = {state.value: state for state in TaskState}
 _MAX_DONE_UNACKED = 10_000
+_JSON_CONTENT_TYPES = (CONTENT_TYPE, None, "")
 
 
 def _utc(value: datetime) -> datetime:
@@ -77,6 +78,7 @@ class MessageHandler:
         # Message ids whose task finished (reply sent) but whose ack was dropped because the
         # connection closed under it. When the broker redelivers one, ack it, do not rerun it.
         self._done_unacked: OrderedDict[str, None] = OrderedDict()
+        self._no_arguments: dict[str, bool] = {}  # task name -> callable without arguments
 
     # -- the pipeline -----------------------------------------------------------------------
 
@@ -93,7 +95,7 @@ class MessageHandler:
             )
             return
         try:
-            envelope = decode_task(delivery.body, delivery.properties)
+            envelope = self._decode(delivery)
         except DecodeError as exc:
             cause = exc.__cause__
             reason = (
@@ -133,7 +135,10 @@ class MessageHandler:
             )
             return
         try:
-            args, kwargs = task.signature.from_wire(envelope.args, envelope.kwargs)
+            if envelope.args or envelope.kwargs or not self._takes_no_arguments(task):
+                args, kwargs = task.signature.from_wire(envelope.args, envelope.kwargs)
+            else:
+                args, kwargs = [], {}
         except ArgumentsError as exc:
             await self._reject(delivery, envelope, "bad_arguments", "ArgumentsError", str(exc))
             return
@@ -154,6 +159,32 @@ class MessageHandler:
                 return
             await self._execute(delivery, envelope, task, args, kwargs)
 
+    def _takes_no_arguments(self, task: Task[Any, Any]) -> bool:
+        known = self._no_arguments.get(task.name)
+        if known is None:
+            try:
+                task.signature.signature.bind()
+            except TypeError:
+                known = False
+            else:
+                known = True
+            self._no_arguments[task.name] = known
+        return known
+
+    @staticmethod
+    def _decode(delivery: Delivery) -> TaskEnvelope:
+        # Fast path: pydantic parses the JSON itself. Anything unusual (no id in the body,
+        # a newer protocol, not JSON at all) goes through decode_task for its error.
+        if delivery.properties.content_type in _JSON_CONTENT_TYPES:
+            try:
+                envelope = TaskEnvelope.model_validate_json(delivery.body)
+            except ValueError:
+                pass
+            else:
+                if envelope.protocol <= PROTOCOL_VERSION:
+                    return envelope
+        return decode_task(delivery.body, delivery.properties)
+
     async def _execute(
         self,
         delivery: Delivery,
@@ -165,25 +196,28 @@ class MessageHandler:
         props = delivery.properties
         reply_to = props.reply_to
         options = task.options
-        request = Request(
-            id=envelope.id,
-            task=envelope.task,
-            args=tuple(envelope.args),
-            kwargs=envelope.kwargs,
-            retries=envelope.retries,
-            eta=envelope.eta,
-            expires=envelope.expires,
-            parent_id=envelope.parent_id,
-            root_id=envelope.root_id,
-            reply_to=reply_to,
-            correlation_id=props.correlation_id,
-            headers=props.headers,
-            queue=delivery.queue,
-            exchange=delivery.exchange,
-            routing_key=delivery.routing_key,
-            redelivered=delivery.redelivered,
-            hostname=self._worker,
-        )
+
+        def request() -> Request:
+            return Request(
+                id=envelope.id,
+                task=envelope.task,
+                args=tuple(envelope.args),
+                kwargs=envelope.kwargs,
+                retries=envelope.retries,
+                eta=envelope.eta,
+                expires=envelope.expires,
+                parent_id=envelope.parent_id,
+                root_id=envelope.root_id,
+                reply_to=reply_to,
+                correlation_id=props.correlation_id,
+                headers=props.headers,
+                queue=delivery.queue,
+                exchange=delivery.exchange,
+                routing_key=delivery.routing_key,
+                redelivered=delivery.redelivered,
+                hostname=self._worker,
+            )
+
         if not options.acks_late:
             await self._ack(delivery)
         if reply_to and options.track_started:
@@ -211,7 +245,7 @@ class MessageHandler:
             log.debug("task succeeded task=%s id=%s", envelope.task, envelope.id)
             await self._ack(delivery)
         elif status == "retry":
-            await self._retry(delivery, envelope, task, outcome, request)
+            await self._retry(delivery, envelope, task, outcome, job.request)
         elif status == "crashed":
             self.stats.requeued += 1
             log.error(

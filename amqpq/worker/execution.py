@@ -134,9 +134,10 @@ class WorkerTaskContext:
 
 
 def _args_for(
-    task: Task[Any, Any], request: Request, args: list[Any], progress: ProgressFn
+    task: Task[Any, Any], request: Request | None, args: list[Any], progress: ProgressFn
 ) -> list[Any]:
     if task.options.bind:
+        assert request is not None
         return [WorkerTaskContext(task, request, progress), *args]
     return args
 
@@ -158,11 +159,14 @@ def call_sync_task(
     task: Task[Any, Any],
     args: list[Any],
     kwargs: dict[str, Any],
-    request: Request,
+    request: Request | None,
     progress: ProgressFn,
     hooks: Hooks | None = None,
 ) -> Outcome:
-    """Call a synchronous task and turn whatever happens into an :class:`Outcome`."""
+    """Call a synchronous task and turn whatever happens into an :class:`Outcome`.
+
+    ``request`` may be None when the task is not bound and there are no hooks.
+    """
     if hooks is not None and hooks.task_prerun:
         hooks("task_prerun", request=request, task=task)
     try:
@@ -186,7 +190,7 @@ async def call_async_task(
     task: Task[Any, Any],
     args: list[Any],
     kwargs: dict[str, Any],
-    request: Request,
+    request: Request | None,
     progress: ProgressFn,
     hooks: Hooks | None = None,
 ) -> Outcome:
@@ -222,7 +226,7 @@ def _limit(options: TaskOptions) -> float | None:
 
 
 def _failure_hook(
-    hooks: Hooks | None, request: Request, task: Task[Any, Any], exc: BaseException
+    hooks: Hooks | None, request: Request | None, task: Task[Any, Any], exc: BaseException
 ) -> None:
     if hooks is not None and hooks.task_failure:
         hooks("task_failure", request=request, task=task, exception=exc)
