@@ -81,9 +81,12 @@ class Probe:
     """Passive queue.declare on a pika connection: ready count and consumer count, exact."""
 
     def __init__(self, vhost: str) -> None:
-        params = pika.URLParameters(amqp_url(vhost))
-        params.client_properties = {"connection_name": f"bench probe {os.getpid()}"}
-        self._connection = pika.BlockingConnection(params)
+        self._params = pika.URLParameters(amqp_url(vhost))
+        self._params.client_properties = {"connection_name": f"bench probe {os.getpid()}"}
+        self._connect()
+
+    def _connect(self) -> None:
+        self._connection = pika.BlockingConnection(self._params)
         self._channel = self._connection.channel()
 
     def _reopen(self) -> None:
@@ -99,6 +102,9 @@ class Probe:
         except pika.exceptions.ChannelClosedByBroker:
             self._reopen()
             return None
+        except pika.exceptions.AMQPConnectionError:
+            self._connect()  # once; a second failure propagates
+            return self.depth(queue)
         return int(frame.method.message_count), int(frame.method.consumer_count)
 
     def purge(self, queue: str) -> None:

@@ -109,8 +109,8 @@ class Bench:
 
     def record(self, key: str, system: str, measure: Callable[[], float]) -> None:
         fig = self.figure(key, system)
-        if fig.error is not None and not fig.samples:
-            return  # failed or unsupported before: do not retry every run
+        if fig.error is not None and fig.error.startswith("n/a"):
+            return  # unsupported: no need to ask again every run
         try:
             value = measure()
         except NotSupported as exc:
@@ -213,7 +213,7 @@ class Bench:
 
     def w_rpc(self, system: System) -> None:
         p50 = self.figure("rpc.p50", system.name)
-        if p50.error is not None:
+        if p50.error is not None and p50.error.startswith("n/a"):
             return
         probe = self.probes[system.name]
         probe.purge(system.queue)
@@ -278,7 +278,13 @@ class Bench:
                 self.log(f"[{workload}] run {run}/{self.args.runs}")
                 # Interleaved: each run visits every system, so noise hits them alike.
                 for system in self.systems.values():
-                    step(system)
+                    try:
+                        step(system)
+                    except Exception as exc:  # one broken step must not lose the others
+                        self.log(f"  {system.name} {workload}: {type(exc).__name__}: {exc}")
+                        for metric in METRICS[workload]:
+                            fig = self.figure(metric.key, system.name)
+                            fig.error = fig.error or f"error: {type(exc).__name__}: {exc}"
 
     # -- reports ----------------------------------------------------------------------------
 
@@ -437,7 +443,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0, help="per drain/start, seconds")
     parser.add_argument("--poll", type=float, default=0.01, help="queue depth poll interval, s")
     parser.add_argument(
-        "--vhost-prefix", default="bench-", help="each system's vhost is PREFIX + its name"
+        "--vhost-prefix",
+        default=f"bench-{os.getpid()}-",
+        help="each system's vhost is PREFIX + its name [default: bench-<pid>-, so that "
+        "two runs never share a vhost]",
     )
     parser.add_argument("--keep-vhosts", action="store_true", help="leave bench-* vhosts behind")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -459,10 +468,10 @@ def main(argv: list[str] | None = None) -> int:
         bench.run()
     finally:
         bench.teardown()
-    bench.log(f"done in {time.monotonic() - started:.0f}s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(bench.to_json(), indent=2) + "\n")
-    print(bench.report(args.markdown))
+        bench.log(f"done in {time.monotonic() - started:.0f}s")
+        if args.json:
+            Path(args.json).write_text(json.dumps(bench.to_json(), indent=2) + "\n")
+        print(bench.report(args.markdown))
     return 0
 
 
