@@ -62,6 +62,7 @@ class App:
         self._producer: Producer | None = None
         self._producer_pid = 0
         self._aproducers: dict[asyncio.AbstractEventLoop, AsyncProducer] = {}
+        self._injected: tuple[Producer, AsyncProducer] | None = None
 
     def __repr__(self) -> str:
         return f"<App {self.main or '?'}: {len(self.registry)} tasks>"
@@ -117,6 +118,9 @@ class App:
     @property
     def producer(self) -> Producer:
         """The process's synchronous producer (pika), created on first use, thread-safe."""
+        injected = self._injected
+        if injected is not None:
+            return injected[0]
         with self._lock:
             if self._producer is None or self._producer_pid != os.getpid():
                 from amqpq.producer import Producer
@@ -129,6 +133,9 @@ class App:
         """The asyncio producer (aio-pika) of the running event loop."""
         from amqpq.producer import AsyncProducer
 
+        injected = self._injected
+        if injected is not None:
+            return injected[1]
         loop = asyncio.get_running_loop()
         producer = self._aproducers.get(loop)
         if producer is None:
@@ -136,6 +143,13 @@ class App:
                 del self._aproducers[stale]
             producer = self._aproducers[loop] = AsyncProducer(self)
         return producer
+
+    def use_producers(self, producers: tuple[Producer, AsyncProducer] | None) -> None:
+        """Send through these (sync, async) producers instead of the broker's; None undoes it.
+
+        ``amqpq.testing`` installs its in-memory twins here.
+        """
+        self._injected = producers
 
     def send_task(
         self,
