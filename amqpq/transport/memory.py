@@ -1,0 +1,469 @@
+"""An in-memory broker: RabbitMQ's exchange and queue semantics without RabbitMQ.
+
+Routing is :class:`amqpq.topology.routing.Router` over the *effective* topology
+(the file plus the dead-letter exchange, the DLQs and the delay levels), so a
+message reaches exactly the queues it would reach on the broker: direct, topic,
+fanout and headers exchanges, exchange-to-exchange bindings, alternate
+exchanges, the default exchange. Queues keep RabbitMQ's behaviour where amqpq
+relies on it:
+
+- ``x-message-ttl`` (and the ``expiration`` property) expire messages at the
+  head of the queue and dead-letter them (reason ``expired``) through
+  ``x-dead-letter-exchange`` / ``x-dead-letter-routing-key`` with ``x-death``
+  headers. That is all the broker-side delay levels need, so countdown, eta and
+  retry backoff travel the same way they do on RabbitMQ;
+- reject without requeue dead-letters (reason ``rejected``); nack with requeue
+  puts the message back first in line, marked redelivered; quorum queues count
+  deliveries (``x-delivery-count``) and dead-letter past ``x-delivery-limit``;
+- ``x-max-length`` drops (and dead-letters) the oldest message, or refuses the
+  publish with ``x-overflow: reject-publish``; ``x-max-priority`` orders by priority.
+
+Time is virtual: it starts at 0 and moves only through :meth:`MemoryBroker.advance`,
+so a test fast-forwards a one-hour countdown instead of sleeping. A mandatory
+publish that reaches no queue raises :class:`~amqpq.errors.UnroutableError`, as the
+real producers do.
+
+:class:`MemoryDelivery` and :class:`MemoryPublisher` are the worker-facing twins of
+:class:`~amqpq.transport.consume.Delivery` and
+:class:`~amqpq.transport.consume.ConfirmingPublisher`, so the worker's own
+message handler runs unchanged on top of this broker (see :mod:`amqpq.testing`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from amqpq.codec import MessageProperties, OutgoingMessage
+from amqpq.errors import PublishNackedError, UnroutableError
+from amqpq.topology.infra import effective_topology
+from amqpq.topology.models import Queue, Topology
+from amqpq.topology.routing import Router
+from amqpq.transport.consume import ConfirmingPublisher, Delivery
+
+__all__ = [
+    "DIRECT_REPLY_TO",
+    "MemoryBroker",
+    "MemoryDelivery",
+    "MemoryPublisher",
+    "MemoryQueue",
+    "StoredMessage",
+    "shift_body_times",
+]
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+ReplyHandler = Callable[[str | None, bytes], None]
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """One message in one queue (a publish that reaches two queues makes two)."""
+
+    body: bytes
+    properties: MessageProperties
+    exchange: str
+    routing_key: str
+    seq: int
+    """Arrival order across the whole broker: consumers take the oldest first."""
+    born_virtual: float
+    """The virtual clock when a client published it (kept across dead-lettering)."""
+    born_real: float
+    redelivered: bool = False
+    deliveries: int = 0
+    expires_at: float | None = None
+    """Virtual time at which it expires in its current queue (TTL), if any."""
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self.properties.headers
+
+
+@dataclass(slots=True)
+class MemoryQueue:
+    """A queue: ready messages in delivery order and delivered ones awaiting their ack."""
+
+    name: str
+    type: str = "classic"
+    arguments: dict[str, Any] = field(default_factory=dict)
+    ready: list[StoredMessage] = field(default_factory=list)
+    unacked: dict[int, StoredMessage] = field(default_factory=dict)
+
+    @classmethod
+    def from_model(cls, queue: Queue) -> MemoryQueue:
+        return cls(name=queue.name, type=queue.type, arguments=queue.declare_arguments)
+
+    @property
+    def ttl(self) -> int | None:
+        value = self.arguments.get("x-message-ttl")
+        return value if isinstance(value, int) else None
+
+    @property
+    def max_priority(self) -> int | None:
+        value = self.arguments.get("x-max-priority")
+        return value if isinstance(value, int) else None
+
+    def _rank(self, message: StoredMessage) -> tuple[int, int]:
+        top = self.max_priority
+        priority = min(message.properties.priority or 0, top) if top else 0
+        return (-priority, message.seq)
+
+    def push(self, message: StoredMessage) -> None:
+        if self.max_priority:
+            keys = [self._rank(m) for m in self.ready]
+            self.ready.insert(bisect.bisect_right(keys, self._rank(message)), message)
+        else:
+            self.ready.append(message)
+
+    def requeue(self, message: StoredMessage) -> None:
+        # RabbitMQ puts a requeued message back near its old place: first in line.
+        if self.max_priority:
+            self.push(message)
+        else:
+            self.ready.insert(0, message)
+
+
+class MemoryBroker:
+    """The broker's state for one topology (one vhost). Thread-safe; cheap to create."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = effective_topology(topology)
+        self.router = Router(self.topology)
+        self.queues: dict[str, MemoryQueue] = {
+            q.name: MemoryQueue.from_model(q) for q in self.topology.queues
+        }
+        self.clock = 0.0
+        """Virtual seconds since the broker was created; only :meth:`advance` moves it."""
+        self.lock = threading.RLock()
+        self.on_direct_reply: ReplyHandler | None = None
+        """Where replies to ``amq.rabbitmq.reply-to`` go (there is one caller here)."""
+        self.dropped: list[StoredMessage] = []
+        """Messages the broker discarded: dead-lettered with nowhere to go, or to no DLX."""
+        self._seq = itertools.count(1)
+        self._tags = itertools.count(1)
+        self._unacked: dict[int, str] = {}  # delivery tag -> queue
+
+    # -- objects ------------------------------------------------------------------------------
+
+    def queue(self, name: str) -> MemoryQueue:
+        try:
+            return self.queues[name]
+        except KeyError:
+            known = ", ".join(sorted(q for q in self.queues if not q.startswith("amq"))) or "none"
+            raise KeyError(f"no queue named {name!r} (queues: {known})") from None
+
+    def declare_queue(self, name: str, arguments: Mapping[str, Any] | None = None) -> MemoryQueue:
+        """A queue outside the topology file (a durable result queue); idempotent."""
+        with self.lock:
+            queue = self.queues.get(name)
+            if queue is None:
+                queue = self.queues[name] = MemoryQueue(name=name, arguments=dict(arguments or {}))
+            return queue
+
+    def route(
+        self, exchange: str, routing_key: str = "", headers: Mapping[str, Any] | None = None
+    ) -> set[str]:
+        """The queues a publish would reach (the Router, plus queues declared here)."""
+        if exchange == "":
+            return {routing_key} if routing_key in self.queues else set()
+        return self.router.targets(exchange, routing_key, headers)
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def publish(self, message: OutgoingMessage) -> dict[str, int]:
+        """Route and enqueue; returns the queues reached, each with its copy's ``seq``.
+
+        Raises :class:`UnroutableError` for a mandatory message that reaches no queue
+        (or any message to an exchange that does not exist), and
+        :class:`PublishNackedError` when a full ``reject-publish`` queue refuses it.
+        """
+        if message.exchange == "" and message.routing_key.startswith(DIRECT_REPLY_TO):
+            handler = self.on_direct_reply
+            if handler is not None:
+                handler(message.properties.correlation_id, message.body)
+            return {}
+        with self.lock:
+            if message.exchange and self.router.exchange_type(message.exchange) is None:
+                raise UnroutableError(f"exchange {message.exchange!r} does not exist")
+            targets = self.route(message.exchange, message.routing_key, message.properties.headers)
+            if not targets:
+                if message.mandatory:
+                    raise UnroutableError(
+                        f"no queue is bound for exchange {message.exchange!r} with routing key "
+                        f"{message.routing_key!r}: the message was returned (NO_ROUTE)"
+                    )
+                return {}
+            full = [q for q in sorted(targets) if self._refuses(self.queues[q])]
+            if full:
+                raise PublishNackedError(
+                    f"RabbitMQ refused the message for exchange {message.exchange!r}: queue "
+                    f"{full[0]!r} is full (x-overflow reject-publish)"
+                )
+            stored = StoredMessage(
+                body=message.body,
+                properties=message.properties,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                seq=0,
+                born_virtual=self.clock,
+                born_real=time.time(),
+            )
+            return {name: self._enqueue(self.queues[name], stored) for name in sorted(targets)}
+
+    def _refuses(self, queue: MemoryQueue) -> bool:
+        limit = queue.arguments.get("x-max-length")
+        overflow = queue.arguments.get("x-overflow", "drop-head")
+        return (
+            isinstance(limit, int)
+            and overflow in ("reject-publish", "reject-publish-dlx")
+            and len(queue.ready) >= limit
+        )
+
+    def _enqueue(self, queue: MemoryQueue, message: StoredMessage) -> int:
+        ttl = queue.ttl
+        expiration = message.properties.expiration
+        if expiration is not None and expiration.isdigit():
+            ttl = int(expiration) if ttl is None else min(ttl, int(expiration))
+        copy = replace(
+            message,
+            seq=next(self._seq),
+            expires_at=self.clock + ttl / 1000 if ttl is not None else None,
+            redelivered=False,
+            deliveries=0,
+        )
+        queue.push(copy)
+        limit = queue.arguments.get("x-max-length")
+        if isinstance(limit, int):
+            while len(queue.ready) > limit:
+                self._dead_letter(queue, queue.ready.pop(0), "maxlen")
+        return copy.seq
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    def next_ready(self, queues: Iterable[str]) -> tuple[str, StoredMessage, int] | None:
+        """Take the oldest ready message of these queues: (queue, message, delivery tag)."""
+        with self.lock:
+            self._expire(self.clock)
+            best: MemoryQueue | None = None
+            for name in queues:
+                queue = self.queues.get(name)
+                if (
+                    queue is not None
+                    and queue.ready
+                    and (best is None or queue.ready[0].seq < best.ready[0].seq)
+                ):
+                    best = queue
+            if best is None:
+                return None
+            return self._deliver(best, best.ready.pop(0))
+
+    def take(self, queue: str, seq: int) -> tuple[str, StoredMessage, int] | None:
+        """Take one particular ready message (by ``seq``), e.g. to run it right away."""
+        with self.lock:
+            found = self.queues.get(queue)
+            if found is None:
+                return None
+            for index, message in enumerate(found.ready):
+                if message.seq == seq:
+                    del found.ready[index]
+                    return self._deliver(found, message)
+            return None
+
+    def _deliver(
+        self, queue: MemoryQueue, message: StoredMessage
+    ) -> tuple[str, StoredMessage, int]:
+        tag = next(self._tags)
+        message.deliveries += 1
+        queue.unacked[tag] = message
+        self._unacked[tag] = queue.name
+        return queue.name, message, tag
+
+    def settle(self, tag: int, how: str, requeue: bool = False) -> bool:
+        """``ack``, ``nack`` or ``reject`` a delivery; False for an unknown tag."""
+        with self.lock:
+            name = self._unacked.pop(tag, None)
+            if name is None:
+                return False
+            queue = self.queues[name]
+            message = queue.unacked.pop(tag)
+            if how == "ack":
+                return True
+            if requeue:
+                limit = queue.arguments.get("x-delivery-limit")
+                if queue.type == "quorum" and isinstance(limit, int) and message.deliveries > limit:
+                    self._dead_letter(queue, message, "delivery_limit")
+                    return True
+                message.redelivered = True
+                queue.requeue(message)
+                return True
+            self._dead_letter(queue, message, "rejected")
+            return True
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        """The virtual time at which the next message expires somewhere (a delay ends)."""
+        with self.lock:
+            times = [
+                q.ready[0].expires_at
+                for q in self.queues.values()
+                if q.ready and q.ready[0].expires_at is not None
+            ]
+            return min(times) if times else None
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward: messages whose TTL ends meanwhile dead-letter in time order."""
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        with self.lock:
+            self._expire(self.clock + seconds)
+
+    def advance_to(self, when: float) -> None:
+        with self.lock:
+            self._expire(max(when, self.clock))
+
+    def _expire(self, until: float) -> None:
+        """Expire every message due by ``until``, earliest first (the delay levels chain)."""
+        while True:
+            head: MemoryQueue | None = None
+            for queue in self.queues.values():
+                if not queue.ready:
+                    continue
+                due = queue.ready[0].expires_at
+                if due is not None and due <= until:
+                    head_due = head.ready[0].expires_at if head is not None else None
+                    if head_due is None or due < head_due:
+                        head = queue
+            if head is None:
+                break
+            message = head.ready.pop(0)
+            assert message.expires_at is not None
+            self.clock = max(self.clock, message.expires_at)
+            self._dead_letter(head, message, "expired")
+        self.clock = max(self.clock, until)
+
+    # -- dead-lettering -----------------------------------------------------------------------
+
+    def _dead_letter(self, queue: MemoryQueue, message: StoredMessage, reason: str) -> None:
+        exchange = queue.arguments.get("x-dead-letter-exchange")
+        if not isinstance(exchange, str):
+            self.dropped.append(message)
+            return
+        key = queue.arguments.get("x-dead-letter-routing-key")
+        routing_key = key if isinstance(key, str) else message.routing_key
+        headers = _with_death(message, queue.name, reason, time.time())
+        properties = replace(message.properties, headers=headers, expiration=None)
+        targets = self.route(exchange, routing_key, headers)
+        if not targets:
+            self.dropped.append(message)
+            return
+        moved = replace(message, properties=properties, exchange=exchange, routing_key=routing_key)
+        for name in sorted(targets):
+            self._enqueue(self.queues[name], moved)
+
+
+def _with_death(message: StoredMessage, queue: str, reason: str, now: float) -> dict[str, Any]:
+    """The headers RabbitMQ writes when it dead-letters: ``x-death`` and first/last death."""
+    headers = dict(message.properties.headers)
+    deaths: list[dict[str, Any]] = [dict(d) for d in headers.get("x-death") or ()]
+    entry = next((d for d in deaths if d.get("queue") == queue and d.get("reason") == reason), None)
+    if entry is not None:
+        deaths.remove(entry)
+        entry["count"] = int(entry.get("count", 1)) + 1
+    else:
+        entry = {
+            "count": 1,
+            "reason": reason,
+            "queue": queue,
+            "exchange": message.exchange,
+            "routing-keys": [message.routing_key],
+        }
+    entry["time"] = datetime.fromtimestamp(now).astimezone()
+    headers["x-death"] = [entry, *deaths]
+    if "x-first-death-queue" not in headers:
+        headers["x-first-death-queue"] = queue
+        headers["x-first-death-reason"] = reason
+        headers["x-first-death-exchange"] = message.exchange
+    headers["x-last-death-queue"] = queue
+    headers["x-last-death-reason"] = reason
+    headers["x-last-death-exchange"] = message.exchange
+    return headers
+
+
+def shift_body_times(body: bytes, seconds: float) -> bytes:
+    """A task body whose ``eta`` and ``expires`` are moved by ``seconds`` (else unchanged).
+
+    The worker compares these with the wall clock; the memory broker's clock is
+    virtual, so a delivery shifts them by (wall time passed - virtual time passed)
+    since the publish, and the worker sees the virtual time instead.
+    """
+    if not seconds or (b'"eta"' not in body and b'"expires"' not in body):
+        return body
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(data, dict):
+        return body
+    changed = False
+    for key in ("eta", "expires"):
+        value = data.get(key)
+        if isinstance(value, str):
+            try:
+                when = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            data[key] = (when + timedelta(seconds=seconds)).isoformat()
+            changed = True
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() if changed else body
+
+
+class MemoryDelivery(Delivery):
+    """A :class:`Delivery` taken from a :class:`MemoryBroker` queue."""
+
+    __slots__ = ("_broker",)
+
+    def __init__(
+        self, broker: MemoryBroker, queue: str, message: StoredMessage, tag: int, consumer: str
+    ) -> None:
+        self._broker = broker
+        shift = (time.time() - message.born_real) - (broker.clock - message.born_virtual)
+        self.body = shift_body_times(message.body, shift)
+        headers = dict(message.properties.headers)
+        if broker.queues[queue].type == "quorum" and message.deliveries > 1:
+            headers["x-delivery-count"] = message.deliveries - 1
+        self.properties = replace(message.properties, headers=headers)
+        self.exchange = message.exchange
+        self.routing_key = message.routing_key
+        self.redelivered = message.redelivered
+        self.queue = queue
+        self.delivery_tag = tag
+        self.consumer_tag = consumer
+        self.settled = False
+
+    async def _settle(self, how: str, requeue: bool = False) -> bool:
+        if self.settled:
+            return False
+        self.settled = True
+        assert self.delivery_tag is not None
+        return self._broker.settle(self.delivery_tag, how, requeue)
+
+
+class MemoryPublisher(ConfirmingPublisher):
+    """A :class:`ConfirmingPublisher` into a :class:`MemoryBroker` (the "confirm" is immediate)."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._memory = broker
+
+    async def publish(self, message: OutgoingMessage, *, timeout: float | None = 30.0) -> None:
+        self._memory.publish(message)
+
+    async def close(self) -> None:
+        return None
