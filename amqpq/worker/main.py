@@ -122,7 +122,7 @@ class Worker:
     def request_stop(self, reason: str = "requested") -> None:
         """First call: warm shutdown. Second call: stop now."""
         if not self._stop.is_set():
-            log.warning(
+            log.info(
                 "%s: warm shutdown, no new tasks; finishing %d in-flight within %.0fs "
                 "(again to stop now)",
                 reason,

@@ -273,3 +273,42 @@ async def test_a_task_with_a_future_eta_is_delayed_on_the_broker(
     assert (await client.wait_reply(task_id))["result"] == 2
     assert datetime.now(UTC) >= eta
     assert "task re-delayed" in worker.log()
+
+
+@pytest.mark.slow
+async def test_with_several_addresses_the_worker_fails_over_after_a_connection_loss(
+    start_worker, client: TaskClient, management: httpx.Client, vhost: str, broker_url: str
+) -> None:
+    # Given two addresses, the first of which never answers
+    dead = broker_url.replace(":5672/", ":1/")
+    worker = await start_worker("-Q", "work", "-c", "1", "--url", f"{dead},{broker_url}").started()
+    assert (await client.wait_reply(await client.send("wt.add", [1, 1])))["result"] == 2
+
+    # When its connection is closed, it tries the next address (the dead one), then the
+    # live one again, and consumes again
+    api = httpx.AsyncClient(base_url=str(management.base_url), auth=management.auth, timeout=10)
+    async with api:
+        name = await _worker_connection(api, vhost)
+        (await api.delete(f"/connections/{quote(name, safe='')}")).raise_for_status()
+    await worker.wait_for_log("next attempt: amqp://guest@127.0.0.1:1/")
+    await worker.wait_for_log("reconnected")
+    assert (await client.wait_reply(await client.send("wt.add", [2, 2])))["result"] == 4
+
+
+async def test_a_topology_conflict_stops_the_worker_with_one_line_and_exit_5(
+    start_worker, client: TaskClient
+) -> None:
+    # Given a queue "work" that exists with other arguments than the file's
+    await client.channel.declare_queue("work", durable=True, arguments={"x-max-length": 7})
+
+    worker = start_worker("-Q", "work")
+
+    assert await worker.wait() == 5
+    assert "error:" in worker.log()
+    assert "Traceback" not in worker.log()
+
+
+async def test_an_app_that_cannot_be_found_is_a_usage_error(start_worker) -> None:
+    worker = start_worker(app="no_such_module_here")
+    assert await worker.wait() == 2
+    assert "no module named 'no_such_module_here'" in worker.log()
