@@ -73,13 +73,13 @@ class StoredMessage:
     routing_key: str
     seq: int
     """Arrival order across the whole broker: consumers take the oldest first."""
-    born_virtual: float
-    """The virtual clock when a client published it (kept across dead-lettering)."""
+    born_virtual: int
+    """The virtual clock (µs) when a client published it (kept across dead-lettering)."""
     born_real: float
     redelivered: bool = False
     deliveries: int = 0
-    expires_at: float | None = None
-    """Virtual time at which it expires in its current queue (TTL), if any."""
+    expires_at: int | None = None
+    """Virtual time (µs) at which it expires in its current queue (TTL), if any."""
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -139,8 +139,8 @@ class MemoryBroker:
         self.queues: dict[str, MemoryQueue] = {
             q.name: MemoryQueue.from_model(q) for q in self.topology.queues
         }
-        self.clock = 0.0
-        """Virtual seconds since the broker was created; only :meth:`advance` moves it."""
+        self.micros = 0
+        """Virtual microseconds since the broker was created (integers: delays add up exactly)."""
         self.lock = threading.RLock()
         self.on_direct_reply: ReplyHandler | None = None
         """Where replies to ``amq.rabbitmq.reply-to`` go (there is one caller here)."""
@@ -212,7 +212,7 @@ class MemoryBroker:
                 exchange=message.exchange,
                 routing_key=message.routing_key,
                 seq=0,
-                born_virtual=self.clock,
+                born_virtual=self.micros,
                 born_real=time.time(),
             )
             return {name: self._enqueue(self.queues[name], stored) for name in sorted(targets)}
@@ -234,7 +234,7 @@ class MemoryBroker:
         copy = replace(
             message,
             seq=next(self._seq),
-            expires_at=self.clock + ttl / 1000 if ttl is not None else None,
+            expires_at=self.micros + ttl * 1000 if ttl is not None else None,
             redelivered=False,
             deliveries=0,
         )
@@ -250,7 +250,7 @@ class MemoryBroker:
     def next_ready(self, queues: Iterable[str]) -> tuple[str, StoredMessage, int] | None:
         """Take the oldest ready message of these queues: (queue, message, delivery tag)."""
         with self.lock:
-            self._expire(self.clock)
+            self._expire(self.micros)
             best: MemoryQueue | None = None
             for name in queues:
                 queue = self.queues.get(name)
@@ -308,6 +308,11 @@ class MemoryBroker:
 
     # -- time ---------------------------------------------------------------------------------
 
+    @property
+    def clock(self) -> float:
+        """Virtual seconds since the broker was created; only :meth:`advance` moves it."""
+        return self.micros / 1e6
+
     def next_due(self) -> float | None:
         """The virtual time at which the next message expires somewhere (a delay ends)."""
         with self.lock:
@@ -316,20 +321,20 @@ class MemoryBroker:
                 for q in self.queues.values()
                 if q.ready and q.ready[0].expires_at is not None
             ]
-            return min(times) if times else None
+            return min(times) / 1e6 if times else None
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward: messages whose TTL ends meanwhile dead-letter in time order."""
         if seconds < 0:
             raise ValueError("time only moves forward")
         with self.lock:
-            self._expire(self.clock + seconds)
+            self._expire(self.micros + _micros(seconds))
 
     def advance_to(self, when: float) -> None:
         with self.lock:
-            self._expire(max(when, self.clock))
+            self._expire(max(_micros(when), self.micros))
 
-    def _expire(self, until: float) -> None:
+    def _expire(self, until: int) -> None:
         """Expire every message due by ``until``, earliest first (the delay levels chain)."""
         while True:
             head: MemoryQueue | None = None
@@ -345,9 +350,9 @@ class MemoryBroker:
                 break
             message = head.ready.pop(0)
             assert message.expires_at is not None
-            self.clock = max(self.clock, message.expires_at)
+            self.micros = max(self.micros, message.expires_at)
             self._dead_letter(head, message, "expired")
-        self.clock = max(self.clock, until)
+        self.micros = max(self.micros, until)
 
     # -- dead-lettering -----------------------------------------------------------------------
 
@@ -367,6 +372,10 @@ class MemoryBroker:
         moved = replace(message, properties=properties, exchange=exchange, routing_key=routing_key)
         for name in sorted(targets):
             self._enqueue(self.queues[name], moved)
+
+
+def _micros(seconds: float) -> int:
+    return round(seconds * 1_000_000)
 
 
 def _with_death(message: StoredMessage, queue: str, reason: str, now: float) -> dict[str, Any]:
@@ -434,7 +443,7 @@ class MemoryDelivery(Delivery):
         self, broker: MemoryBroker, queue: str, message: StoredMessage, tag: int, consumer: str
     ) -> None:
         self._broker = broker
-        shift = (time.time() - message.born_real) - (broker.clock - message.born_virtual)
+        shift = (time.time() - message.born_real) - (broker.micros - message.born_virtual) / 1e6
         self.body = shift_body_times(message.body, shift)
         headers = dict(message.properties.headers)
         if broker.queues[queue].type == "quorum" and message.deliveries > 1:
