@@ -15,8 +15,11 @@ import typer
 
 from amqpq.cli.common import TopologyOption, UrlOption, handle_errors, settings_from
 from amqpq.errors import ConfigError
+from amqpq.settings import Settings
 from amqpq.topology.loader import load_topology
-from amqpq.worker import DEFAULT_MAX_BODY_SIZE, Worker, WorkerOptions, load_app
+from amqpq.topology.models import Topology
+from amqpq.worker import DEFAULT_MAX_BODY_SIZE, Worker, WorkerOptions, load_app, resolve_queues
+from amqpq.worker.supervisor import child_argv, supervise
 
 __all__ = ["parse_size", "worker"]
 
@@ -54,6 +57,27 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("aio_pika").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("aiormq").setLevel(max(numeric, logging.WARNING))
     os.environ["AMQPQ_LOGLEVEL"] = level.upper()  # children of the processes pool
+
+
+def _supervise(
+    count: int,
+    *,
+    settings: Settings,
+    topology: Topology,
+    declare: bool,
+    queues: str | None,
+    args: list[str],
+    cwd: str,
+) -> None:
+    # Check what every child would check, once, and declare once instead of N times.
+    resolve_queues(topology, [q.strip() for q in (queues or "").split(",") if q.strip()])
+    if declare:
+        from amqpq.transport.declare import declare_topology
+
+        asyncio.run(declare_topology(settings, topology))
+    code = supervise(child_argv(args), count, cwd=cwd)
+    if code:
+        raise typer.Exit(code)
 
 
 @handle_errors
@@ -110,6 +134,15 @@ def worker(
         str,
         typer.Option("--max-body-size", help="Larger messages are dead-lettered (too_large)"),
     ] = str(DEFAULT_MAX_BODY_SIZE),
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="Run N independent worker processes (one connection each) under one command",
+        ),
+    ] = 1,
 ) -> None:
     """Consume the topology's queues and run their tasks (late acks, prefetch = slots)."""
     _setup_logging(loglevel)
@@ -122,6 +155,33 @@ def worker(
     application = load_app(app_spec, cwd=cwd)
     settings = settings_from(url, topology) if (url or topology) else application.settings
     topo = load_topology(Path(topology)) if topology else application.topology
+    if workers > 1:
+        _supervise(
+            workers,
+            settings=settings,
+            topology=topo,
+            declare=not no_declare,
+            queues=queues,
+            args=[
+                "-A",
+                app_spec,
+                *(["-Q", queues] if queues else []),
+                *(["-c", str(concurrency)] if concurrency else []),
+                "--pool",
+                pool_kind,
+                *(["-f", str(topology)] if topology else []),
+                *(["--url", url] if url else []),
+                "--loglevel",
+                loglevel,
+                "--grace",
+                str(grace),
+                "--max-body-size",
+                max_body_size,
+                "--no-declare",
+            ],
+            cwd=cwd,
+        )
+        return
     options = WorkerOptions(
         app_spec=app_spec,
         queues=tuple(q.strip() for q in (queues or "").split(",") if q.strip()),

@@ -312,3 +312,18 @@ async def test_an_app_that_cannot_be_found_is_a_usage_error(start_worker) -> Non
     worker = start_worker(app="no_such_module_here")
     assert await worker.wait() == 2
     assert "no module named 'no_such_module_here'" in worker.log()
+
+
+@pytest.mark.slow
+async def test_workers_n_runs_n_worker_processes_under_one_command(
+    start_worker, client: TaskClient
+) -> None:
+    supervisor = start_worker("-Q", "work", "-c", "1", "--workers", "2")
+    await supervisor.wait_for_log("supervisor started workers=2")
+    ids = [await client.send("wt.sleep", [0.3, str(i)]) for i in range(4)]
+    replies = [await client.wait_reply(i) for i in ids]
+    assert len({r["worker"] for r in replies}) == 2  # both children took work
+
+    supervisor.signal(signal.SIGTERM)
+    assert await supervisor.wait() == 0
+    assert supervisor.log().count("worker stopped") == 2
