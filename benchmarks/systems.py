@@ -421,7 +421,6 @@ class DramatiqBench(System):
     def __init__(self, vhost_prefix: str = "bench-") -> None:
         super().__init__(vhost_prefix)
         self._module: Any = None
-        self._fill_broker: Any = None
 
     def unavailable(self) -> str | None:
         try:
@@ -442,9 +441,8 @@ class DramatiqBench(System):
         self.tasks.broker.declare_queue(self.queue, ensure=True)
 
     def close(self) -> None:
-        for broker in (self._module.broker if self._module else None, self._fill_broker):
-            if broker is not None:
-                broker.close()
+        if self._module is not None:
+            self._module.broker.close()
 
     def enqueue_one(self, n: int, data: str | None = None) -> float:
         tasks = self.tasks
@@ -453,15 +451,18 @@ class DramatiqBench(System):
         return _timed_loop(n, lambda: tasks.blob.send(data))
 
     def fill(self, n: int, data: str | None = None) -> None:
-        tasks = self.tasks
-        if self._fill_broker is None:
-            from dramatiq.brokers.rabbitmq import RabbitmqBroker
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-            # Same messages, no confirms: only to pre-fill queues faster (not timed).
-            self._fill_broker = RabbitmqBroker(url=self.url, confirm_delivery=False)
-        for _ in range(n):
-            message = tasks.noop.message() if data is None else tasks.blob.message(data)
-            self._fill_broker.enqueue(message)
+        tasks = self.tasks
+        # Same messages, no confirms: only to pre-fill queues faster (not timed). A new
+        # broker each time: an idle pika connection misses heartbeats and is dropped.
+        broker = RabbitmqBroker(url=self.url, confirm_delivery=False)
+        try:
+            for _ in range(n):
+                message = tasks.noop.message() if data is None else tasks.blob.message(data)
+                broker.enqueue(message)
+        finally:
+            broker.close()
 
     def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
         argv = [PYTHON, "-m", "dramatiq", "dramatiq_tasks", "-Q", self.queue]
