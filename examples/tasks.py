@@ -20,8 +20,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from amqpq.app import App
-from amqpq.registry import TaskContext
+from amqpq import App, TaskContext
 
 app = App("tasks", topology=Path(__file__).with_name("amqpq.yaml"))
 
