@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -15,11 +16,9 @@ import typer
 
 from amqpq.cli.common import TopologyOption, UrlOption, handle_errors, settings_from
 from amqpq.errors import ConfigError
-from amqpq.settings import Settings
 from amqpq.topology.loader import load_topology
-from amqpq.topology.models import Topology
 from amqpq.worker import DEFAULT_MAX_BODY_SIZE, Worker, WorkerOptions, load_app, resolve_queues
-from amqpq.worker.supervisor import child_argv, supervise
+from amqpq.worker.supervisor import supervise
 
 __all__ = ["parse_size", "worker"]
 
@@ -57,27 +56,6 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("aio_pika").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("aiormq").setLevel(max(numeric, logging.WARNING))
     os.environ["AMQPQ_LOGLEVEL"] = level.upper()  # children of the processes pool
-
-
-def _supervise(
-    count: int,
-    *,
-    settings: Settings,
-    topology: Topology,
-    declare: bool,
-    queues: str | None,
-    args: list[str],
-    cwd: str,
-) -> None:
-    # Check what every child would check, once, and declare once instead of N times.
-    resolve_queues(topology, [q.strip() for q in (queues or "").split(",") if q.strip()])
-    if declare:
-        from amqpq.transport.declare import declare_topology
-
-        asyncio.run(declare_topology(settings, topology))
-    code = supervise(child_argv(args), count, cwd=cwd)
-    if code:
-        raise typer.Exit(code)
 
 
 @handle_errors
@@ -135,14 +113,15 @@ def worker(
         typer.Option("--max-body-size", help="Larger messages are dead-lettered (too_large)"),
     ] = str(DEFAULT_MAX_BODY_SIZE),
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--workers",
             "-w",
             min=1,
-            help="Run N independent worker processes (one connection each) under one command",
+            help="N independent worker processes (one connection each) under one command "
+            "[default: one per core without -c/--processes, else 1]",
         ),
-    ] = 1,
+    ] = None,
 ) -> None:
     """Consume the topology's queues and run their tasks (late acks, prefetch = slots)."""
     _setup_logging(loglevel)
@@ -155,33 +134,6 @@ def worker(
     application = load_app(app_spec, cwd=cwd)
     settings = settings_from(url, topology) if (url or topology) else application.settings
     topo = load_topology(Path(topology)) if topology else application.topology
-    if workers > 1:
-        _supervise(
-            workers,
-            settings=settings,
-            topology=topo,
-            declare=not no_declare,
-            queues=queues,
-            args=[
-                "-A",
-                app_spec,
-                *(["-Q", queues] if queues else []),
-                *(["-c", str(concurrency)] if concurrency else []),
-                "--pool",
-                pool_kind,
-                *(["-f", str(topology)] if topology else []),
-                *(["--url", url] if url else []),
-                "--loglevel",
-                loglevel,
-                "--grace",
-                str(grace),
-                "--max-body-size",
-                max_body_size,
-                "--no-declare",
-            ],
-            cwd=cwd,
-        )
-        return
     options = WorkerOptions(
         app_spec=app_spec,
         queues=tuple(q.strip() for q in (queues or "").split(",") if q.strip()),
@@ -192,6 +144,25 @@ def worker(
         declare=not no_declare,
         cwd=cwd,
     )
+    if workers is None:
+        # Like Celery's and Dramatiq's defaults: use the machine unless told how many slots.
+        workers = (os.cpu_count() or 1) if concurrency is None and pool_kind != "processes" else 1
+    if workers > 1:
+        resolve_queues(topo, options.queues)  # fail once, here, not in every child
+        if options.declare:
+            from amqpq.transport.declare import declare_topology
+
+            asyncio.run(declare_topology(settings, topo))
+        child_options = dataclasses.replace(options, declare=False)
+
+        def run_one() -> int:
+            worker = Worker(application, child_options, settings=settings, topology=topo)
+            return asyncio.run(worker.run())
+
+        code = supervise(run_one, workers)
+        if code:
+            raise typer.Exit(code)
+        return
     code = asyncio.run(Worker(application, options, settings=settings, topology=topo).run())
     if code:
         # Stopped before its tasks finished: threads still running them must not hold the

@@ -2,21 +2,23 @@
 
 Each child is a complete worker (its own connection, event loop and pool), so
 the AMQP work itself spreads over the cores, the way Celery's and Dramatiq's
-default workers use one process per core. The supervisor declares the topology
-once, forwards SIGTERM/SIGINT to the children (they apply the two-step
-shutdown themselves), restarts a child that dies while not stopping, and exits
-with the worst exit code of its children.
+default workers use one process per core. The supervisor loads the app and
+declares the topology once, then forks the workers (no second import: they
+start in milliseconds and share the loaded code copy-on-write). It forwards
+SIGTERM/SIGINT to them (they apply the two-step shutdown themselves), forks a
+new one when one dies while not stopping, and exits with the worst exit code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 __all__ = ["supervise"]
@@ -26,19 +28,42 @@ log = logging.getLogger("amqpq.worker")
 _PR_SET_PDEATHSIG = 1
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # Own session: a terminal's Ctrl-C reaches the supervisor only, which forwards it once.
-    os.setsid()
-    # Die with the supervisor (Linux): no orphaned workers if it is SIGKILLed.
+def _become_worker(run: Callable[[], int]) -> None:
+    """In the forked child: own session (a terminal's Ctrl-C reaches the supervisor
+    only, which forwards it once), die with the supervisor, run, never return."""
+    code = 1
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+        os.setsid()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() == 1:  # the supervisor died before prctl took effect
+            os._exit(1)
+        code = run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        log.exception("worker process failed")
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
-def supervise(child_argv: list[str], count: int, *, cwd: str | None = None) -> int:
-    """Run ``count`` copies of ``child_argv`` until they all stop; the worst exit code."""
+def _fork(run: Callable[[], int]) -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns from here
+        _become_worker(run)
+    return pid
+
+
+def supervise(run: Callable[[], int], count: int) -> int:
+    """Fork ``count`` workers, each calling ``run()``; return the worst exit code."""
     stopping = 0
     received: list[int] = []
 
@@ -46,47 +71,41 @@ def supervise(child_argv: list[str], count: int, *, cwd: str | None = None) -> i
         received.append(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(child_argv, cwd=cwd, preexec_fn=_child_setup)
-
-    children = [spawn() for _ in range(count)]
-    log.info("supervisor started workers=%d pids=%s", count, ",".join(str(c.pid) for c in children))
+    children: dict[int, float] = {}  # pid -> start time
     codes: list[int] = []
-    restarts: dict[int, float] = {}
     try:
+        for _ in range(count):
+            children[_fork(run)] = time.monotonic()
+        log.info("supervisor started workers=%d pids=%s", count, ",".join(map(str, children)))
         while children:
             while received:
                 signum = received.pop(0)
                 stopping += 1
-                name = signal.Signals(signum).name
-                log.info("%s: forwarding to %d workers", name, len(children))
-                for child in children:
-                    if child.poll() is None:
-                        # Second signal: make sure each child sees a second one too.
-                        child.send_signal(signal.SIGTERM if stopping == 1 else signal.SIGINT)
-            for child in list(children):
-                code = child.poll()
-                if code is None:
-                    continue
-                children.remove(child)
-                if stopping:
-                    codes.append(code)
-                    continue
-                # Died on its own: replace it, at most once a second per slot.
-                log.error("worker pid=%d exited with %d; starting another", child.pid, code)
-                wait = max(0.0, 1.0 - (time.monotonic() - restarts.get(child.pid, 0.0)))
-                time.sleep(wait)
-                replacement = spawn()
-                restarts[replacement.pid] = time.monotonic()
-                children.append(replacement)
-            time.sleep(0.1)
+                log.info("%s: forwarding to %d workers", signal.Signals(signum).name, len(children))
+                for pid in children:
+                    # A second signal must reach each worker as a second one too.
+                    _kill(pid, signal.SIGTERM if stopping == 1 else signal.SIGINT)
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0 or pid not in children:
+                time.sleep(0.1)
+                continue
+            started = children.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if stopping:
+                codes.append(code if code >= 0 else 1)
+                continue
+            log.error("worker pid=%d exited with %d; starting another", pid, code)
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))  # no crash loop storm
+            children[_fork(run)] = time.monotonic()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return max(codes, default=0)
 
 
-def child_argv(args: list[str]) -> list[str]:
-    """The command line of one supervised worker."""
-    return [sys.executable, "-m", "amqpq", "worker", *args]
+def _kill(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
