@@ -83,6 +83,9 @@ class Probe:
     def __init__(self, vhost: str) -> None:
         self._params = pika.URLParameters(amqp_url(vhost))
         self._params.client_properties = {"connection_name": f"bench probe {os.getpid()}"}
+        # Idle for minutes while other systems run: a blocking connection would miss
+        # heartbeats and be dropped by the broker.
+        self._params.heartbeat = 0
         self._connect()
 
     def _connect(self) -> None:
@@ -102,7 +105,7 @@ class Probe:
         except pika.exceptions.ChannelClosedByBroker:
             self._reopen()
             return None
-        except pika.exceptions.AMQPConnectionError:
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.ChannelWrongStateError):
             self._connect()  # once; a second failure propagates
             return self.depth(queue)
         return int(frame.method.message_count), int(frame.method.consumer_count)
@@ -112,6 +115,9 @@ class Probe:
             self._channel.queue_purge(queue)
         except pika.exceptions.ChannelClosedByBroker:
             self._reopen()
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.ChannelWrongStateError):
+            self._connect()
+            self._channel.queue_purge(queue)
 
     def wait_depth(self, queue: str, ready: int, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
