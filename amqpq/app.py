@@ -23,6 +23,21 @@ __all__ = ["DEFAULT_TOPOLOGY", "App"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+HookT = TypeVar("HookT", bound=Callable[..., Any])
+
+
+def _hook_decorator(name: str) -> Callable[[App, HookT], HookT]:
+    """An App method that registers a hook: ``@app.on_task_success def f(**kw): ...``."""
+
+    def register(self: App, func: HookT) -> HookT:
+        self.hooks.setdefault(name, []).append(func)
+        return func
+
+    register.__name__ = f"on_{name}"
+    register.__doc__ = f"Register a ``{name}`` hook (see docs/operations.md#hooks); returns it."
+    register._amqpq_hook_decorator = True  # type: ignore[attr-defined]
+    return register
+
 
 # Used when there is no amqpq.yaml: one direct exchange, one quorum queue, every task routed there.
 DEFAULT_TOPOLOGY: dict[str, Any] = {
@@ -63,6 +78,8 @@ class App:
         self._producer_pid = 0
         self._aproducers: dict[asyncio.AbstractEventLoop, AsyncProducer] = {}
         self._injected: tuple[Producer, AsyncProducer] | None = None
+        self.hooks: dict[str, list[Callable[..., Any]]] = {}
+        """Hook name -> callables, filled by the ``on_*`` decorators (or by hand)."""
 
     def __repr__(self) -> str:
         return f"<App {self.main or '?'}: {len(self.registry)} tasks>"
@@ -83,6 +100,36 @@ class App:
         if path.exists() or self.settings.topology is not None:
             return load_topology(path)
         return Topology.model_validate(DEFAULT_TOPOLOGY)
+
+    # -- hooks ------------------------------------------------------------------------------
+    # Each is called with keyword arguments; a hook that raises is logged and ignored.
+
+    on_worker_start = _hook_decorator("worker_start")
+    """``worker=``: in each worker process, once it consumes."""
+    on_worker_stop = _hook_decorator("worker_stop")
+    """``worker=``: in each worker process, after it stopped consuming and closed."""
+    on_task_prerun = _hook_decorator("task_prerun")
+    """``request=, task=``: where the task runs, just before it."""
+    on_task_postrun = _hook_decorator("task_postrun")
+    """``request=, task=, state=, result=``: where the task runs, after it (any outcome)."""
+    on_task_success = _hook_decorator("task_success")
+    """``request=, task=, result=``: where the task runs, after it returned."""
+    on_task_failure = _hook_decorator("task_failure")
+    """``request=, task=, exception=``: where the task runs, after it raised."""
+    on_task_retry = _hook_decorator("task_retry")
+    """``request=, task=, countdown=, error=``: in the worker process, once the retry is scheduled."""
+    on_before_publish = _hook_decorator("before_publish")
+    """``envelope=, exchange=, routing_key=, headers=``: before a task is published; may add
+    to ``headers``."""
+    on_after_publish = _hook_decorator("after_publish")
+    """``envelope=, exchange=, routing_key=, result=``: once the broker confirmed a task."""
+    # Short names, as in the brief of the issue: ``@app.before_publish``.
+    before_publish = on_before_publish
+    after_publish = on_after_publish
+
+    def hooks_for(self, name: str) -> list[Callable[..., Any]]:
+        """The registered hooks of ``name`` (empty list when none)."""
+        return self.hooks.get(name) or []
 
     # -- tasks ------------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ __all__ = [
     "Producer",
     "TaskCall",
     "TaskPreparer",
+    "publish_hooks",
 ]
 
 log = logging.getLogger("amqpq.producer")
@@ -309,6 +310,40 @@ def _when(value: Any, now: datetime, what: str, *, relative: bool = True) -> dat
     raise ConfigError(f"{what} must be {expected}, got {value!r}")
 
 
+def publish_hooks(
+    app: App,
+    name: str,
+    prepared: list[PreparedTask],
+    results: list[AsyncResult] | None = None,
+) -> None:
+    """Call the App's ``before_publish`` / ``after_publish`` hooks (errors logged, ignored).
+
+    ``after_publish`` is called for the tasks the broker confirmed (``results``)."""
+    hooks = app.hooks_for(name) if hasattr(app, "hooks_for") else []
+    if not hooks:
+        return
+    by_id = {r.id: r for r in results} if results is not None else None
+    for p in prepared:
+        message = p.message
+        kwargs: dict[str, Any] = {
+            "envelope": p.envelope,
+            "exchange": message.exchange,
+            "routing_key": message.routing_key,
+        }
+        if by_id is None:
+            kwargs["headers"] = message.properties.headers
+        else:
+            result = by_id.get(p.envelope.id)
+            if result is None:  # refused by the broker: not published
+                continue
+            kwargs["result"] = result
+        for hook in hooks:
+            try:
+                hook(**kwargs)
+            except Exception:
+                log.exception("hook %s (%r) raised; ignored", name, hook)
+
+
 def _raise_first(errors: list[BaseException], total: int) -> None:
     if not errors:
         return
@@ -434,6 +469,7 @@ class Producer:
     def _publish(
         self, prepared: list[PreparedTask]
     ) -> tuple[list[AsyncResult], list[BaseException]]:
+        publish_hooks(self.app, "before_publish", prepared)
         pendings = [self._pending_for(p) for p in prepared]
         errors: list[BaseException] = []
         with self._locked() as broker:
@@ -452,6 +488,7 @@ class Producer:
                     if generation != broker.generation or not broker.is_connected:
                         pending.lost = "the connection it was sent on closed"
                 results.append(self._result(p, pending))
+        publish_hooks(self.app, "after_publish", prepared, results)
         return results, errors
 
     def _pending_for(self, prepared: PreparedTask) -> PendingResult | None:
@@ -671,6 +708,7 @@ class AsyncProducer:
     async def _send(self, prepared: PreparedTask) -> AsyncResult:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+        publish_hooks(self.app, "before_publish", [prepared])
         queue = prepared.result_queue
         pending: PendingResult | None = None
         backend: Any = None
@@ -697,13 +735,15 @@ class AsyncProducer:
             pending.generation = generation
             if generation != self._rpc.generation:
                 pending.lost = "the connection it was sent on closed"
-        return AsyncResult(
+        result = AsyncResult(
             prepared.envelope.id,
             task=prepared.envelope.task,
             backend=backend,
             pending=pending,
             app=self.app,
         )
+        publish_hooks(self.app, "after_publish", [prepared], [result])
+        return result
 
     def _queue_results(self, queue: str) -> _AsyncQueueResults:
         results = self._queues.get(queue)

@@ -172,6 +172,8 @@ def call_sync_task(
     try:
         value = task.func(*_args_for(task, request, args, progress), **kwargs)
         outcome = Outcome(status="success", result=task.signature.result_to_wire(value))
+        if hooks is not None and hooks.task_success:
+            hooks("task_success", request=request, task=task, result=outcome.result)
     except (SoftTimeLimitExceeded, TimeLimitExceeded) as exc:
         outcome = Outcome(status="failure", error=error_info(exc))
         _failure_hook(hooks, request, task, exc)
@@ -202,6 +204,8 @@ async def call_async_task(
         coroutine = task.func(*_args_for(task, request, args, progress), **kwargs)
         value = await (asyncio.wait_for(coroutine, limit) if limit else coroutine)
         outcome = Outcome(status="success", result=task.signature.result_to_wire(value))
+        if hooks is not None and hooks.task_success:
+            hooks("task_success", request=request, task=task, result=outcome.result)
     except TimeoutError as exc:
         if limit is None:
             outcome = _outcome_for_exception(task, exc)
