@@ -1,7 +1,8 @@
 """The objects amqpq adds to the broker next to the file's own (docs/architecture.md).
 
 ``effective_topology`` returns the file's topology plus the dead-letter exchange
-and queues and the binary delay levels, every added object flagged
+and queues, the binary delay levels and (when the file has schedules) the beat
+leader queue, every added object flagged
 ``managed_by_amqpq``. It is what ``apply`` declares, ``plan`` compares,
 ``export`` writes and ``graph --all`` draws; the worker and producer use the
 name helpers below so everyone agrees on the names.
@@ -23,9 +24,12 @@ from amqpq.topology.models import (
 )
 
 __all__ = [
+    "BEAT_LEADER_QUEUE_SUFFIX",
     "DELAY_EXCHANGE_HEADER",
     "DELAY_LEVELS",
     "DELAY_QUEUE_HEADER",
+    "beat_leader_queue",
+    "beat_leader_queue_name",
     "dead_letter_exchange_name",
     "dead_letter_queue_name",
     "delay_bit_header",
@@ -42,6 +46,7 @@ DELAY_LEVELS = 30
 # Read by amqpq.delay.deliver. No "x-" prefix: headers exchanges ignore x- binding arguments.
 DELAY_EXCHANGE_HEADER = "amqpq-delay-exchange"
 DELAY_QUEUE_HEADER = "amqpq-delay-queue"
+BEAT_LEADER_QUEUE_SUFFIX = "beat.leader"
 
 
 def dead_letter_exchange_name(prefix: str = "amqpq") -> str:
@@ -72,6 +77,21 @@ def delay_deliver_exchange_name(prefix: str = "amqpq") -> str:
 def delay_bit_header(level: int) -> str:
     """The header that carries bit ``level`` of a delay: "1" waits 2**level ms, "0" skips."""
     return f"amqpq-delay-bit-{level}"
+
+
+def beat_leader_queue_name(prefix: str = "amqpq") -> str:
+    """The queue whose single active consumer is the one ``amqpq beat`` that sends (beat.py)."""
+    return f"{prefix}.{BEAT_LEADER_QUEUE_SUFFIX}"
+
+
+def beat_leader_queue(prefix: str = "amqpq") -> Queue:
+    """Quorum (the leadership token survives a node loss), single active consumer."""
+    return Queue(
+        name=beat_leader_queue_name(prefix),
+        type="quorum",
+        single_active_consumer=True,
+        managed_by_amqpq=True,
+    )
 
 
 def work_queues(topology: Topology) -> list[Queue]:
@@ -201,6 +221,8 @@ def effective_topology(topology: Topology) -> Topology:
         delay_exchanges, delay_queues = _delay_objects(prefix)
         added_exchanges.extend(delay_exchanges)
         added_queues.extend(delay_queues)
+    if topology.schedules:
+        added_queues.append(beat_leader_queue(prefix))
     clashes = _name_clashes(topology, added_exchanges, added_queues)
     if clashes:
         lines = [problem.describe() for problem in clashes]
@@ -260,6 +282,8 @@ def infrastructure_problems(topology: Topology) -> list[Problem]:
         delay_exchanges, delay_queues = _delay_objects(infra.prefix)
         exchanges.extend(delay_exchanges)
         queues.extend(delay_queues)
+    if topology.schedules:
+        queues.append(beat_leader_queue(infra.prefix))
     return _name_clashes(topology, exchanges, queues)
 
 
