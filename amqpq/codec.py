@@ -26,6 +26,7 @@ __all__ = [
     "HEADER_ORIGINAL_ROUTING_KEY",
     "HEADER_PROTOCOL",
     "HEADER_REASON",
+    "HEADER_REDELIVERIES",
     "HEADER_TASK",
     "MessageProperties",
     "OutgoingMessage",
@@ -47,6 +48,8 @@ HEADER_ORIGINAL_QUEUE = "amqpq-original-queue"
 HEADER_ORIGINAL_EXCHANGE = "amqpq-original-exchange"
 HEADER_ORIGINAL_ROUTING_KEY = "amqpq-original-routing-key"
 HEADER_DEAD_AT = "amqpq-dead-at"
+# How many times a message of a classic queue came back unacked (amqpq/worker/redelivery.py).
+HEADER_REDELIVERIES = "amqpq-redeliveries"
 
 _DELAY_HEADER_PREFIX = "amqpq-delay-"
 # Headers RabbitMQ writes when it dead-letters; a republished message must not
@@ -60,6 +63,8 @@ _BROKER_HEADERS = (
     "x-last-death-reason",
     "x-last-death-exchange",
     "x-delivery-count",
+    # Not the broker's, but the same kind: a republished message starts a new count.
+    HEADER_REDELIVERIES,
 )
 
 

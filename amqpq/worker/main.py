@@ -22,6 +22,7 @@ from amqpq.worker.consumer import MessageHandler
 from amqpq.worker.deadletter import DeadLetterer, dead_letter_targets
 from amqpq.worker.hooks import Hooks
 from amqpq.worker.pools import LocalPool, Pool, ProcessPool
+from amqpq.worker.redelivery import RedeliveryBound, bounded_queues
 from amqpq.worker.stats import WorkerStats
 
 __all__ = [
@@ -102,6 +103,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._handler: MessageHandler | None = None
+        self._redeliveries: RedeliveryBound | None = None
         self._consumer: QueueConsumer | None = None
 
     @property
@@ -145,7 +147,9 @@ class Worker:
     async def _handle(self, delivery: Delivery) -> None:
         assert self._handler is not None
         try:
-            await self._handler(delivery)
+            # Classic queues have no delivery limit: count redeliveries here (redelivery.py).
+            if self._redeliveries is None or await self._redeliveries.admit(delivery):
+                await self._handler(delivery)
         except Exception:
             # A bug or a broker error mid-way: never let it stop the worker. Requeue once;
             # if it comes back and fails again, dead-letter it instead of looping.
@@ -201,6 +205,11 @@ class Worker:
                 delay_prefix=infra.prefix,
                 delay_enabled=infra.delay,
             )
+            limits = bounded_queues(self.topology, self.queues)
+            if limits:
+                self._redeliveries = RedeliveryBound(
+                    republisher, self._handler.deadletters, limits, self.stats
+                )
             consumer = self._consumer = QueueConsumer(
                 broker, prefetch=pool.size, handler=self._handle
             )
