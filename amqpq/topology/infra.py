@@ -24,6 +24,7 @@ from amqpq.topology.models import (
 )
 
 __all__ = [
+    "DEAD_LETTER_QUEUE_DELIVERY_LIMIT",
     "BEAT_LEADER_QUEUE_SUFFIX",
     "DELAY_EXCHANGE_HEADER",
     "DELAY_LEVELS",
@@ -46,6 +47,9 @@ DELAY_LEVELS = 30
 # Read by amqpq.delay.deliver. No "x-" prefix: headers exchanges ignore x- binding arguments.
 DELAY_EXCHANGE_HEADER = "amqpq-delay-exchange"
 DELAY_QUEUE_HEADER = "amqpq-delay-queue"
+# x-delivery-limit of quorum dead-letter queues: the largest value a signed 32-bit table
+# field holds, so a dead letter is never dropped for being peeked at (see _dead_letter_objects).
+DEAD_LETTER_QUEUE_DELIVERY_LIMIT = 2**31 - 1
 BEAT_LEADER_QUEUE_SUFFIX = "beat.leader"
 
 
@@ -142,11 +146,17 @@ def _dead_letter_objects(topology: Topology, prefix: str) -> tuple[Exchange, lis
     for queue in work_queues(topology):
         if _sets_own_dead_lettering(queue):
             continue
+        quorum = queue.type == "quorum"
         queues.append(
             Queue(
                 name=dead_letter_queue_name(queue.name),
                 # A quorum work queue's dead letters deserve the same replication.
-                type="quorum" if queue.type == "quorum" else "classic",
+                type="quorum" if quorum else "classic",
+                # RabbitMQ 4.x gives every quorum queue a delivery limit of 20 and a DLQ has
+                # no DLX: peeking at it (`dlq show` returns what it read) could drop dead
+                # letters there. -1 ("no limit" on 4.x) drops a message at its first return
+                # on 3.x, so the limit is set out of reach instead.
+                delivery_limit=DEAD_LETTER_QUEUE_DELIVERY_LIMIT if quorum else None,
                 bindings=(QueueBinding(exchange=dlx.name, routing_key=queue.name),),
                 managed_by_amqpq=True,
             )
