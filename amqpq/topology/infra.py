@@ -24,13 +24,14 @@ from amqpq.topology.models import (
 )
 
 __all__ = [
-    "DEAD_LETTER_QUEUE_DELIVERY_LIMIT",
     "BEAT_LEADER_QUEUE_SUFFIX",
+    "DEAD_LETTER_QUEUE_DELIVERY_LIMIT",
     "DELAY_EXCHANGE_HEADER",
     "DELAY_LEVELS",
     "DELAY_QUEUE_HEADER",
     "beat_leader_queue",
     "beat_leader_queue_name",
+    "control_exchange_name",
     "dead_letter_exchange_name",
     "dead_letter_queue_name",
     "delay_bit_header",
@@ -38,7 +39,10 @@ __all__ = [
     "delay_exchange_name",
     "delay_queue_name",
     "effective_topology",
+    "events_exchange_name",
     "infrastructure_problems",
+    "operations_objects",
+    "revocations_queue_name",
     "work_queues",
 ]
 
@@ -51,6 +55,49 @@ DELAY_QUEUE_HEADER = "amqpq-delay-queue"
 # field holds, so a dead letter is never dropped for being peeked at (see _dead_letter_objects).
 DEAD_LETTER_QUEUE_DELIVERY_LIMIT = 2**31 - 1
 BEAT_LEADER_QUEUE_SUFFIX = "beat.leader"
+
+
+# How long revocations stay on the broker (the stream's x-max-age; docs/operations.md).
+REVOCATION_RETENTION = "24h"
+# Small segments: a stream only drops whole segments, so age-based retention needs them.
+REVOCATION_SEGMENT_BYTES = 1_000_000
+REVOCATION_MAX_BYTES = 100_000_000
+
+
+def control_exchange_name(prefix: str = "amqpq") -> str:
+    """Fanout exchange of worker control commands (``amqpq inspect``, ``amqpq revoke``)."""
+    return f"{prefix}.control"
+
+
+def events_exchange_name(prefix: str = "amqpq") -> str:
+    """Topic exchange of task and worker events (``task.succeeded.<task>``, ``worker.online``)."""
+    return f"{prefix}.events"
+
+
+def revocations_queue_name(prefix: str = "amqpq") -> str:
+    """Stream of revoked task ids that every worker reads from the start."""
+    return f"{prefix}.revoked"
+
+
+def operations_objects(prefix: str = "amqpq") -> tuple[list[Exchange], list[Queue]]:
+    """The control and events exchanges and the revocations stream."""
+    exchanges = [
+        Exchange(name=control_exchange_name(prefix), type="fanout", managed_by_amqpq=True),
+        Exchange(name=events_exchange_name(prefix), type="topic", managed_by_amqpq=True),
+    ]
+    queues = [
+        Queue(
+            name=revocations_queue_name(prefix),
+            type="stream",
+            max_age=REVOCATION_RETENTION,
+            arguments={
+                "x-stream-max-segment-size-bytes": REVOCATION_SEGMENT_BYTES,
+                "x-max-length-bytes": REVOCATION_MAX_BYTES,
+            },
+            managed_by_amqpq=True,
+        )
+    ]
+    return exchanges, queues
 
 
 def dead_letter_exchange_name(prefix: str = "amqpq") -> str:
@@ -231,6 +278,10 @@ def effective_topology(topology: Topology) -> Topology:
         delay_exchanges, delay_queues = _delay_objects(prefix)
         added_exchanges.extend(delay_exchanges)
         added_queues.extend(delay_queues)
+    if infra.operations:
+        ops_exchanges, ops_queues = operations_objects(prefix)
+        added_exchanges.extend(ops_exchanges)
+        added_queues.extend(ops_queues)
     if topology.schedules:
         added_queues.append(beat_leader_queue(prefix))
     clashes = _name_clashes(topology, added_exchanges, added_queues)
@@ -292,6 +343,10 @@ def infrastructure_problems(topology: Topology) -> list[Problem]:
         delay_exchanges, delay_queues = _delay_objects(infra.prefix)
         exchanges.extend(delay_exchanges)
         queues.extend(delay_queues)
+    if infra.operations:
+        ops_exchanges, ops_queues = operations_objects(infra.prefix)
+        exchanges.extend(ops_exchanges)
+        queues.extend(ops_queues)
     if topology.schedules:
         queues.append(beat_leader_queue(infra.prefix))
     return _name_clashes(topology, exchanges, queues)

@@ -257,6 +257,8 @@ class Infrastructure(_Model):
     dead_letters: bool = True
     delivery_limit: int | None = Field(default=20, ge=1)
     delay: bool = True
+    # Control and events exchanges and the revocations stream (docs/operations.md).
+    operations: bool = True
 
 
 class Binding(BaseModel):

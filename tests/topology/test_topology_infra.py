@@ -56,7 +56,11 @@ def test_expansion_adds_the_dlx_one_dlq_per_work_queue_and_30_delay_levels(
         "amqpq.dlx",
         *(f"amqpq.delay.{level}" for level in range(30)),
         "amqpq.delay.deliver",
+        "amqpq.control",
+        "amqpq.events",
     ]
+    assert added_q["amqpq.revoked"].declare_arguments["x-queue-type"] == "stream"
+    assert added_q["amqpq.revoked"].declare_arguments["x-max-age"] == "24h"
     assert added_q["default.dlq"].type == "quorum"  # the work queue is quorum
     assert added_q["pdf.dlq"].type == "classic"
     assert added_q["pdf.dlq"].bindings[0].exchange == "amqpq.dlx"
@@ -106,7 +110,7 @@ def test_values_the_file_sets_are_respected(parse: Parse) -> None:
     )
     effective = effective_topology(t)
     names = [q.name for q in effective.queues]
-    assert names == ["own", "drops", "s", "mine", "drops.dlq"]
+    assert names == ["own", "drops", "s", "mine", "drops.dlq", "acme.revoked"]
     own = effective.queue("own").declare_arguments  # type: ignore[union-attr]
     assert own["x-dead-letter-exchange"] == "own-dlx"
     assert own["x-delivery-limit"] == 3
@@ -123,7 +127,8 @@ def test_values_the_file_sets_are_respected(parse: Parse) -> None:
 def test_infrastructure_can_be_switched_off(parse: Parse) -> None:
     t = parse(
         "queues: [{name: q, type: quorum}]\n"
-        "infrastructure: {dead_letters: false, delay: false, delivery_limit: null}\n"
+        "infrastructure: {dead_letters: false, delay: false, delivery_limit: null,"
+        " operations: false}\n"
     )
     assert effective_topology(t).queues == t.queues
     assert effective_topology(t).exchanges == ()
