@@ -75,6 +75,14 @@ class Delivery:
         )
 
     @property
+    def channel_open(self) -> bool:
+        """False once the channel it came on closed: the broker took the message back."""
+        try:
+            return not self._message.channel.is_closed
+        except aiormq.exceptions.ChannelInvalidStateError:
+            return False
+
+    @property
     def delivery_count(self) -> int:
         """How many times the broker delivered it before (quorum queues' ``x-delivery-count``)."""
         value = self.properties.headers.get("x-delivery-count")
