@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from amqpq.errors import ConfigError
 from amqpq.registry import Task, TaskOptions, TaskRegistry, task_name_for
 from amqpq.settings import Settings, load_settings
-from amqpq.topology.loader import load_topology
+from amqpq.topology.loader import load_topology, resolve_topology
 from amqpq.topology.models import Topology
 
 if TYPE_CHECKING:
     from amqpq.producer import AsyncProducer, Producer
     from amqpq.rpc import AsyncResult
 
-__all__ = ["DEFAULT_TOPOLOGY", "App"]
+__all__ = ["App"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,20 +37,6 @@ def _hook_decorator(name: str) -> Callable[[App, HookT], HookT]:
     register.__doc__ = f"Register a ``{name}`` hook (see docs/operations.md#hooks); returns it."
     register._amqpq_hook_decorator = True  # type: ignore[attr-defined]
     return register
-
-
-# Used when there is no amqpq.yaml: one direct exchange, one quorum queue, every task routed there.
-DEFAULT_TOPOLOGY: dict[str, Any] = {
-    "exchanges": [{"name": "amqpq.tasks", "type": "direct"}],
-    "queues": [
-        {
-            "name": "default",
-            "type": "quorum",
-            "bindings": [{"exchange": "amqpq.tasks", "routing_key": "default"}],
-        }
-    ],
-    "routes": {"*": {"exchange": "amqpq.tasks", "routing_key": "default"}},
-}
 
 
 class App:
@@ -96,10 +82,7 @@ class App:
         source = self._topology_source
         if isinstance(source, str | Path):
             return load_topology(Path(source))
-        path = self.settings.topology_path()
-        if path.exists() or self.settings.topology is not None:
-            return load_topology(path)
-        return Topology.model_validate(DEFAULT_TOPOLOGY)
+        return resolve_topology(self.settings.named_topology())[1]
 
     # -- hooks ------------------------------------------------------------------------------
     # Each is called with keyword arguments; a hook that raises is logged and ignored.

@@ -143,7 +143,11 @@ class Settings(BaseSettings):
 
     def topology_path(self, override: Path | None = None) -> Path:
         """``-f`` first, then ``AMQPQ_TOPOLOGY``, then ``./amqpq.yaml``."""
-        return override or self.topology or Path("amqpq.yaml")
+        return self.named_topology(override) or Path("amqpq.yaml")
+
+    def named_topology(self, override: Path | None = None) -> Path | None:
+        """The file the user named (``-f`` or ``AMQPQ_TOPOLOGY``), if any."""
+        return override or self.topology
 
 
 def _split_urls(value: str) -> list[str]:

@@ -19,7 +19,7 @@ from amqpq.cli.common import (
 from amqpq.errors import ConfigError, ExitCode
 from amqpq.settings import Settings
 from amqpq.topology.infra import effective_topology
-from amqpq.topology.loader import load_topology
+from amqpq.topology.loader import resolve_topology
 from amqpq.topology.models import Topology
 from amqpq.transport.queues import QueueSession
 
@@ -55,7 +55,7 @@ def confirm_or_refuse(question: str, *, yes: bool) -> None:
 
 
 def load_for(settings: Settings, topology: TopologyOption) -> Topology:
-    return load_topology(settings.topology_path(topology))
+    return resolve_topology(settings.named_topology(topology))[1]
 
 
 @handle_errors

@@ -22,7 +22,7 @@ from amqpq.settings import Settings
 from amqpq.topology.definitions import topology_definitions
 from amqpq.topology.graph import render_graph
 from amqpq.topology.infra import effective_topology
-from amqpq.topology.loader import load_topology
+from amqpq.topology.loader import resolve_topology
 from amqpq.topology.models import Topology
 from amqpq.topology.plan import SYMBOLS, Action, Plan, plan_topology
 from amqpq.transport.declare import declare_topology_sync
@@ -47,9 +47,8 @@ _STYLES = {
 }
 
 
-def _load(settings: Settings, topology: Path | None) -> tuple[Path, Topology]:
-    path = settings.topology_path(topology)
-    return path, load_topology(path)
+def _load(settings: Settings, topology: Path | None) -> tuple[str, Topology]:
+    return resolve_topology(settings.named_topology(topology))
 
 
 def _say(text: str) -> None:

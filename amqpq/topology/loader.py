@@ -319,3 +319,35 @@ def load_topology(path: Path, environ: Mapping[str, str] | None = None) -> Topol
     except OSError as exc:
         raise TopologyError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
     return load_topology_text(text, str(path), environ)
+
+
+# Used when no file is named and ./amqpq.yaml does not exist, so `App("tasks")`
+# and every command work out of the box: one direct exchange, one quorum queue,
+# every task routed there.
+DEFAULT_TOPOLOGY: dict[str, Any] = {
+    "exchanges": [{"name": "amqpq.tasks", "type": "direct"}],
+    "queues": [
+        {
+            "name": "default",
+            "type": "quorum",
+            "bindings": [{"exchange": "amqpq.tasks", "routing_key": "default"}],
+        }
+    ],
+    "routes": {"*": {"exchange": "amqpq.tasks", "routing_key": "default"}},
+}
+DEFAULT_SOURCE = "<built-in default topology>"
+
+
+def resolve_topology(
+    path: Path | None, default_path: Path = Path("amqpq.yaml")
+) -> tuple[str, Topology]:
+    """The topology to use and where it came from.
+
+    A named file (``-f`` or ``AMQPQ_TOPOLOGY``) must exist. Without one,
+    ``./amqpq.yaml`` is read when present, else the built-in default is used.
+    """
+    if path is not None:
+        return str(path), load_topology(path)
+    if default_path.exists():
+        return str(default_path), load_topology(default_path)
+    return DEFAULT_SOURCE, topology_from_data(DEFAULT_TOPOLOGY, DEFAULT_SOURCE)
