@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from amqpq.cli import dlq, topology
+from amqpq.cli.beat import beat
 from amqpq.cli.purge import purge
 from amqpq.cli.send import send
 from amqpq.cli.status import status
@@ -23,6 +24,7 @@ app.add_typer(dlq.app, name="dlq")
 app.command("status")(status)
 app.command("purge")(purge)
 app.command("send")(send)
+app.command("beat")(beat)
 
 
 def main() -> None:
