@@ -459,6 +459,12 @@ class Producer:
         _raise_first(errors, len(prepared))
         return results
 
+    def publish_messages(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
+        """Publish prepared messages that are not tasks (revocations, events), confirmed;
+        per message its error or None."""
+        with self._locked() as broker:
+            return [error for error, _ in broker.publish_many(messages)]
+
     def map(
         self, task: str | Task[Any, Any], iterable: Iterable[Any], **options: Any
     ) -> list[AsyncResult]:
@@ -698,6 +704,10 @@ class AsyncProducer:
                 raise error
         _raise_first(errors, len(prepared))
         return [o for o in outcomes if isinstance(o, AsyncResult)]
+
+    async def publish_message(self, message: OutgoingMessage) -> None:
+        """Publish a prepared message that is not a task (a revocation), confirmed."""
+        await self._broker.publish(message, timeout=self.confirm_timeout)
 
     async def map(
         self, task: str | Task[Any, Any], iterable: Iterable[Any], **options: Any

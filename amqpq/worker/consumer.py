@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import OrderedDict
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from amqpq.codec import CONTENT_TYPE, OutgoingMessage, decode_task, encode_reply, fresh_headers
 from amqpq.delay import plan_delay
@@ -26,9 +28,10 @@ from amqpq.worker.deadletter import DeadLetterer
 from amqpq.worker.execution import Outcome, RetryRequest, retry_countdown
 from amqpq.worker.hooks import Hooks
 from amqpq.worker.pools import Job, Pool
+from amqpq.worker.ratelimit import RateLimiter
 from amqpq.worker.stats import WorkerStats
 
-__all__ = ["ETA_TOLERANCE", "MessageHandler"]
+__all__ = ["ETA_TOLERANCE", "ActiveTask", "MessageHandler", "RevokedIds", "TaskObserver"]
 
 log = logging.getLogger("amqpq.worker")
 
@@ -37,6 +40,51 @@ ETA_TOLERANCE = timedelta(milliseconds=100)
 _STATES = {state.value: state for state in TaskState}
 _MAX_DONE_UNACKED = 10_000
 _JSON_CONTENT_TYPES = (CONTENT_TYPE, None, "")
+
+
+class TaskObserver(Protocol):
+    """Told about every task state change (events, metrics). Must not block or raise.
+
+    ``state``: received, started, succeeded, failed, retried, rejected, revoked.
+    """
+
+    def task_event(
+        self, state: str, task: str, task_id: str, fields: Mapping[str, Any]
+    ) -> None: ...
+
+
+class RevokedIds(Protocol):
+    """The revoked task ids (``amqpq.revocations.Revocations``)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def wait_ready(self) -> None: ...
+
+    def __contains__(self, task_id: object) -> bool: ...
+
+
+@dataclass(slots=True)
+class ActiveTask:
+    """A task running now (``amqpq inspect``)."""
+
+    id: str
+    task: str
+    queue: str
+    retries: int
+    started_at: datetime
+    started: float  # time.monotonic()
+    job: Job
+
+    def describe(self, now: float | None = None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task": self.task,
+            "queue": self.queue,
+            "retries": self.retries,
+            "started_at": self.started_at.isoformat(timespec="milliseconds"),
+            "runtime": round((now or time.monotonic()) - self.started, 3),
+        }
 
 
 def _utc(value: datetime) -> datetime:
@@ -61,6 +109,9 @@ class MessageHandler:
         max_body_size: int,
         delay_prefix: str,
         delay_enabled: bool,
+        revoked: RevokedIds | None = None,
+        observers: Sequence[TaskObserver] = (),
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self._registry = registry
         self._pool = pool
@@ -79,6 +130,18 @@ class MessageHandler:
         # connection closed under it. When the broker redelivers one, ack it, do not rerun it.
         self._done_unacked: OrderedDict[str, None] = OrderedDict()
         self._no_arguments: dict[str, bool] = {}  # task name -> callable without arguments
+        self.revoked = revoked
+        self.observers = tuple(observers)
+        self.rate_limiter = rate_limiter
+        self.active: dict[str, ActiveTask] = {}  # task id -> running now
+        self._terminated: set[str] = set()
+
+    def _notify(self, state: str, task: str, task_id: str, **fields: Any) -> None:
+        for observer in self.observers:
+            try:
+                observer.task_event(state, task, task_id, fields)
+            except Exception:
+                log.debug("task observer %r failed", observer, exc_info=True)
 
     # -- the pipeline -----------------------------------------------------------------------
 
@@ -105,6 +168,15 @@ class MessageHandler:
             )
             await self._reject(delivery, None, reason, "DecodeError", str(exc))
             return
+        if self.observers:
+            self._notify("received", envelope.task, envelope.id, queue=delivery.queue)
+        revoked = self.revoked
+        if revoked is not None:
+            if not revoked.ready:  # a worker just started: read the revocations first
+                await revoked.wait_ready()
+            if envelope.id in revoked:
+                await self._skip_revoked(delivery, envelope, "revoked")
+                return
         if envelope.eta is not None or envelope.expires is not None:
             now = datetime.now(UTC)
             if envelope.expires is not None and _utc(envelope.expires) <= now:
@@ -142,6 +214,14 @@ class MessageHandler:
         except ArgumentsError as exc:
             await self._reject(delivery, envelope, "bad_arguments", "ArgumentsError", str(exc))
             return
+        if self.rate_limiter is not None and task.options.rate_limit is not None:
+            # Waits before taking an execution slot: only this message's prefetch is held.
+            rate = task.options.rate_per_second
+            assert rate is not None
+            await self.rate_limiter.wait(task.name, rate)
+            if revoked is not None and envelope.id in revoked:
+                await self._skip_revoked(delivery, envelope, "revoked")
+                return
         async with self._slots:
             if self.stopping:  # received while shutting down, never started: give it back
                 self.stats.requeued += 1
@@ -233,12 +313,38 @@ class MessageHandler:
 
         job = Job(task, args, kwargs, envelope.args, envelope.kwargs, request, progress)
         self.stats.active += 1
+        started = time.monotonic()
+        self.active[envelope.id] = ActiveTask(
+            envelope.id,
+            envelope.task,
+            delivery.queue,
+            envelope.retries,
+            datetime.now(UTC),
+            started,
+            job,
+        )
+        if self.observers:
+            self._notify("started", envelope.task, envelope.id, queue=delivery.queue)
         try:
             outcome = await self._pool.run(job)
         finally:
             self.stats.active -= 1
+            self.active.pop(envelope.id, None)
+        runtime = time.monotonic() - started
         status = outcome.status
+        if self._terminated and envelope.id in self._terminated:
+            self._terminated.discard(envelope.id)
+            await self._skip_revoked(delivery, envelope, "terminated", runtime=runtime)
+            return
         if status == "success":
+            if self.observers:
+                self._notify(
+                    "succeeded",
+                    envelope.task,
+                    envelope.id,
+                    queue=delivery.queue,
+                    runtime=round(runtime, 6),
+                )
             self.stats.succeeded += 1
             if reply_to and not options.ignore_result:
                 await self._reply(reply_to, envelope, TaskState.SUCCESS, result=outcome.result)
@@ -257,7 +363,7 @@ class MessageHandler:
             await delivery.nack(requeue=True)
         else:
             error = outcome.error or ErrorInfo(type="Exception")
-            await self._fail(delivery, envelope, error, "failed")
+            await self._fail(delivery, envelope, error, "failed", runtime=runtime)
 
     # -- outcomes ---------------------------------------------------------------------------
 
@@ -296,6 +402,16 @@ class MessageHandler:
             await delivery.nack(requeue=True)
             return
         self.stats.retried += 1
+        if self.observers:
+            self._notify(
+                "retried",
+                envelope.task,
+                envelope.id,
+                queue=delivery.queue,
+                retries=envelope.retries + 1,
+                countdown=countdown,
+                error=outcome.error.type if outcome.error else None,
+            )
         log.info(
             "task retry scheduled task=%s id=%s retries=%d countdown=%.3fs error=%s",
             envelope.task,
@@ -320,10 +436,26 @@ class MessageHandler:
         await self._ack(delivery)
 
     async def _fail(
-        self, delivery: Delivery, envelope: TaskEnvelope, error: ErrorInfo, reason: str
+        self,
+        delivery: Delivery,
+        envelope: TaskEnvelope,
+        error: ErrorInfo,
+        reason: str,
+        runtime: float | None = None,
     ) -> None:
         self.stats.failed += 1
         self.stats.dead_lettered[reason] += 1
+        if self.observers:
+            self._notify(
+                "failed",
+                envelope.task,
+                envelope.id,
+                queue=delivery.queue,
+                reason=reason,
+                error=error.type,
+                message=error.message[:500] if error.message else None,
+                runtime=round(runtime, 6) if runtime is not None else None,
+            )
         log.warning(
             "task failed task=%s id=%s reason=%s error=%s: %s",
             envelope.task,
@@ -350,6 +482,15 @@ class MessageHandler:
         self.stats.dead_lettered[reason] += 1
         props = delivery.properties
         task_id = envelope.id if envelope else (props.correlation_id or props.message_id)
+        if self.observers:
+            self._notify(
+                "rejected",
+                envelope.task if envelope else str(props.headers.get("amqpq-task", "-")),
+                task_id or "-",
+                queue=delivery.queue,
+                reason=reason,
+                error=message,
+            )
         log.warning(
             "message rejected queue=%s id=%s task=%s reason=%s: %s",
             delivery.queue,
@@ -369,6 +510,51 @@ class MessageHandler:
             )
             await self._publish_reply(props.reply_to, reply)
         await self.deadletters.dead_letter(delivery, reason, error_type, message)
+
+    async def _skip_revoked(
+        self,
+        delivery: Delivery,
+        envelope: TaskEnvelope,
+        how: str,
+        runtime: float | None = None,
+    ) -> None:
+        """A revoked task: not run (or stopped), answered REVOKED, acked, counted."""
+        self.stats.revoked += 1
+        log.info("task %s task=%s id=%s: acked without a result", how, envelope.task, envelope.id)
+        reply_to = delivery.properties.reply_to
+        if reply_to:
+            message = "terminated while running" if how == "terminated" else "revoked"
+            await self._reply(
+                reply_to,
+                envelope,
+                TaskState.REVOKED,
+                error=ErrorInfo(type="TaskRevokedError", message=f"task {envelope.id} {message}"),
+            )
+        if self.observers:
+            self._notify(
+                "revoked",
+                envelope.task,
+                envelope.id,
+                queue=delivery.queue,
+                terminated=how == "terminated" or None,
+                runtime=round(runtime, 6) if runtime is not None else None,
+            )
+        await self._ack(delivery)
+
+    def terminate(self, task_id: str) -> str:
+        """Stop a running task if the pool can: "terminated", or why not."""
+        active = self.active.get(task_id)
+        if active is None:
+            return "not running here"
+        kill = getattr(self._pool, "terminate_job", None)
+        if kill is None or not kill(active.job):
+            return (
+                f"cannot terminate on the {self._pool.kind} pool (a thread cannot be killed); "
+                "it runs to the end"
+            )
+        self._terminated.add(task_id)
+        log.warning("task terminated task=%s id=%s", active.task, task_id)
+        return "terminated"
 
     async def _redelay(self, delivery: Delivery, envelope: TaskEnvelope, wait: timedelta) -> None:
         """An eta still ahead (a delay cut at 12.4 days, or a plain client): wait on the broker."""

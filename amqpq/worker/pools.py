@@ -389,6 +389,7 @@ class ProcessPool:
         self._children: set[_Child] = set()
         self._spawning: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._running: dict[Job, _Child] = {}
 
     async def start(self) -> None:
         children = await asyncio.gather(
@@ -453,8 +454,25 @@ class ProcessPool:
             self._idle.put_nowait(child)
             return
 
+    def terminate_job(self, job: Job) -> bool:
+        """Kill the child running ``job`` (``revoke --terminate``); it is replaced. The
+        task ends like a crash (``crashed``), which the consumer turns into REVOKED."""
+        child = self._running.get(job)
+        if child is None:
+            return False
+        log.warning("killing child pid=%d running task id=%s", child.pid, job.request.id)
+        child.kill()
+        return True
+
     async def run(self, job: Job) -> Outcome:
         child = await self._idle.get()
+        self._running[job] = child
+        try:
+            return await self._run_on(child, job)
+        finally:
+            self._running.pop(job, None)
+
+    async def _run_on(self, child: _Child, job: Job) -> Outcome:
         options = job.task.options
         deadline = time.monotonic() + options.time_limit if options.time_limit else None
         try:

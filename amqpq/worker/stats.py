@@ -18,6 +18,7 @@ class WorkerStats:
     requeued: int = 0  # crashed child processes, shutdown, republish failures
     stale_acks: int = 0  # acks dropped because the channel closed under the task
     active: int = 0
+    revoked: int = 0  # skipped (revoked before they ran) or terminated
     # Dead letters by reason: bad_json, bad_envelope, unknown_task, bad_arguments,
     # expired, too_large, failed, max_retries_exceeded.
     dead_lettered: Counter[str] = field(default_factory=Counter)
@@ -32,5 +33,6 @@ class WorkerStats:
             "requeued": self.requeued,
             "stale_acks": self.stale_acks,
             "active": self.active,
+            "revoked": self.revoked,
             "dead_lettered": dict(self.dead_lettered),
         }
