@@ -66,6 +66,10 @@ class App:
         self._injected: tuple[Producer, AsyncProducer] | None = None
         self.hooks: dict[str, list[Callable[..., Any]]] = {}
         """Hook name -> callables, filled by the ``on_*`` decorators (or by hand)."""
+        from amqpq.events import events_enabled_by_default
+
+        self.send_events = events_enabled_by_default()
+        """Publish a ``task.sent`` event for each task sent (``AMQPQ_EVENTS=1``)."""
 
     def __repr__(self) -> str:
         return f"<App {self.main or '?'}: {len(self.registry)} tasks>"

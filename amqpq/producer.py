@@ -310,6 +310,23 @@ def _when(value: Any, now: datetime, what: str, *, relative: bool = True) -> dat
     raise ConfigError(f"{what} must be {expected}, got {value!r}")
 
 
+def sent_event(app: App, prepared: PreparedTask) -> OutgoingMessage:
+    """The ``task.sent`` event of a task (published next to it when events are on)."""
+    from amqpq.events import event_message
+
+    envelope = prepared.envelope
+    return event_message(
+        "task.sent",
+        prefix=app.topology.infrastructure.prefix,
+        task=envelope.task,
+        id=envelope.id,
+        exchange=prepared.message.exchange,
+        routing_key=prepared.message.routing_key,
+        eta=envelope.eta,
+        queues=sorted(prepared.targets),
+    )
+
+
 def publish_hooks(
     app: App,
     name: str,
@@ -481,7 +498,10 @@ class Producer:
         with self._locked() as broker:
             for queue in {p.result_queue for p in prepared if p.result_queue}:
                 broker.ensure_queue(queue)
-            outcomes = broker.publish_many([p.message for p in prepared])
+            messages = [p.message for p in prepared]
+            if getattr(self.app, "send_events", False):
+                messages += [sent_event(self.app, p) for p in prepared]
+            outcomes = broker.publish_many(messages)[: len(prepared)]
             results = []
             for p, pending, (error, generation) in zip(prepared, pendings, outcomes, strict=True):
                 if error is not None:
@@ -642,6 +662,7 @@ class AsyncProducer:
         self._broker.on_reconnect.append(self._reconnected)
         self._queues: dict[str, _AsyncQueueResults] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
         return f"<AsyncProducer {self._broker.name}>"
@@ -753,7 +774,20 @@ class AsyncProducer:
             app=self.app,
         )
         publish_hooks(self.app, "after_publish", [prepared], [result])
+        if getattr(self.app, "send_events", False):
+            self._send_event(sent_event(self.app, prepared))
         return result
+
+    def _send_event(self, message: OutgoingMessage) -> None:
+        async def publish() -> None:
+            try:
+                await self._broker.publish(message, timeout=self.confirm_timeout)
+            except Exception as exc:  # an event is never worth an error in the caller
+                log.debug("task.sent event not published: %s", exc)
+
+        task = asyncio.ensure_future(publish())
+        self._events.add(task)
+        task.add_done_callback(self._events.discard)
 
     def _queue_results(self, queue: str) -> _AsyncQueueResults:
         results = self._queues.get(queue)

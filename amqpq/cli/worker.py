@@ -16,6 +16,7 @@ import typer
 
 from amqpq.cli.common import TopologyOption, UrlOption, handle_errors, settings_from
 from amqpq.errors import ConfigError
+from amqpq.events import events_enabled_by_default
 from amqpq.topology.loader import load_topology
 from amqpq.worker import DEFAULT_MAX_BODY_SIZE, Worker, WorkerOptions, load_app, resolve_queues
 from amqpq.worker.supervisor import supervise
@@ -122,6 +123,25 @@ def worker(
             "[default: one per core without -c/--processes, else 1]",
         ),
     ] = None,
+    events: Annotated[
+        bool | None,
+        typer.Option(
+            "--events/--no-events",
+            "-E",
+            help="Publish task and worker events to amqpq.events (amqpq events shows them) "
+            "[env: AMQPQ_EVENTS; default: off]",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65535,
+            help="Serve Prometheus metrics on this port (with --workers N: PORT..PORT+N-1)",
+        ),
+    ] = None,
 ) -> None:
     """Consume the topology's queues and run their tasks (late acks, prefetch = slots)."""
     _setup_logging(loglevel)
@@ -143,6 +163,8 @@ def worker(
         max_body_size=parse_size(max_body_size),
         declare=not no_declare,
         cwd=cwd,
+        events=events_enabled_by_default() if events is None else events,
+        metrics_port=metrics_port,
     )
     if workers is None:
         # Like Celery's and Dramatiq's defaults: use the machine unless told how many slots.

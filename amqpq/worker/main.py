@@ -7,12 +7,13 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from amqpq.app import App
-from amqpq.errors import ConfigError
+from amqpq.errors import AmqpqError, ConfigError
 from amqpq.settings import Settings
 from amqpq.topology.infra import work_queues
 from amqpq.topology.models import Topology
@@ -22,8 +23,16 @@ from amqpq.worker.consumer import MessageHandler
 from amqpq.worker.deadletter import DeadLetterer, dead_letter_targets
 from amqpq.worker.hooks import Hooks
 from amqpq.worker.pools import LocalPool, Pool, ProcessPool
+from amqpq.worker.ratelimit import RateLimiter
 from amqpq.worker.redelivery import RedeliveryBound, bounded_queues
 from amqpq.worker.stats import WorkerStats
+
+if TYPE_CHECKING:
+    from amqpq.control import ControlServer
+    from amqpq.events import EventPublisher
+    from amqpq.metrics import WorkerMetrics
+    from amqpq.revocations import Revocations
+    from amqpq.worker.consumer import TaskObserver
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -59,6 +68,12 @@ class WorkerOptions:
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     declare: bool = True
     cwd: str | None = None
+    events: bool = False
+    """Publish task and worker events to ``amqpq.events`` (``--events``)."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port (+ the worker's index under a supervisor)."""
+    heartbeat: float = 10.0
+    """Seconds between ``worker.heartbeat`` events."""
 
     @property
     def slots(self) -> int:
@@ -105,6 +120,14 @@ class Worker:
         self._handler: MessageHandler | None = None
         self._redeliveries: RedeliveryBound | None = None
         self._consumer: QueueConsumer | None = None
+        self._pool: Pool | None = None
+        self._broker: AsyncBroker | None = None
+        self._started = time.monotonic()
+        self.revocations: Revocations | None = None
+        self.events: EventPublisher | None = None
+        self.metrics: WorkerMetrics | None = None
+        self._control: ControlServer | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def _inflight(self) -> set[asyncio.Task[None]]:
@@ -179,8 +202,8 @@ class Worker:
             from amqpq.transport.declare import declare_topology
 
             await declare_topology(self.settings, self.topology)
-        broker = AsyncBroker(self.settings, "worker")
-        pool = self._make_pool()
+        broker = self._broker = AsyncBroker(self.settings, "worker")
+        pool = self._pool = self._make_pool()
         consumer: QueueConsumer | None = None
         replies = ConfirmingPublisher(broker)
         republisher = ConfirmingPublisher(broker)
@@ -189,6 +212,7 @@ class Worker:
             await broker.connect()
             await pool.start()
             infra = self.topology.infrastructure
+            observers = self._operations_setup(broker, infra.prefix, infra.operations)
             self._handler = MessageHandler(
                 registry=self.app.registry,
                 pool=pool,
@@ -204,7 +228,11 @@ class Worker:
                 max_body_size=options.max_body_size,
                 delay_prefix=infra.prefix,
                 delay_enabled=infra.delay,
+                revoked=self.revocations,
+                observers=observers,
+                rate_limiter=RateLimiter(),
             )
+            await self._operations_start(republisher, infra.prefix)
             limits = bounded_queues(self.topology, self.queues)
             if limits:
                 self._redeliveries = RedeliveryBound(
@@ -227,6 +255,9 @@ class Worker:
                 self.settings.primary.display,
                 broker.name,
             )
+            if self.events is not None:
+                await self.events.start(**self._identity())
+            self._in_background(self._check_consumer_timeout())
             self.hooks("worker_start", worker=self)
             await self._stop.wait()
             if self._handler is not None:
@@ -239,6 +270,7 @@ class Worker:
                 pool.terminate()
             else:
                 await pool.close()
+            await self._operations_close()
             await replies.close()
             await republisher.close()
             if consumer is not None:
@@ -251,6 +283,210 @@ class Worker:
             self.stats.snapshot(),
         )
         return 1 if forced else 0
+
+    # -- operations: control, revocations, events, metrics ------------------------------------
+
+    def _operations_setup(
+        self, broker: AsyncBroker, prefix: str, enabled: bool
+    ) -> list[TaskObserver]:
+        observers: list[TaskObserver] = []
+        options = self.options
+        if enabled:
+            from amqpq.revocations import Revocations
+
+            self.revocations = Revocations(
+                broker, prefix=prefix, worker_name=self.name, on_terminate=self._terminate
+            )
+        if options.events and enabled:
+            from amqpq.events import EventPublisher
+
+            self.events = EventPublisher(
+                broker,
+                prefix=prefix,
+                worker_name=self.name,
+                heartbeat=options.heartbeat,
+                heartbeat_fields=self._heartbeat_fields,
+            )
+            observers.append(self.events)
+        elif options.events:
+            log.warning("--events ignored: infrastructure.operations is off in the topology")
+        if options.metrics_port is not None:
+            from amqpq.metrics import WorkerMetrics
+
+            index = int(os.environ.get("AMQPQ_WORKER_INDEX", "0") or 0)
+            self.metrics = WorkerMetrics(self.name, self._metric_values)
+            self.metrics.serve(options.metrics_port + index)
+            observers.append(self.metrics)
+        return observers
+
+    async def _operations_start(self, publisher: ConfirmingPublisher, prefix: str) -> None:
+        """Revocations first (tasks wait until they are read), then the control queue."""
+        if not self.topology.infrastructure.operations:
+            return
+        assert self._broker is not None
+        if self.revocations is not None:
+            await self.revocations.start(publisher)
+        from amqpq.control import ControlServer, control_queue_name
+
+        control = ControlServer(
+            self._broker,
+            prefix=prefix,
+            worker_name=self.name,
+            queue=control_queue_name(prefix, self.hostname, os.getpid()),
+            handlers={"ping": self._ping, "inspect": self._inspect, "revoke": self._revoke},
+        )
+        try:
+            await control.start(consumer_tag=f"amqpq-control.{self.hostname}.{os.getpid()}")
+        except AmqpqError as exc:
+            log.warning("control commands (amqpq inspect, revoke) are off in this worker: %s", exc)
+            return
+        self._control = control
+
+    async def _operations_close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._control is not None:
+            await self._control.close()
+        if self.revocations is not None:
+            await self.revocations.close()
+        if self.events is not None:
+            stats = self.stats
+            await self.events.close(
+                **self._identity(), processed=stats.succeeded + stats.failed + stats.retried
+            )
+        if self.metrics is not None:
+            self.metrics.close()
+
+    def _in_background(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _identity(self) -> dict[str, Any]:
+        pool = self._pool
+        return {
+            "hostname": self.hostname,
+            "pid": os.getpid(),
+            "app": self.app.main or self.options.app_spec,
+            "queues": list(self.queues),
+            "pool": pool.kind if pool else self.options.pool,
+            "concurrency": pool.size if pool else self.options.slots,
+        }
+
+    def _heartbeat_fields(self) -> Mapping[str, Any]:
+        stats = self.stats
+        return {
+            "active": stats.active,
+            "processed": stats.succeeded + stats.failed + stats.retried,
+            "uptime": round(time.monotonic() - self._started, 1),
+        }
+
+    def _metric_values(self) -> Mapping[str, Any]:
+        stats = self.stats
+        size = self._pool.size if self._pool else self.options.slots
+        return {
+            "active": stats.active,
+            "received": stats.received,
+            "reconnects": self._broker.reconnects if self._broker else 0,
+            "prefetch": dict.fromkeys(self.queues, size),
+            "dead_lettered": dict(stats.dead_lettered),
+            "events_dropped": self.events.dropped if self.events else 0,
+        }
+
+    def inspect(self) -> dict[str, Any]:
+        """What ``amqpq inspect`` shows for this worker."""
+        stats = self.stats
+        handler = self._handler
+        now = time.monotonic()
+        size = self._pool.size if self._pool else self.options.slots
+        rejected = sum(
+            count
+            for reason, count in stats.dead_lettered.items()
+            if reason not in ("failed", "max_retries_exceeded")
+        )
+        registry = self.app.registry
+        return {
+            "worker": self.name,
+            **self._identity(),
+            "prefetch": size,
+            "registered": registry.names(),
+            "rate_limits": {
+                name: task.options.rate_limit
+                for name in registry.names()
+                if (task := registry.find(name)) is not None and task.options.rate_limit
+            },
+            "active": [a.describe(now) for a in handler.active.values()] if handler else [],
+            "stats": {
+                "received": stats.received,
+                "processed": stats.succeeded + stats.failed + stats.retried,
+                "succeeded": stats.succeeded,
+                "failed": stats.failed,
+                "retried": stats.retried,
+                "rejected": rejected,
+                "revoked": stats.revoked,
+                "requeued": stats.requeued,
+                "dead_lettered": dict(stats.dead_lettered),
+                "uptime": round(now - self._started, 1),
+                "reconnects": self._broker.reconnects if self._broker else 0,
+            },
+            "revocations": len(self.revocations) if self.revocations is not None else None,
+            "events": self.events is not None,
+            "metrics_port": self.metrics.port if self.metrics is not None else None,
+        }
+
+    async def _ping(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"pong": True}
+
+    async def _inspect(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return self.inspect()
+
+    async def _revoke(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        ids = [str(i) for i in args.get("ids") or []]
+        terminate = bool(args.get("terminate"))
+        if self.revocations is not None:
+            self.revocations.add(ids)
+        handler = self._handler
+        running = [i for i in ids if handler is not None and i in handler.active]
+        outcome: dict[str, str] = {}
+        if terminate and handler is not None:
+            outcome = {i: handler.terminate(i) for i in running}
+        return {
+            "revoked": ids,
+            "running": running,
+            "terminated": [i for i, how in outcome.items() if how == "terminated"],
+            "not_terminated": {i: how for i, how in outcome.items() if how != "terminated"},
+            "pool": self._pool.kind if self._pool else self.options.pool,
+        }
+
+    def _terminate(self, ids: Sequence[str]) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        for task_id in ids:
+            if task_id in handler.active:
+                how = handler.terminate(task_id)
+                if how != "terminated":
+                    log.warning("revoke --terminate of id=%s: %s", task_id, how)
+
+    async def _check_consumer_timeout(self) -> None:
+        """Warn about tasks whose time limit exceeds the broker's consumer_timeout."""
+        from amqpq.worker.consumer_timeout import broker_consumer_timeout, tasks_over
+
+        try:
+            limit, source = await asyncio.to_thread(broker_consumer_timeout, self.settings)
+        except Exception:
+            log.debug("consumer_timeout check failed", exc_info=True)
+            return
+        for name, task_limit in tasks_over(self.app.registry, limit):
+            log.warning(
+                "task %s has a time limit of %.0fs, longer than the broker's consumer_timeout "
+                "of %.0fs (%s): RabbitMQ would close the channel and requeue the message while "
+                "the task still runs; raise consumer_timeout (docs/workers.md) or lower the limit",
+                name,
+                task_limit,
+                limit,
+                source,
+            )
 
     async def _drain(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Wait for in-flight tasks until the grace period ends or a second signal; True if done."""

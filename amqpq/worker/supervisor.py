@@ -28,11 +28,13 @@ log = logging.getLogger("amqpq.worker")
 _PR_SET_PDEATHSIG = 1
 
 
-def _become_worker(run: Callable[[], int]) -> None:
+def _become_worker(run: Callable[[], int], index: int = 0) -> None:
     """In the forked child: own session (a terminal's Ctrl-C reaches the supervisor
     only, which forwards it once), die with the supervisor, run, never return."""
     code = 1
     try:
+        # Which of the N workers this is (a replacement keeps the index): metrics port + index.
+        os.environ["AMQPQ_WORKER_INDEX"] = str(index)
         os.setsid()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
@@ -55,10 +57,10 @@ def _become_worker(run: Callable[[], int]) -> None:
         os._exit(code)
 
 
-def _fork(run: Callable[[], int]) -> int:
+def _fork(run: Callable[[], int], index: int = 0) -> int:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never returns from here
-        _become_worker(run)
+        _become_worker(run, index)
     return pid
 
 
@@ -72,10 +74,13 @@ def supervise(run: Callable[[], int], count: int) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     children: dict[int, float] = {}  # pid -> start time
+    indexes: dict[int, int] = {}  # pid -> worker index (0..count-1)
     codes: list[int] = []
     try:
-        for _ in range(count):
-            children[_fork(run)] = time.monotonic()
+        for index in range(count):
+            pid = _fork(run, index)
+            children[pid] = time.monotonic()
+            indexes[pid] = index
         log.info("supervisor started workers=%d pids=%s", count, ",".join(map(str, children)))
         while children:
             while received:
@@ -99,7 +104,10 @@ def supervise(run: Callable[[], int], count: int) -> int:
                 continue
             log.error("worker pid=%d exited with %d; starting another", pid, code)
             time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))  # no crash loop storm
-            children[_fork(run)] = time.monotonic()
+            index = indexes.pop(pid, 0)
+            new = _fork(run, index)
+            children[new] = time.monotonic()
+            indexes[new] = index
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
