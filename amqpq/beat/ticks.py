@@ -182,12 +182,14 @@ def due_ticks(
         older = last_tick_at_or_before(schedule, window_start)
         if older > last:
             first_missed = next_tick_after(schedule, last)
+            last_missed = older
             skipped = _count_ticks(schedule, last, older)
             if not send:
                 send.append(older)
                 skipped -= 1
+                last_missed = last_tick_at_or_before(schedule, older - _US)
             if skipped:
-                skipped_range = (first_missed, older)
+                skipped_range = (first_missed, last_missed)
     return Due(tuple(send), skipped, skipped_range)
 
 
