@@ -1,0 +1,1 @@
+"""A minimal Django project whose view hands an e-mail to an amqpq worker."""
