@@ -6,7 +6,10 @@ import typer
 
 from amqpq.cli import dlq, topology
 from amqpq.cli.beat import beat
+from amqpq.cli.events import events
+from amqpq.cli.inspect import inspect
 from amqpq.cli.purge import purge
+from amqpq.cli.revoke import revoke
 from amqpq.cli.send import send
 from amqpq.cli.status import status
 from amqpq.cli.worker import worker
@@ -25,6 +28,9 @@ app.command("status")(status)
 app.command("purge")(purge)
 app.command("send")(send)
 app.command("beat")(beat)
+app.command("inspect")(inspect)
+app.command("revoke")(revoke)
+app.command("events")(events)
 
 
 def main() -> None:
