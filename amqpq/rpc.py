@@ -178,8 +178,8 @@ class AsyncResult:
     intermediate; SUCCESS, FAILURE, REVOKED, EXPIRED and REJECTED are final.
     """
 
-    revoke_hook: ClassVar[Callable[[AsyncResult], None] | None] = None
-    """Installed by the control module: how :meth:`revoke` reaches the workers."""
+    revoke_hook: ClassVar[Callable[[AsyncResult, bool], None] | None] = None
+    """How :meth:`revoke` reaches the workers when not through the broker (tests may set it)."""
 
     def __init__(
         self,
@@ -331,14 +331,30 @@ class AsyncResult:
             raise error
         return error
 
-    def revoke(self) -> None:
-        """Ask the workers not to run this task."""
+    def revoke(self, terminate: bool = False) -> None:
+        """Ask every worker not to run this task (stored on the broker for 24 h).
+
+        A worker that consumes it acks it without running it and answers REVOKED.
+        ``terminate=True`` also stops it where it runs now, if its pool can (processes).
+        """
         hook = type(self).revoke_hook
-        if hook is None:
-            raise NotImplementedError(
-                "revoking needs the control channel, which this version does not set up yet"
-            )
-        hook(self)
+        if hook is not None:
+            hook(self, terminate)
+            return
+        from amqpq.revocations import revoke
+
+        revoke(self._need_app(), [self.id], terminate=terminate)
+
+    async def arevoke(self, terminate: bool = False) -> None:
+        """:meth:`revoke` for asyncio code."""
+        from amqpq.revocations import arevoke
+
+        await arevoke(self._need_app(), [self.id], terminate=terminate)
+
+    def _need_app(self) -> App:
+        if self.app is None:
+            raise ConfigError(f"task {self.id}: revoking needs the App (AsyncResult(app=...))")
+        return self.app
 
 
 def deadline_after(timeout: float | None) -> float | None:
