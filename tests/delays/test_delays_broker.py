@@ -240,8 +240,8 @@ async def test_a_poison_task_on_a_quorum_queue_ends_in_the_dead_letter_queue(
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "worker_args",
-    [("--workers", "1", "-c", "1"), ("--processes", "1")],
-    ids=["worker-process-dies", "pool-child-dies"],
+    [("--workers", "2", "-c", "1"), ("--processes", "1")],
+    ids=["worker-processes-die", "pool-child-dies"],
 )
 async def test_a_poison_task_on_a_classic_queue_ends_in_the_dead_letter_queue(
     app: App,
