@@ -221,6 +221,8 @@ class Beat:
     async def _write_token(self) -> None:
         """Publish the state (confirmed), then ack the tokens it replaces."""
         replaced = self._live()
+        # Tokens that arrived during the round are acked below: fold them in first.
+        self._ticks = merge_ticks(self._ticks, *(h.ticks for h in replaced))
         token = BeatToken(ticks=dict(self._ticks), written_by=self.name, written_at=self._clock())
         await self._publish(self._token_message(token))
         self._last_write = time.monotonic()
