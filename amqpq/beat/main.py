@@ -119,6 +119,8 @@ class Beat:
         self._broker: AsyncBroker | None = None
         self._channel: Any = None  # the transport's confirming channel
         self._last_write = 0.0
+        # The token just written, on its way back to us: (message id, give up after).
+        self._own_token: tuple[str, float] | None = None
         self.leading = False
         self.sent = 0
         self.name = ""
@@ -197,6 +199,8 @@ class Beat:
                 exc,
             )
             ticks = {}
+        if self._own_token is not None and delivery.properties.message_id == self._own_token[0]:
+            self._own_token = None
         self._held.append(_Held(delivery, ticks))
         self._arrived.set()
 
@@ -224,8 +228,11 @@ class Beat:
         # Tokens that arrived during the round are acked below: fold them in first.
         self._ticks = merge_ticks(self._ticks, *(h.ticks for h in replaced))
         token = BeatToken(ticks=dict(self._ticks), written_by=self.name, written_at=self._clock())
-        await self._publish(self._token_message(token))
+        message = self._token_message(token)
+        await self._publish(message)
         self._last_write = time.monotonic()
+        if message.properties.message_id is not None:
+            self._own_token = (message.properties.message_id, self._last_write + 5.0)
         for held in replaced:
             await held.delivery.ack()
             if held in self._held:
@@ -268,7 +275,14 @@ class Beat:
     async def _loop(self) -> None:
         while not self._stop.is_set():
             live = self._live()
+            if not live and self.leading and self._own_token is not None:
+                # Between acking the old tokens and receiving the new one: still leading.
+                left = self._own_token[1] - time.monotonic()
+                if left > 0:
+                    await self._wait(left)
+                    continue
             if not live:
+                self._own_token = None
                 if self.leading:
                     log.warning(
                         "lost leadership: the connection or channel holding the token closed"
