@@ -7,7 +7,6 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from amqpq.cli.common import (
     TopologyOption,
@@ -49,6 +48,7 @@ def render(worker: dict[str, Any]) -> None:
         f"queues={','.join(worker.get('queues', []))} uptime={_duration(stats.get('uptime', 0))} "
         f"reconnects={stats.get('reconnects', 0)}",
         highlight=False,
+        soft_wrap=True,
     )
     console.print(
         "  stats: "
@@ -72,13 +72,14 @@ def render(worker: dict[str, Any]) -> None:
     if not active:
         console.print("  active: none", highlight=False)
         return
-    table = Table("task id", "task", "queue", "started", "runtime", title=None, box=None)
-    for task in active:
-        table.add_row(
-            task["id"], task["task"], task["queue"], task["started_at"], f"{task['runtime']:.1f}s"
-        )
     console.print(f"  active ({len(active)}):", highlight=False)
-    console.print(table)
+    for task in active:
+        console.print(
+            f"    {task['id']} {task['task']} queue={task['queue']} "
+            f"started={task['started_at']} runtime={task['runtime']:.1f}s",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @handle_errors

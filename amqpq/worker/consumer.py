@@ -135,6 +135,7 @@ class MessageHandler:
         self.rate_limiter = rate_limiter
         self.active: dict[str, ActiveTask] = {}  # task id -> running now
         self._terminated: set[str] = set()
+        self.terminated_ids: OrderedDict[str, None] = OrderedDict()  # recently, for replies
 
     def _notify(self, state: str, task: str, task_id: str, **fields: Any) -> None:
         for observer in self.observers:
@@ -553,6 +554,9 @@ class MessageHandler:
                 "it runs to the end"
             )
         self._terminated.add(task_id)
+        self.terminated_ids[task_id] = None
+        if len(self.terminated_ids) > 1000:
+            self.terminated_ids.popitem(last=False)
         log.warning("task terminated task=%s id=%s", active.task, task_id)
         return "terminated"
 

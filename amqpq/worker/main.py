@@ -449,7 +449,13 @@ class Worker:
         running = [i for i in ids if handler is not None and i in handler.active]
         outcome: dict[str, str] = {}
         if terminate and handler is not None:
-            outcome = {i: handler.terminate(i) for i in running}
+            # The stream record may have been read first and stopped it already.
+            outcome = {
+                i: "terminated" if i in handler.terminated_ids else handler.terminate(i)
+                for i in ids
+                if i in handler.active or i in handler.terminated_ids
+            }
+            running = sorted(set(running) | set(outcome))
         return {
             "revoked": ids,
             "running": running,

@@ -1,0 +1,114 @@
+"""Pure parts of the operations features: token bucket, event keys, hooks, limits, records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from amqpq.app import App
+from amqpq.cli.events import binding_keys
+from amqpq.events import event_message
+from amqpq.revocations import RevocationRecord, revocation_message
+from amqpq.worker.consumer_timeout import _SETTING, tasks_over
+from amqpq.worker.hooks import Hooks
+from amqpq.worker.ratelimit import RateLimiter, TokenBucket
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_token_bucket_spaces_waiters_by_one_over_the_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(5.0, clock=clock)
+    # Five asked at once: the first goes now, the others every 200 ms
+    assert [round(bucket.reserve(), 3) for _ in range(5)] == [0.0, 0.2, 0.4, 0.6, 0.8]
+    # Once the reservations are used up and a second passes, one token is back (capacity 1)
+    clock.now += 1.8
+    assert bucket.reserve() == 0.0
+    assert round(bucket.reserve(), 3) == 0.2
+
+
+def test_a_rate_limiter_keeps_one_bucket_per_task() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock)
+    assert limiter.delay_for("a", 1.0) == 0.0
+    assert limiter.delay_for("b", 1.0) == 0.0
+    assert limiter.delay_for("a", 1.0) == pytest.approx(1.0)
+    # a changed rate starts a new bucket
+    assert limiter.delay_for("a", 100.0) == 0.0
+
+
+def test_event_routing_keys_and_filters() -> None:
+    message = event_message("task.succeeded", task="tasks.add", id="1", runtime=0.5, error=None)
+    assert message.exchange == "amqpq.events"
+    assert message.routing_key == "task.succeeded.tasks.add"
+    assert not message.mandatory
+    assert message.properties.delivery_mode == 1
+    assert b'"error"' not in message.body  # None fields are left out
+    assert binding_keys(None, []) == ["task.*.#", "worker.*"]
+    assert binding_keys("tasks.add", ["started", "failed"]) == [
+        "task.started.tasks.add",
+        "task.failed.tasks.add",
+    ]
+
+
+def test_hook_decorators_register_on_the_app_and_reach_the_worker() -> None:
+    app = App(
+        "h",
+        topology=None,
+    )  # type: ignore[arg-type]
+    calls: list[str] = []
+
+    @app.on_worker_start
+    def start(**kw: Any) -> None:
+        calls.append("start")
+
+    @app.on_task_success
+    def success(**kw: Any) -> None:
+        calls.append(f"success {kw['result']}")
+
+    app.on_task_failure = lambda **kw: calls.append("failure")  # the attribute style still works
+    hooks = Hooks(app)
+    hooks("worker_start", worker=None)
+    hooks("task_success", request=None, task=None, result=3)
+    hooks("task_failure", request=None, task=None, exception=None)
+    assert calls == ["start", "success 3", "failure"]
+    assert hooks.task_success
+    assert hooks.any_task_hooks
+    assert not hooks.has("task_retry")
+    assert app.hooks["worker_start"] == [start]
+
+
+def test_tasks_whose_time_limit_exceeds_the_consumer_timeout_are_found() -> None:
+    app = App("t")
+
+    @app.task(time_limit=3600)
+    def long() -> None: ...
+
+    @app.task(soft_time_limit=10)
+    def short() -> None: ...
+
+    @app.task
+    def unlimited() -> None: ...
+
+    assert tasks_over(app.registry, 1800) == [("test_control_units.long", 3600)]
+    match = _SETTING.search("# comment\nconsumer_timeout = 7200000\n")
+    assert match is not None
+    assert match.group(1) == "7200000"
+
+
+def test_revocation_records_round_trip() -> None:
+    message = revocation_message(["a", "b", "a", ""], terminate=True, prefix="acme", by="me")
+    assert message.routing_key == "acme.revoked"
+    assert message.exchange == ""
+    record = RevocationRecord.model_validate_json(message.body)
+    assert record.ids == ("a", "b")
+    assert record.terminate
+    assert record.at <= datetime.now(UTC)
