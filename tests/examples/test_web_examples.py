@@ -161,31 +161,31 @@ async def fastapi_client(examples_app: App) -> AsyncIterator[httpx.AsyncClient]:
 async def test_fastapi_answers_202_at_once_and_the_report_is_collected_by_id(
     fastapi_client: httpx.AsyncClient,
 ) -> None:
-    # Given a report that takes about 1.2 s on the worker (6 sections of 0.2 s)
+    # Given a report that takes about 2 s on the worker (10 sections of 0.2 s)
     started = time.monotonic()
     response = await fastapi_client.post(
-        "/reports", json={"customer_id": 42, "period": "2026-03", "sections": 6}
+        "/reports", json={"customer_id": 42, "period": "2026-03", "sections": 10}
     )
     elapsed = time.monotonic() - started
 
     # Then the POST answers before the work could have been done
     assert response.status_code == 202
-    assert elapsed < 1.0
+    assert elapsed < 1.5  # generous: a loaded CI machine; the report itself takes 2 s
     task_id = response.json()["task_id"]
     assert response.json()["status_url"] == f"/reports/{task_id}"
 
     # And GET, polled, moves through progress to the result
     seen = await _poll_until_final(fastapi_client, task_id)
     assert seen[0]["state"] in ("PENDING", "PROGRESS")
-    assert any(s.get("progress", {}).get("sections") == 6 for s in seen)
+    assert any(s.get("progress", {}).get("sections") == 10 for s in seen)
     assert seen[-1] == {
         "task_id": task_id,
         "state": "SUCCESS",
         "result": {
             "customer_id": 42,
             "period": "2026-03",
-            "sections": 6,
-            "total": sum(4200 + n for n in range(1, 7)),
+            "sections": 10,
+            "total": sum(4200 + n for n in range(1, 11)),
             "url": "/media/reports/42-2026-03.pdf",
         },
     }
@@ -252,7 +252,7 @@ def test_the_django_view_answers_at_once_and_the_worker_sends_the_email(
     elapsed = time.monotonic() - started
 
     assert response.status_code == 202, response.content
-    assert elapsed < 0.5
+    assert elapsed < 2.0  # a publish and its confirm; the view never waits for the task
     task_id = response.json()["welcome_email_task"]
     worker.wait_for_log(f"task succeeded task=tasks.send_email id={task_id}")
 
