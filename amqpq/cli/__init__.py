@@ -1,36 +1,76 @@
-"""The ``amqpq`` command."""
+"""The ``amqpq`` command.
+
+Command groups are imported when they run (or when ``--help`` lists them): a
+worker must not pay for pika, httpx, rich tables or the topology tooling it
+never uses, in start-up time or in memory.
+"""
 
 from __future__ import annotations
 
-import typer
+import importlib
+from typing import Any
 
-from amqpq.cli import dlq, topology
-from amqpq.cli.beat import beat
-from amqpq.cli.events import events
-from amqpq.cli.inspect import inspect
-from amqpq.cli.purge import purge
-from amqpq.cli.revoke import revoke
-from amqpq.cli.send import send
-from amqpq.cli.status import status
-from amqpq.cli.worker import worker
+import typer
+from typer.core import TyperGroup
+
+__all__ = ["app", "main"]
+
+# name -> (module, attribute: a Typer sub-app or a command function), in the order of --help.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "worker": ("amqpq.cli.worker", "worker"),
+    "status": ("amqpq.cli.status", "status"),
+    "purge": ("amqpq.cli.purge", "purge"),
+    "send": ("amqpq.cli.send", "send"),
+    "beat": ("amqpq.cli.beat", "beat"),
+    "inspect": ("amqpq.cli.inspect", "inspect"),
+    "revoke": ("amqpq.cli.revoke", "revoke"),
+    "events": ("amqpq.cli.events", "events"),
+    "topology": ("amqpq.cli.topology", "app"),
+    "dlq": ("amqpq.cli.dlq", "app"),
+}
+
+
+def _load(name: str) -> Any:
+    """The click command of ``name`` (a group for a sub-app), as typer builds it."""
+    module, attribute = _COMMANDS[name]
+    target = getattr(importlib.import_module(module), attribute)
+    if isinstance(target, typer.Typer):
+        command: Any = typer.main.get_group(target)
+    else:
+        single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        single.command(name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+class _LazyGroup(TyperGroup):
+    """Imports a command's module the first time the command is looked up."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*_COMMANDS, *(name for name in self.commands if name not in _COMMANDS)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in _COMMANDS:
+            command = self.commands[cmd_name] = _load(cmd_name)
+        return command
+
 
 app = typer.Typer(
     name="amqpq",
+    cls=_LazyGroup,
     help="An AMQP-native task queue on RabbitMQ.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(topology.app, name="topology")
-app.command("worker")(worker)
-app.add_typer(dlq.app, name="dlq")
-app.command("status")(status)
-app.command("purge")(purge)
-app.command("send")(send)
-app.command("beat")(beat)
-app.command("inspect")(inspect)
-app.command("revoke")(revoke)
-app.command("events")(events)
+
+
+@app.callback()
+def _root() -> None:
+    # A callback makes typer build a group even though no command is registered up front.
+    pass
 
 
 def main() -> None:

@@ -6,19 +6,36 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 
 from amqpq.errors import AmqpqError, ExitCode, TopologyError
 from amqpq.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    console: Console
+    err_console: Console
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
-console = Console()
-err_console = Console(stderr=True)
+_consoles: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    # ``console`` and ``err_console`` are created on first use: importing rich costs a
+    # worker start-up time and memory for output it never prints.
+    if name in ("console", "err_console"):
+        if name not in _consoles:
+            from rich.console import Console
+
+            _consoles[name] = Console(stderr=name == "err_console")
+        return _consoles[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 TopologyOption = Annotated[
     Path | None,
@@ -38,7 +55,9 @@ def settings_from(url: str | None, topology: Path | None = None) -> Settings:
 
 def fail(message: str, code: ExitCode = ExitCode.FAILURE) -> typer.Exit:
     """Print one line to stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    __getattr__("err_console").print(
+        f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True
+    )
     return typer.Exit(int(code))
 
 
@@ -51,7 +70,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except TopologyError as exc:
             for problem in exc.problems:
-                err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+                __getattr__("err_console").print(
+                    f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True
+                )
             raise typer.Exit(int(exc.exit_code)) from None
         except AmqpqError as exc:
             raise fail(str(exc), exc.exit_code) from None

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
 import json
-import sys
 
 import pytest
 from ops_helpers import Cli, PlainClient, envelope
@@ -225,7 +225,7 @@ def test_on_a_terminal_purge_asks_and_a_no_keeps_the_messages(
     plain: PlainClient, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # (amqpq.cli.purge is also the name of the command function: patch the module itself)
-    monkeypatch.setattr(sys.modules["amqpq.cli.purge"], "is_interactive", lambda: True)
+    monkeypatch.setattr(importlib.import_module("amqpq.cli.purge"), "is_interactive", lambda: True)
     plain.dead_letter("work")
 
     declined = cli("dlq", "purge", "work", input="n\n")
