@@ -12,13 +12,16 @@ add.delay(3, 4).get(timeout=10)  # 7
 ```
 
 Importing amqpq loads neither pika nor aio-pika: each producer loads its client
-library when it is first used.
+library when it is first used. The names below other than the errors are imported
+on first access (PEP 562), so ``amqpq worker`` and ``import amqpq.codec`` pay only
+for the modules they use.
 """
 
 from __future__ import annotations
 
-from amqpq.app import App
-from amqpq.envelope import Reply, TaskEnvelope, TaskState
+import importlib as _importlib
+import typing as _typing
+
 from amqpq.errors import (
     AmqpqError,
     ArgumentsError,
@@ -41,11 +44,47 @@ from amqpq.errors import (
     TopologyError,
     UnroutableError,
 )
-from amqpq.producer import AsyncProducer, Producer, TaskCall
-from amqpq.registry import Request, Retry, Task, TaskContext, TaskOptions
-from amqpq.rpc import AsyncResult
-from amqpq.settings import Settings
-from amqpq.topology.models import Topology
+
+if _typing.TYPE_CHECKING:
+    from amqpq.app import App
+    from amqpq.envelope import Reply, TaskEnvelope, TaskState
+    from amqpq.producer import AsyncProducer, Producer, TaskCall
+    from amqpq.registry import Request, Retry, Task, TaskContext, TaskOptions
+    from amqpq.rpc import AsyncResult
+    from amqpq.settings import Settings
+    from amqpq.topology.models import Topology
+
+_LAZY = {
+    "App": "amqpq.app",
+    "AsyncProducer": "amqpq.producer",
+    "AsyncResult": "amqpq.rpc",
+    "Producer": "amqpq.producer",
+    "Reply": "amqpq.envelope",
+    "Request": "amqpq.registry",
+    "Retry": "amqpq.registry",
+    "Settings": "amqpq.settings",
+    "Task": "amqpq.registry",
+    "TaskCall": "amqpq.producer",
+    "TaskContext": "amqpq.registry",
+    "TaskEnvelope": "amqpq.envelope",
+    "TaskOptions": "amqpq.registry",
+    "TaskState": "amqpq.envelope",
+    "Topology": "amqpq.topology.models",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
 
