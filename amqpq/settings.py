@@ -13,10 +13,10 @@ import os
 import socket
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from amqpq.errors import ConfigError
 
@@ -82,10 +82,18 @@ def connection_name(role: str) -> str:
     return f"amqpq {role} {socket.gethostname()}:{os.getpid()}"
 
 
-class Settings(BaseSettings):
-    """Everything amqpq needs to reach the broker. Pass explicitly; there is no global."""
+ENV_PREFIX = "AMQPQ_"
 
-    model_config = SettingsConfigDict(env_prefix="AMQPQ_", extra="ignore", frozen=True)
+
+class Settings(BaseModel):
+    """Everything amqpq needs to reach the broker. Pass explicitly; there is no global.
+
+    Fields not given as arguments come from ``AMQPQ_<FIELD>`` environment variables
+    (any case), then from the defaults. A plain model reading ``os.environ`` itself:
+    pydantic-settings cost every worker ~0.1 s and ~10 MiB to import for the same thing.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True)
 
     url: str = Field(default=DEFAULT_URL, description="one or more AMQP URLs, comma separated")
     management_url: str | None = Field(
@@ -100,6 +108,21 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_verify: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        prefix = ENV_PREFIX.lower()
+        values = dict(data)
+        for key, value in os.environ.items():
+            lowered = key.lower()
+            if lowered.startswith(prefix):
+                name = lowered[len(prefix) :]
+                if name in cls.model_fields and name not in values:
+                    values[name] = value
+        return values
 
     @field_validator("url")
     @classmethod
