@@ -13,7 +13,6 @@ import json
 import zoneinfo
 from typing import Any, Literal
 
-from croniter import croniter
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -221,7 +220,11 @@ class Schedule(_Model):
     @field_validator("cron")
     @classmethod
     def _cron_parses(cls, value: str | None) -> str | None:
-        if value is not None and not croniter.is_valid(value):
+        if value is None:
+            return value
+        from croniter import croniter  # only files with schedules pay for it
+
+        if not croniter.is_valid(value):
             raise ValueError(
                 f"expected a cron expression like '0 9 * * *' (minute hour day month weekday), "
                 f"got {value!r}"
