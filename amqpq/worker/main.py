@@ -478,6 +478,10 @@ class Worker:
         """Warn about tasks whose time limit exceeds the broker's consumer_timeout."""
         from amqpq.worker.consumer_timeout import broker_consumer_timeout, tasks_over
 
+        if not tasks_over(self.app.registry, 0):
+            # No task has a time limit: nothing to compare, so no HTTP client (~10 MiB and
+            # ~0.1 s of CPU per worker process) and no management API call at start-up.
+            return
         try:
             limit, source = await asyncio.to_thread(broker_consumer_timeout, self.settings)
         except Exception:
