@@ -42,7 +42,7 @@ from amqpq.rpc import (
 
 if TYPE_CHECKING:
     from amqpq.app import App
-    from amqpq.registry import Task
+    from amqpq.registry import Task, TaskOptions
     from amqpq.topology.models import Route
     from amqpq.transport.aio import AsyncBroker, ReplyChannel
     from amqpq.transport.blocking import BlockingBroker
@@ -69,6 +69,7 @@ SEND_OPTIONS = frozenset(
         "ignore_result",
         "parent_id",
         "priority",
+        "queue",
         "result_queue",
         "root_id",
         "routing_key",
@@ -192,7 +193,7 @@ class TaskPreparer:
             raise ConfigError(f"result_queue must be a queue name, got {result_queue!r}")
         reply_to = None if ignore_result else (result_queue or DIRECT_REPLY_TO)
 
-        exchange, routing_key, headers = self._resolve_route(name, options)
+        exchange, routing_key, headers = self._resolve_route(name, options, task_options)
         targets = self.targets(exchange, routing_key, headers)
         if not targets:
             raise UnroutableError(
@@ -224,10 +225,13 @@ class TaskPreparer:
         if eta is not None:
             delay_ms = math.ceil((eta - now).total_seconds() * 1000)
             if delay_ms >= _MIN_DELAY_MS:
+                # Straight to a queue (``queue=``): the delay ends in that queue;
+                # otherwise it ends at the exchange, which routes by key and headers.
                 plan = plan_delay(
                     delay_ms,
                     prefix=self.app.topology.infrastructure.prefix,
-                    target_exchange=exchange,
+                    target_exchange=exchange or None,
+                    target_queue=routing_key if exchange == "" else None,
                 )
                 publish_exchange = plan.exchange
                 headers = {**headers, **plan.headers}
@@ -254,13 +258,28 @@ class TaskPreparer:
         )
 
     def _resolve_route(
-        self, name: str, options: Mapping[str, Any]
+        self, name: str, options: Mapping[str, Any], task_options: TaskOptions | None = None
     ) -> tuple[str, str, dict[str, Any]]:
+        """Where to publish: the call's ``queue=`` or exchange/routing key, else the
+        task's own ``queue`` option, else the topology's route for the name.
+
+        A queue is reached through the default exchange (routing key = queue name),
+        so it gets the task and no sibling queue does, whatever the exchanges bind.
+        """
         exchange = options.get("exchange")
         routing_key = options.get("routing_key")
         call_headers = options.get("headers") or {}
         if not isinstance(call_headers, Mapping):
             raise ConfigError(f"headers must be a mapping, got {type(call_headers).__name__}")
+        queue = options.get("queue")
+        if queue is None and exchange is None and routing_key is None and task_options:
+            queue = task_options.queue
+        if queue is not None:
+            if not isinstance(queue, str) or not queue:
+                raise ConfigError(f"queue must be a queue name, got {queue!r}")
+            if exchange is not None or routing_key is not None:
+                raise ConfigError("give queue= or exchange=/routing_key=, not both")
+            return "", queue, dict(call_headers)
         if exchange is not None and routing_key is not None:
             return str(exchange), str(routing_key), dict(call_headers)
         route = self.route(name)
