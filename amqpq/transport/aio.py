@@ -317,6 +317,9 @@ class ReplyChannel:
         self._consuming_on: Any = None
         self._aux: AbstractChannel | None = None
         self._lock = asyncio.Lock()
+        # One scan of the side channel at a time: a scan ends with a multiple=True
+        # nack that would requeue another scan's not-yet-acked finds.
+        self._collect_lock = asyncio.Lock()
         self._known_exchanges: set[str] = set()
         self._known_queues: set[str] = set()
         self.generation = 0
@@ -423,6 +426,10 @@ class ReplyChannel:
     async def collect(self, queue: str, wanted: Container[str]) -> list[tuple[str | None, bytes]]:
         """Take the replies for ``wanted`` ids from a result queue; requeue the others."""
         await self.ensure_queue(queue)
+        async with self._collect_lock:
+            return await self._collect(queue, wanted)
+
+    async def _collect(self, queue: str, wanted: Container[str]) -> list[tuple[str | None, bytes]]:
         found: list[tuple[str | None, bytes]] = []
         try:
             channel = await self._aux_channel()
