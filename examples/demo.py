@@ -31,8 +31,22 @@ def start_workers() -> list[subprocess.Popen[bytes]]:
     for queue in WORKER_QUEUES:
         workers.append(
             subprocess.Popen(
-                [sys.executable, "-m", "amqpq", "worker", "-A", "tasks", "-Q", queue,
-                 "-c", "2", "-f", str(HERE / "amqpq.yaml"), "--loglevel", "WARNING"],
+                [
+                    sys.executable,
+                    "-m",
+                    "amqpq",
+                    "worker",
+                    "-A",
+                    "tasks",
+                    "-Q",
+                    queue,
+                    "-c",
+                    "2",
+                    "-f",
+                    str(HERE / "amqpq.yaml"),
+                    "--loglevel",
+                    "WARNING",
+                ],
                 cwd=HERE,
                 env=env,
             )
@@ -56,12 +70,22 @@ def main() -> int:
         started = time.monotonic()
         calls = [
             ("direct  tasks -> default       ", "tasks.add(3, 4)", add.delay(3, 4)),
-            ("direct  tasks -> high_priority ", "tasks.send_email(...)",
-             send_email.delay("ada@example.com", "Welcome aboard")),
+            (
+                "direct  tasks -> high_priority ",
+                "tasks.send_email(...)",
+                send_email.delay("ada@example.com", "Welcome aboard"),
+            ),
             ("topic   events -> signups      ", "tasks.on_signup(...)", on_signup.delay(42, "ada")),
-            ("fanout  broadcast -> audit_a   ", "tasks.audit(...)", audit.delay("login", {"user": 42})),
-            ("headers reports -> pdf         ", "reports.render_pdf(...)",
-             render_pdf.delay("invoice-2026-0042")),
+            (
+                "fanout  broadcast -> audit_a   ",
+                "tasks.audit(...)",
+                audit.delay("login", {"user": 42}),
+            ),
+            (
+                "headers reports -> pdf         ",
+                "reports.pdf(...)",
+                render_pdf.delay("invoice-2026-0042"),
+            ),
         ]
         print(f"sent {len(calls)} tasks; waiting for results\n")
         failures = 0
