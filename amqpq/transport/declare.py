@@ -13,6 +13,7 @@ and it is then reported the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
@@ -234,6 +235,72 @@ async def _preflight(declarer: _Declarer, topology: Topology) -> tuple[set[str],
     return existing, conflicts
 
 
+async def _redeclare_existing(
+    connection: AbstractConnection, topology: Topology, bindings: list[Binding]
+) -> ApplyResult | None:
+    """The common case, when everything already exists, in one round trip; None otherwise.
+
+    One channel carries, without waiting for answers (``nowait``): a passive declare
+    of every exchange and queue, then their full declares, then every binding, and
+    last one synchronous method. RabbitMQ handles a channel's methods in order and
+    closes the channel at the first one it refuses, ignoring the rest. So when the
+    last method is answered, everything existed and was equivalent; when the channel
+    closes, nothing was changed: a missing object stops it at its passive declare
+    (before any full declare), and a conflicting one at its own full declare, after
+    which no binding was sent. The caller then takes the careful path, which creates
+    what is missing or reports every conflict.
+    """
+    exchanges = list(topology.exchanges)
+    queues = [q for q in topology.queues if not q.exclusive]
+    channel = await connection.channel(publisher_confirms=False)
+    try:
+        raw = await channel.get_underlay_channel()
+        for passive in (True, False):
+            for x in exchanges:
+                await raw.exchange_declare(
+                    x.name,
+                    exchange_type=x.type,
+                    passive=passive,
+                    durable=x.durable,
+                    auto_delete=x.auto_delete,
+                    internal=x.internal,
+                    nowait=True,
+                    arguments=x.declare_arguments or None,
+                )
+            for q in queues:
+                await raw.queue_declare(
+                    q.name,
+                    passive=passive,
+                    durable=q.durable,
+                    exclusive=q.exclusive,
+                    auto_delete=q.auto_delete,
+                    nowait=True,
+                    arguments=q.declare_arguments or None,
+                )
+        for b in bindings:
+            if b.destination_type == "exchange":
+                await raw.exchange_bind(
+                    b.destination, b.source, b.routing_key, nowait=True, arguments=b.arguments
+                )
+            else:
+                await raw.queue_bind(
+                    b.destination, b.source, b.routing_key, nowait=True, arguments=b.arguments
+                )
+        await raw.basic_qos(prefetch_count=0)  # answered only after everything above
+    except (aiormq.exceptions.AMQPChannelError, aiormq.exceptions.ChannelInvalidStateError):
+        return None
+    except (aiormq.exceptions.ConnectionClosed, aiormq.exceptions.AMQPConnectionError) as exc:
+        raise BrokerUnreachableError(
+            f"declaring the topology: the connection closed: {_reply_text(exc)}"
+        ) from exc
+    finally:
+        if not channel.is_closed:
+            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
+                await channel.close()
+    unchanged = [f"exchange {x.name!r}" for x in exchanges] + [f"queue {q.name!r}" for q in queues]
+    return ApplyResult((), tuple(unchanged), len(bindings))
+
+
 async def declare_topology(
     settings: Settings, topology: Topology, *, check_only: bool = False
 ) -> ApplyResult:
@@ -246,6 +313,12 @@ async def declare_topology(
     effective = effective_topology(topology)
     connection = await connect_for_topology(settings)
     try:
+        if not check_only:
+            # A worker (re)starting finds everything in place: about 130 sequential
+            # round trips (~0.15 s) become one.
+            done = await _redeclare_existing(connection, effective, _bindings_of(effective))
+            if done is not None:
+                return done
         declarer = _Declarer(connection)
         existing, conflicts = await _preflight(declarer, effective)
         if conflicts:
@@ -266,11 +339,7 @@ async def declare_topology(
             what = f"exchange {exchange.name!r}"
             await declarer.run(what, _declare_exchange(exchange))
             note(what)
-        bindings = [
-            b
-            for b in effective.bindings()
-            if not (b.destination_type == "queue" and _is_exclusive(effective, b.destination))
-        ]
+        bindings = _bindings_of(effective)
         for binding in (b for b in bindings if b.destination_type == "exchange"):
             await declarer.run(f"binding {describe_binding(binding)}", _bind(binding))
         for queue in effective.queues:
@@ -284,6 +353,15 @@ async def declare_topology(
         return ApplyResult(tuple(created), tuple(unchanged), len(bindings))
     finally:
         await connection.close()
+
+
+def _bindings_of(topology: Topology) -> list[Binding]:
+    """Every binding but those to exclusive queues (their owner declares them)."""
+    return [
+        b
+        for b in topology.bindings()
+        if not (b.destination_type == "queue" and _is_exclusive(topology, b.destination))
+    ]
 
 
 def _is_exclusive(topology: Topology, queue: str) -> bool:

@@ -184,6 +184,48 @@ def test_a_conflicting_queue_refuses_the_whole_file_and_declares_nothing(
     assert all(x["name"] == "" or x["name"].startswith("amq.") for x in api.list_exchanges(vhost))
 
 
+def test_a_conflict_in_an_applied_vhost_is_reported_and_changes_nothing(
+    settings: Settings, vhost: str, management: httpx.Client
+) -> None:
+    # Given the whole file applied (so a redeclare takes the one-round-trip path) ...
+    topology = load_topology(EXAMPLE, {})
+    declare_topology_sync(settings, topology)
+    # ... then queue 'pdf' re-created by hand with another max length and no bindings
+    vq = vhost.replace("/", "%2F")
+    management.delete(f"/queues/{vq}/pdf").raise_for_status()
+    management.put(
+        f"/queues/{vq}/pdf", json={"durable": True, "arguments": {"x-max-length": 10}}
+    ).raise_for_status()
+    # When the file is applied again, it refuses with the queue's name ...
+    with pytest.raises(TopologyConflictError) as caught:
+        declare_topology_sync(settings, topology)
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith("queue 'pdf': inequivalent arg")
+    # ... and changed nothing: the queue did not get its binding back.
+    bindings = management.get(f"/queues/{vq}/pdf/bindings").raise_for_status().json()
+    assert [b["source"] for b in bindings] == [""]
+
+
+def test_a_missing_binding_in_an_applied_vhost_is_declared_again(
+    settings: Settings, vhost: str, management: httpx.Client
+) -> None:
+    topology = load_topology(EXAMPLE, {})
+    declare_topology_sync(settings, topology)
+    vq = vhost.replace("/", "%2F")
+    [binding] = [
+        b
+        for b in management.get(f"/queues/{vq}/pdf/bindings").raise_for_status().json()
+        if b["source"] == "reports"
+    ]
+    management.delete(
+        f"/bindings/{vq}/e/reports/q/pdf/{binding['properties_key']}"
+    ).raise_for_status()
+    again = declare_topology_sync(settings, topology)
+    assert again.created == ()
+    sources = [b["source"] for b in management.get(f"/queues/{vq}/pdf/bindings").json()]
+    assert "reports" in sources
+
+
 def test_exported_definitions_import_into_a_fresh_vhost_and_plan_unchanged(
     make_vhost: Callable[[], str], api: ManagementClient, settings: Settings
 ) -> None:
