@@ -151,7 +151,9 @@ class EventPublisher:
             try:
                 await self._publisher.publish(message)
                 self.published += 1
-            except AmqpqError:
+            except Exception as exc:
+                if not isinstance(exc, AmqpqError):  # a bug must not stop the events for good
+                    log.warning("publishing an event failed: %r", exc)
                 # Disconnected: drop what is queued now rather than replay stale events.
                 self.dropped += 1 + queue.qsize()
                 while not queue.empty():

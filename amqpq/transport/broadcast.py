@@ -26,7 +26,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from amqpq.codec import MessageProperties, OutgoingMessage
 from amqpq.errors import BrokerError, PublishError, UnroutableError
-from amqpq.transport.aio import CONNECTION_ERRORS, AsyncBroker, from_aio_properties, to_aio_message
+from amqpq.transport.aio import CONNECTION_ERRORS, AsyncBroker, from_aio_properties
 
 __all__ = ["FireAndForget", "MessageCallback", "StreamReader", "Subscription", "exchange_exists"]
 
@@ -140,40 +140,56 @@ class FireAndForget:
     """Unconfirmed, non-mandatory publishes on a channel of their own.
 
     :meth:`publish` raises :class:`PublishError` when the connection is down (the
-    caller drops the message); it never waits for the broker's answer.
+    caller drops the message); it never waits for the broker's answer. It writes
+    straight to the underlying aiormq channel: events are published three times per
+    task, so the per-message cost matters (docs/operations.md#events).
     """
 
     def __init__(self, broker: AsyncBroker) -> None:
         self._broker = broker
         self._channel: AbstractChannel | None = None
+        self._raw: aiormq.Channel | None = None
         self._opening = asyncio.Lock()
 
-    async def _get_channel(self) -> AbstractChannel:
-        channel = self._channel
-        if channel is not None and not channel.is_closed:
-            return channel
+    async def _get_raw(self) -> aiormq.Channel:
+        raw = self._raw
+        if raw is not None and not raw.is_closed:
+            return raw
         async with self._opening:
             if self._channel is None or self._channel.is_closed:
                 connection = await self._broker.connect()
                 self._channel = await connection.channel(publisher_confirms=False)
-            return self._channel
+            underlay = await self._channel.get_underlay_channel()
+            assert isinstance(underlay, aiormq.Channel)  # the concrete one takes wait=
+            self._raw = underlay
+            return underlay
 
     async def publish(self, message: OutgoingMessage) -> None:
+        props = message.properties
         try:
-            channel = await self._get_channel()
-            exchange = (
-                channel.default_exchange
-                if message.exchange == ""
-                else aio_pika.Exchange(channel, message.exchange, aio_pika.ExchangeType.TOPIC)
-            )
-            await exchange.publish(
-                to_aio_message(message), routing_key=message.routing_key, mandatory=False
+            raw = await self._get_raw()
+            await raw.basic_publish(
+                message.body,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                properties=aiormq.spec.Basic.Properties(
+                    content_type=props.content_type,
+                    delivery_mode=props.delivery_mode,
+                    correlation_id=props.correlation_id,
+                    message_type=props.type,
+                    headers=props.headers or None,
+                    # aiormq draws a random uuid for a message without an id: skip that.
+                    message_id=props.message_id or "-",
+                ),
+                mandatory=False,
+                wait=False,  # queued for the socket: no drain future per message
             )
         except _PUBLISH_ERRORS as exc:
-            self._channel = None
+            self._raw = None
             raise PublishError(f"fire-and-forget publish failed: {exc!r}") from exc
 
     async def close(self) -> None:
+        self._raw = None
         channel, self._channel = self._channel, None
         await _close(channel)
 
