@@ -171,7 +171,9 @@ class BlockingBroker:
         errors: list[str] = []
         for address in self.settings.addresses:
             try:
-                return BlockingConnection(self._parameters(address))
+                connection = BlockingConnection(self._parameters(address))
+                _coalesce_writes(connection)
+                return connection
             except pika.exceptions.ProbableAuthenticationError as exc:
                 errors.append(f"{address.display}: refused the credentials ({_describe(exc)})")
             except pika.exceptions.ProbableAccessDeniedError as exc:
@@ -558,6 +560,31 @@ class BlockingBroker:
                 log.debug("keep-alive pump failed", exc_info=True)
             finally:
                 self.lock.release()
+
+
+def _coalesce_writes(connection: BlockingConnection) -> None:
+    """Hand a message's frames (method, header, body) to the socket as one buffer.
+
+    pika queues each frame as its own buffer and sends them with one ``send()`` each:
+    three system calls per publish where one does (~5% of a confirmed ``delay()``
+    round trip here). Only when pika has the method this relies on.
+    """
+    impl = connection._impl
+    output = getattr(impl, "_output_marshaled_frames", None)
+    emit = getattr(impl, "_adapter_emit_data", None)
+    if output is None or emit is None or not hasattr(impl, "frames_sent"):
+        return
+
+    def output_joined(marshaled_frames: Sequence[bytes]) -> None:
+        if len(marshaled_frames) == 1:
+            output(marshaled_frames)
+            return
+        data = b"".join(marshaled_frames)
+        impl.bytes_sent += len(data)
+        impl.frames_sent += len(marshaled_frames)
+        emit(data)
+
+    impl._output_marshaled_frames = output_joined
 
 
 def _marker(flag: list[bool], wake: Callable[[], None]) -> Callable[[Any], None]:
