@@ -22,7 +22,14 @@ from amqpq.cli.common import TopologyOption, UrlOption, console, handle_errors, 
 from amqpq.cli.purge import load_for
 from amqpq.errors import AmqpqError
 from amqpq.settings import Settings
-from amqpq.topology.infra import DELAY_LEVELS, dead_letter_queue_name, delay_queue_name, work_queues
+from amqpq.topology.infra import (
+    DELAY_LEVELS,
+    control_exchange_name,
+    dead_letter_queue_name,
+    delay_queue_name,
+    revocations_queue_name,
+    work_queues,
+)
 from amqpq.topology.models import Topology
 from amqpq.transport.management import ManagementClient
 
@@ -90,8 +97,12 @@ def collect_status(settings: Settings, topology: Topology) -> dict[str, Any]:
         )
 
     by_connection: dict[str, list[dict[str, Any]]] = {}
+    # A worker also consumes its control queue and the revocations stream: not work.
+    own = (f"{control_exchange_name(infra.prefix)}.", revocations_queue_name(infra.prefix))
     for consumer in consumers:
         details = consumer.get("channel_details") or {}
+        if str((consumer.get("queue") or {}).get("name", "")).startswith(own):
+            continue
         by_connection.setdefault(str(details.get("connection_name", "")), []).append(
             {
                 "queue": (consumer.get("queue") or {}).get("name"),
