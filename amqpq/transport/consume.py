@@ -44,6 +44,7 @@ class Delivery:
     """One consumed message: body, properties, where it came from, and how to settle it."""
 
     __slots__ = (
+        "_acks",
         "_message",
         "body",
         "consumer_tag",
@@ -56,8 +57,11 @@ class Delivery:
         "settled",
     )
 
-    def __init__(self, message: AbstractIncomingMessage, queue: str) -> None:
+    def __init__(
+        self, message: AbstractIncomingMessage, queue: str, acks: _AckCoalescer | None = None
+    ) -> None:
         self._message = message
+        self._acks = acks
         self.body: bytes = message.body
         self.properties: MessageProperties = from_aio_properties(message)
         self.exchange: str = message.exchange or ""
@@ -104,7 +108,14 @@ class Delivery:
         if self.settled:
             return False
         self.settled = True
+        acks = self._acks
         try:
+            if acks is not None:
+                if how == "ack" and acks.worth_waiting(self):
+                    if await acks.ack(self):
+                        return True
+                    raise ChannelClosed("the channel closed before the ack was sent")
+                acks.settling(self)
             if how == "ack":
                 await self._message.ack()
             elif how == "nack":
@@ -122,6 +133,101 @@ class Delivery:
             )
             return False
         return True
+
+
+class _AckCoalescer:
+    """The acks of one consuming channel, sent as one ``basic.ack(multiple)`` when they can be.
+
+    A multiple ack with tag T settles every unsettled delivery up to T, so it is only
+    sent when each of those is being acked now; anything else is acked on its own.
+    One task sends, in order, and takes a delivery out of ``unsettled`` right before its
+    frame is queued, so a multiple ack never covers a tag that some other frame (an
+    earlier single ack, a nack, a reject) still has to settle. With one delivery in
+    flight (prefetch 1) there is nothing to coalesce: the ack goes out directly.
+    """
+
+    __slots__ = ("_pending", "_sender", "_wake", "unsettled")
+
+    def __init__(self) -> None:
+        self.unsettled: dict[int, None] = {}  # delivery tags, ascending
+        self._pending: dict[int, tuple[Delivery, asyncio.Future[bool]]] = {}
+        self._wake: asyncio.Future[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    def delivered(self, delivery: Delivery) -> None:
+        if delivery.delivery_tag is not None:
+            self.unsettled[delivery.delivery_tag] = None
+
+    def worth_waiting(self, delivery: Delivery) -> bool:
+        """True when other deliveries are unsettled: the ack may join a multiple one."""
+        tag = delivery.delivery_tag
+        return tag is not None and tag in self.unsettled and len(self.unsettled) > 1
+
+    def settling(self, delivery: Delivery) -> None:
+        """Its frame is about to be queued (called right before, with no await between)."""
+        if delivery.delivery_tag is not None:
+            self.unsettled.pop(delivery.delivery_tag, None)
+
+    async def ack(self, delivery: Delivery) -> bool:
+        assert delivery.delivery_tag is not None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._pending[delivery.delivery_tag] = (delivery, future)
+        if self._sender is None or self._sender.done():
+            self._sender = loop.create_task(self._send())
+        elif self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        return await future
+
+    async def _send(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._wake = loop.create_future()
+                try:
+                    await asyncio.wait_for(self._wake, 1.0)
+                except TimeoutError:
+                    if not self._pending:
+                        return
+                continue
+            pending, self._pending = self._pending, {}
+            top = None
+            for tag in self.unsettled:  # the oldest unsettled tags, all acked now
+                if tag not in pending:
+                    break
+                top = tag
+            covered = [] if top is None else [t for t in pending if t <= top]
+            if len(covered) > 1:
+                for tag in covered:
+                    self.unsettled.pop(tag, None)
+                last, _ = pending[top]  # type: ignore[index]
+                ok = await self._ack_frame(last, multiple=True)
+                for tag in covered:
+                    _resolve(pending.pop(tag)[1], ok)
+            for tag in sorted(pending):
+                delivery, future = pending[tag]
+                self.unsettled.pop(tag, None)
+                _resolve(future, await self._ack_frame(delivery, multiple=False))
+
+    @staticmethod
+    async def _ack_frame(delivery: Delivery, *, multiple: bool) -> bool:
+        try:
+            await delivery._message.ack(multiple=multiple)
+        except _SETTLE_ERRORS:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+        for _, future in self._pending.values():
+            _resolve(future, False)
+        self._pending.clear()
+
+
+def _resolve(future: asyncio.Future[bool], ok: bool) -> None:
+    if not future.done():
+        future.set_result(ok)
 
 
 DeliveryHandler = Callable[[Delivery], Coroutine[Any, Any, None]]
@@ -143,6 +249,8 @@ class QueueConsumer:
         self._channel: AbstractChannel | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self.tasks: set[asyncio.Task[None]] = set()  # deliveries being handled
+        # Per underlying channel: a reconnect brings a new one, whose tags start again at 1.
+        self._acks: dict[int, tuple[Any, _AckCoalescer]] = {}
 
     @property
     def consumer_tags(self) -> list[str]:
@@ -173,12 +281,30 @@ class QueueConsumer:
         tasks = self.tasks
         create_task = asyncio.get_running_loop().create_task
 
+        acks_for = self._acks_for
+
         def on_message(message: AbstractIncomingMessage) -> None:
-            task = create_task(handler(Delivery(message, queue)))
+            acks = acks_for(message.channel) if self._prefetch > 1 else None
+            delivery = Delivery(message, queue, acks)
+            if acks is not None:
+                acks.delivered(delivery)
+            task = create_task(handler(delivery))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
         return on_message
+
+    def _acks_for(self, channel: Any) -> _AckCoalescer:
+        found = self._acks.get(id(channel))
+        if found is not None and found[0] is channel:
+            return found[1]
+        for key, (old, coalescer) in list(self._acks.items()):
+            if old.is_closed:  # the channel of before a reconnect: its acks fail anyway
+                coalescer.close()
+                del self._acks[key]
+        coalescer = _AckCoalescer()
+        self._acks[id(channel)] = (channel, coalescer)
+        return coalescer
 
     async def cancel(self) -> None:
         """Stop receiving (basic.cancel); deliveries already received can still be settled."""
@@ -191,6 +317,9 @@ class QueueConsumer:
 
     async def close(self) -> None:
         channel, self._channel = self._channel, None
+        for _, coalescer in self._acks.values():
+            coalescer.close()
+        self._acks.clear()
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(*_CLOSE_ERRORS):
                 await channel.close()

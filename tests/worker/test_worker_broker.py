@@ -136,6 +136,29 @@ async def test_sigterm_mid_task_finishes_acks_and_exits_0(start_worker, client: 
     assert await client.ready_count("work") == 0  # acked: nothing came back
 
 
+async def test_acks_coalesced_under_load_settle_every_message_exactly_once(
+    start_worker, client: TaskClient
+) -> None:
+    # Given a worker with 8 slots (its acks may leave as one basic.ack with multiple)
+    worker = await start_worker("-Q", "work", "-c", "8").started()
+    # When 300 tasks arrive at once, every seventh one failing (dead-lettered by a reject)
+    ids = [
+        await client.send("wt.fail", ["boom"])
+        if i % 7 == 0
+        else await client.send("wt.add", [i, 1])
+        for i in range(300)
+    ]
+    replies = [await client.wait_reply(i) for i in ids]
+    assert [r["state"] for r in replies].count("FAILURE") == len(range(0, 300, 7))
+    # Then, once stopped, nothing unacked comes back, and no settle was refused or dropped
+    worker.signal(signal.SIGTERM)
+    assert await worker.wait() == 0
+    assert await client.ready_count("work") == 0
+    assert len(await client.take_all("work.dlq", len(range(0, 300, 7)))) == len(range(0, 300, 7))
+    assert "dropped" not in worker.log()
+    assert "PRECONDITION_FAILED" not in worker.log()
+
+
 @pytest.mark.slow
 async def test_second_signal_stops_now_and_the_task_goes_back(
     start_worker, client: TaskClient
