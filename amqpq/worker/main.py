@@ -232,17 +232,26 @@ class Worker:
                 observers=observers,
                 rate_limiter=RateLimiter(),
             )
-            await self._operations_start(republisher, infra.prefix)
-            limits = bounded_queues(self.topology, self.queues)
-            if limits:
-                self._redeliveries = RedeliveryBound(
-                    republisher, self._handler.deadletters, limits, self.stats
+            # Consume while the revocations stream is read and the control queue set up
+            # (a round trip or more each): the handler holds every task until the
+            # revocations are read (Revocations.wait_ready).
+            operations = asyncio.ensure_future(self._operations_start(republisher, infra.prefix))
+            try:
+                limits = bounded_queues(self.topology, self.queues)
+                if limits:
+                    self._redeliveries = RedeliveryBound(
+                        republisher, self._handler.deadletters, limits, self.stats
+                    )
+                consumer = self._consumer = QueueConsumer(
+                    broker, prefetch=pool.size, handler=self._handle
                 )
-            consumer = self._consumer = QueueConsumer(
-                broker, prefetch=pool.size, handler=self._handle
-            )
-            if not self._stop.is_set():
-                await consumer.start(self.queues, self.consumer_tag)
+                if not self._stop.is_set():
+                    await consumer.start(self.queues, self.consumer_tag)
+            except BaseException:
+                operations.cancel()
+                await asyncio.gather(operations, return_exceptions=True)
+                raise
+            await operations
             log.info(
                 "worker started app=%s tasks=%s queues=%s pool=%s concurrency=%d prefetch=%d "
                 "broker=%s connection=%r",
