@@ -243,6 +243,35 @@ class WorkerProcess:
                 total += proc.memory_info().rss
         return total
 
+    def tree_pss(self) -> int:
+        """PSS of the worker and its descendants, in bytes: each shared page is split among
+        the processes sharing it, so a tree of forked workers counts its memory once."""
+        total = 0
+        for pid in _proc_tree(self.pid):
+            with contextlib.suppress(OSError, ValueError):
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        return total
+
+
+def _proc_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
 
 def _proc_tree_rss(pid: int) -> int:
     children: dict[int, list[int]] = {}

@@ -66,6 +66,7 @@ METRICS: dict[str, list[Metric]] = {
     "coldstart": [
         Metric("coldstart", "default worker: spawn -> consuming", "s", False),
         Metric("rss", "default worker: idle RSS (process tree)", "MiB", False),
+        Metric("pss", "default worker: idle PSS (process tree, shared pages split)", "MiB", False),
     ],
     "blob": [
         Metric("blob.enqueue", "1 MB payloads: enqueue one at a time", "msg/s"),
@@ -244,6 +245,7 @@ class Bench:
             self.record("coldstart", system.name, lambda: consuming - worker.started)
             time.sleep(self.args.idle)
             self.record("rss", system.name, lambda: worker.tree_rss() / MB)
+            self.record("pss", system.name, lambda: worker.tree_pss() / MB)
         except RuntimeError as exc:
             self.figure("coldstart", system.name).error = f"error: {exc}"
             self.log(f"  {system.name} coldstart: {exc}\n{worker.tail()}")
