@@ -17,7 +17,6 @@ import contextlib
 import errno
 import os
 import socket
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -36,6 +35,7 @@ from amqpq.settings import BrokerAddress, Settings, connection_name
 from amqpq.topology.infra import effective_topology
 from amqpq.topology.models import Binding, Exchange, Queue, Topology
 from amqpq.topology.plan import describe_binding
+from amqpq.transport.tls import ssl_context_for
 
 __all__ = ["ApplyResult", "connect_for_topology", "declare_topology", "declare_topology_sync"]
 
@@ -55,21 +55,6 @@ class ApplyResult:
             f"{len(self.created)} created, {len(self.unchanged)} unchanged, "
             f"{self.bindings} bindings declared"
         )
-
-
-def _ssl_context(settings: Settings) -> ssl.SSLContext:
-    context = ssl.create_default_context(
-        cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
-    )
-    if settings.tls_cert_file:
-        context.load_cert_chain(
-            str(settings.tls_cert_file),
-            str(settings.tls_key_file) if settings.tls_key_file else None,
-        )
-    if not settings.tls_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _connect_reason(exc: BaseException, address: BrokerAddress) -> str:
@@ -106,7 +91,7 @@ async def connect_for_topology(settings: Settings, role: str = "topology") -> Ab
                 password=address.password,
                 virtualhost=address.vhost,
                 ssl=address.tls,
-                ssl_context=_ssl_context(settings) if address.tls else None,
+                ssl_context=ssl_context_for(settings) if address.tls else None,
                 timeout=settings.connect_timeout,
                 client_properties={"connection_name": connection_name(role)},
             )
