@@ -168,39 +168,9 @@ class BlockingBroker:
         return channel
 
     def _open_connection(self) -> BlockingConnection:
-        errors: list[str] = []
-        for address in self.settings.addresses:
-            try:
-                connection = BlockingConnection(self._parameters(address))
-                _coalesce_writes(connection)
-                return connection
-            except pika.exceptions.ProbableAuthenticationError as exc:
-                errors.append(f"{address.display}: refused the credentials ({_describe(exc)})")
-            except pika.exceptions.ProbableAccessDeniedError as exc:
-                errors.append(f"{address.display}: access to the vhost refused ({_describe(exc)})")
-            except (pika.exceptions.AMQPError, OSError) as exc:
-                errors.append(f"{address.display}: {_describe(exc)}")
-        raise BrokerUnreachableError("cannot connect to RabbitMQ: " + "; ".join(errors))
-
-    def _parameters(self, address: BrokerAddress) -> pika.ConnectionParameters:
-        ssl_options = (
-            pika.SSLOptions(ssl_context_for(self.settings), server_hostname=address.host)
-            if address.tls
-            else None
-        )
-        return pika.ConnectionParameters(
-            host=address.host,
-            port=address.port,
-            virtual_host=address.vhost,
-            credentials=pika.PlainCredentials(address.username, address.password),
-            heartbeat=self.settings.heartbeat,
-            blocked_connection_timeout=max(self.confirm_timeout, 1.0),
-            connection_attempts=1,
-            socket_timeout=self.settings.connect_timeout,
-            stack_timeout=self.settings.connect_timeout,
-            ssl_options=ssl_options,
-            client_properties={"connection_name": self.name, "product": "amqpq"},
-        )
+        connection = open_blocking_connection(self.settings, self.name, self.confirm_timeout)
+        _coalesce_writes(connection)
+        return connection
 
     def _drop(self, reason: str) -> None:
         """Forget the connection; fail what was in flight on it."""
@@ -615,14 +585,71 @@ def _close_quietly(connection: BlockingConnection) -> None:
 
 
 def _describe(exc: BaseException) -> str:
+    """A pika or socket error as a few readable words."""
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, socket.timeout | TimeoutError):
         return "timed out"
-    if isinstance(exc, pika.exceptions.AMQPConnectionError) and exc.args:
-        inner = exc.args[0]
-        if isinstance(inner, BaseException):
-            return _describe(inner)
+    # pika wraps the socket error in one or two connector errors.
+    inner = getattr(exc, "exception", None)
+    if isinstance(inner, BaseException):
+        return _describe(inner)
+    if exc.args and isinstance(exc.args[0], BaseException):
+        return _describe(exc.args[0])
+    if isinstance(exc, ConnectionError | OSError) and exc.strerror:
+        return exc.strerror.lower()
     if isinstance(exc, pika.exceptions.ChannelClosed | pika.exceptions.ConnectionClosed):
         return f"{exc.reply_code} {exc.reply_text}"
     return str(exc) or type(exc).__name__
+
+
+describe_error = _describe
+
+
+def connection_parameters(
+    settings: Settings, address: BrokerAddress, name: str, confirm_timeout: float
+) -> pika.ConnectionParameters:
+    """pika parameters for one broker address: named, heartbeats, TLS with verification."""
+    ssl_options = (
+        pika.SSLOptions(ssl_context_for(settings), server_hostname=address.host)
+        if address.tls
+        else None
+    )
+    return pika.ConnectionParameters(
+        host=address.host,
+        port=address.port,
+        virtual_host=address.vhost,
+        credentials=pika.PlainCredentials(address.username, address.password),
+        heartbeat=settings.heartbeat,
+        blocked_connection_timeout=max(confirm_timeout, 1.0),
+        connection_attempts=1,
+        socket_timeout=settings.connect_timeout,
+        stack_timeout=settings.connect_timeout,
+        ssl_options=ssl_options,
+        client_properties={"connection_name": name, "product": "amqpq"},
+    )
+
+
+def open_blocking_connection(
+    settings: Settings, name: str, confirm_timeout: float
+) -> BlockingConnection:
+    """A pika connection to the first broker address that answers (failover order)."""
+    errors: list[str] = []
+    for address in settings.addresses:
+        try:
+            return BlockingConnection(
+                connection_parameters(settings, address, name, confirm_timeout)
+            )
+        except pika.exceptions.ProbableAuthenticationError:
+            errors.append(
+                f"{address.display}: the broker refused the credentials for user "
+                f"{address.username!r}"
+            )
+        except pika.exceptions.ProbableAccessDeniedError:
+            errors.append(
+                f"{address.display}: vhost {address.vhost!r} does not exist or user "
+                f"{address.username!r} may not use it"
+            )
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            errors.append(f"{address.display}: {_describe(exc)}")
+    raise BrokerUnreachableError("cannot connect to RabbitMQ: " + "; ".join(errors))

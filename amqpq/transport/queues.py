@@ -15,7 +15,6 @@ pika errors are mapped to :mod:`amqpq.errors` here.
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -34,8 +33,9 @@ from amqpq.errors import (
     PublishNackedError,
     UnroutableError,
 )
-from amqpq.settings import BrokerAddress, Settings, connection_name
-from amqpq.transport.tls import ssl_context_for
+from amqpq.settings import Settings, connection_name
+from amqpq.transport.blocking import describe_error as _describe
+from amqpq.transport.blocking import open_blocking_connection
 
 __all__ = ["GotMessage", "QueueCount", "QueueNotFoundError", "QueueSession"]
 
@@ -105,44 +105,7 @@ class QueueSession:
     def connect(self) -> None:
         if self._connection is not None and self._connection.is_open:
             return
-        errors: list[str] = []
-        for address in self.settings.addresses:
-            try:
-                self._connection = BlockingConnection(self._parameters(address))
-                return
-            except pika.exceptions.ProbableAuthenticationError:
-                errors.append(
-                    f"{address.display}: the broker refused the credentials for user "
-                    f"{address.username!r}"
-                )
-            except pika.exceptions.ProbableAccessDeniedError:
-                errors.append(
-                    f"{address.display}: vhost {address.vhost!r} does not exist or user "
-                    f"{address.username!r} may not use it"
-                )
-            except (pika.exceptions.AMQPError, OSError) as exc:
-                errors.append(f"{address.display}: {_describe(exc)}")
-        raise BrokerUnreachableError("cannot connect to RabbitMQ: " + "; ".join(errors))
-
-    def _parameters(self, address: BrokerAddress) -> pika.ConnectionParameters:
-        ssl_options = (
-            pika.SSLOptions(ssl_context_for(self.settings), server_hostname=address.host)
-            if address.tls
-            else None
-        )
-        return pika.ConnectionParameters(
-            host=address.host,
-            port=address.port,
-            virtual_host=address.vhost,
-            credentials=pika.PlainCredentials(address.username, address.password),
-            heartbeat=self.settings.heartbeat,
-            blocked_connection_timeout=max(self.confirm_timeout, 1.0),
-            connection_attempts=1,
-            socket_timeout=self.settings.connect_timeout,
-            stack_timeout=self.settings.connect_timeout,
-            ssl_options=ssl_options,
-            client_properties={"connection_name": self.name, "product": "amqpq"},
-        )
+        self._connection = open_blocking_connection(self.settings, self.name, self.confirm_timeout)
 
     def close(self) -> None:
         """Close everything; unacked messages go back to their queues in order."""
@@ -368,21 +331,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=UTC)  # AMQP timestamps are UTC seconds
     return value
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
-    # pika wraps the socket error in one or two connector errors.
-    inner = getattr(exc, "exception", None)
-    if isinstance(inner, BaseException):
-        return _describe(inner)
-    if exc.args and isinstance(exc.args[0], BaseException):
-        return _describe(exc.args[0])
-    if isinstance(exc, ConnectionError | OSError) and exc.strerror:
-        return exc.strerror.lower()
-    if isinstance(exc, pika.exceptions.ChannelClosed | pika.exceptions.ConnectionClosed):
-        return f"{exc.reply_code} {exc.reply_text}"
-    return str(exc) or type(exc).__name__
