@@ -245,12 +245,16 @@ async def publish_on(
         else await _exchange(channel, message.exchange)
     )
     try:
-        await exchange.publish(
-            to_aio_message(message),
-            routing_key=message.routing_key,
-            mandatory=message.mandatory,
-            timeout=timeout,
-        )
+        # One deadline around the whole publish (a timer, no task). Given a timeout,
+        # aiormq wraps each step (lock, write, confirm) in asyncio.wait_for: a task and
+        # extra loop iterations each, before the frames even reach the socket.
+        async with asyncio.timeout(timeout):
+            await exchange.publish(
+                to_aio_message(message),
+                routing_key=message.routing_key,
+                mandatory=message.mandatory,
+                timeout=None,
+            )
     except aiormq.exceptions.PublishError as exc:
         raise UnroutableError(
             f"no queue is bound for exchange {message.exchange!r} with routing key "
