@@ -173,6 +173,26 @@ class Signature:
             p.name: TypeAdapter(hints[p.name]) if p.name in hints else _ANY_ADAPTER for p in params
         }
         self.kinds = {p.name: p.kind for p in params}
+        # Worked out once, not on every call.
+        self._positional = [
+            p.name
+            for p in params
+            if p.kind
+            in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        ]
+        self._var_pos = next(
+            (p.name for p in params if p.kind is inspect.Parameter.VAR_POSITIONAL), None
+        )
+        self._var_kw = next(
+            (p.name for p in params if p.kind is inspect.Parameter.VAR_KEYWORD), None
+        )
+        required_keyword = any(
+            p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
+            for p in params
+        )
+        # A call with exactly one positional value per positional parameter and no keyword
+        # arguments always binds: inspect's binding (for its error message) is skipped then.
+        self._plain_arity = None if required_keyword else len(self._positional)
         self.result: TypeAdapter[Any] = (
             TypeAdapter(hints["return"])
             if "return" in hints and hints["return"] is not type(None)
@@ -184,10 +204,11 @@ class Signature:
     ) -> tuple[list[Any], dict[str, Any]]:
         args = list(args)
         kwargs = dict(kwargs)
-        try:
-            self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise ArgumentsError(f"{self.name}: {exc}") from exc
+        if kwargs or len(args) != self._plain_arity:
+            try:
+                self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise ArgumentsError(f"{self.name}: {exc}") from exc
         errors: list[str] = []
 
         def convert(param: str, value: Any, where: str) -> Any:
@@ -205,17 +226,7 @@ class Signature:
 
         # Keep the caller's split between positional and keyword arguments.
         out_args: list[Any] = []
-        positional = [
-            n
-            for n, k in self.kinds.items()
-            if k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        ]
-        var_pos = next(
-            (n for n, k in self.kinds.items() if k is inspect.Parameter.VAR_POSITIONAL), None
-        )
-        var_kw = next(
-            (n for n, k in self.kinds.items() if k is inspect.Parameter.VAR_KEYWORD), None
-        )
+        positional, var_pos, var_kw = self._positional, self._var_pos, self._var_kw
         for index, value in enumerate(args):
             param = positional[index] if index < len(positional) else var_pos
             assert param is not None  # bind() has already refused extra positionals
