@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import sys
 from typing import Annotated
 
 import typer
 
-from amqpq.cli.common import TopologyOption, UrlOption, handle_errors, settings_from
-from amqpq.errors import ConfigError
+from amqpq.cli.common import (
+    TopologyOption,
+    UrlOption,
+    handle_errors,
+    settings_from,
+    setup_logging,
+)
 
 __all__ = ["beat"]
-
-
-def _setup_logging(level: str) -> None:
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        raise ConfigError(f"--loglevel {level!r}: use DEBUG, INFO, WARNING or ERROR")
-    logging.basicConfig(
-        level=numeric,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    logging.getLogger("aio_pika").setLevel(max(numeric, logging.WARNING))
-    logging.getLogger("aiormq").setLevel(max(numeric, logging.WARNING))
 
 
 @handle_errors
@@ -66,7 +55,7 @@ def beat(
     from amqpq.beat import Beat, BeatOptions
     from amqpq.topology.loader import load_topology
 
-    _setup_logging(loglevel)
+    setup_logging(loglevel)
     if app_spec:
         from amqpq.worker.loader import load_app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
-from amqpq.errors import AmqpqError, ExitCode, TopologyError
+from amqpq.errors import AmqpqError, ConfigError, ExitCode, TopologyError
 from amqpq.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -86,3 +87,19 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 def is_interactive() -> bool:
     return sys.stdin.isatty()
+
+
+def setup_logging(level: str) -> None:
+    """One log format for the long-running commands (worker, beat), on stderr."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ConfigError(f"--loglevel {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    logging.basicConfig(
+        level=numeric,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # aio-pika's own reconnect chatter is repeated by amqpq's structured lines.
+    logging.getLogger("aio_pika").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("aiormq").setLevel(max(numeric, logging.WARNING))

@@ -14,7 +14,13 @@ from typing import Annotated
 
 import typer
 
-from amqpq.cli.common import TopologyOption, UrlOption, handle_errors, settings_from
+from amqpq.cli.common import (
+    TopologyOption,
+    UrlOption,
+    handle_errors,
+    settings_from,
+    setup_logging,
+)
 from amqpq.errors import ConfigError
 from amqpq.events import events_enabled_by_default
 from amqpq.topology.loader import load_topology
@@ -44,18 +50,7 @@ def parse_size(text: str) -> int:
 
 
 def _setup_logging(level: str) -> None:
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        raise ConfigError(f"--loglevel {level!r}: use DEBUG, INFO, WARNING or ERROR")
-    logging.basicConfig(
-        level=numeric,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    # aio-pika's own reconnect chatter is repeated by amqpq's structured lines.
-    logging.getLogger("aio_pika").setLevel(max(numeric, logging.WARNING))
-    logging.getLogger("aiormq").setLevel(max(numeric, logging.WARNING))
+    setup_logging(level)
     os.environ["AMQPQ_LOGLEVEL"] = level.upper()  # children of the processes pool
 
 
