@@ -1,4 +1,4 @@
-"""``amqpq status``: the topology's queues and the live workers, from the management API.
+"""``amqpq status``: the topology's queues, the live workers and beats, from the management API.
 
 Figures come from the management API's statistics, which RabbitMQ refreshes
 every ``collect_statistics_interval`` (5 s by default): counts and rates may lag
@@ -24,6 +24,7 @@ from amqpq.errors import AmqpqError
 from amqpq.settings import Settings
 from amqpq.topology.infra import (
     DELAY_LEVELS,
+    beat_leader_queue_name,
     control_exchange_name,
     dead_letter_queue_name,
     delay_queue_name,
@@ -33,9 +34,10 @@ from amqpq.topology.infra import (
 from amqpq.topology.models import Topology
 from amqpq.transport.management import ManagementClient
 
-__all__ = ["WORKER_PREFIX", "collect_status", "status"]
+__all__ = ["BEAT_PREFIX", "WORKER_PREFIX", "collect_status", "status"]
 
 WORKER_PREFIX = "amqpq worker "
+BEAT_PREFIX = "amqpq beat "
 
 
 def _rate(stats: dict[str, Any], key: str) -> float:
@@ -54,6 +56,32 @@ def _int(value: Any) -> int:
 def _connection_name(connection: dict[str, Any]) -> str:
     properties = connection.get("client_properties") or {}
     return str(connection.get("user_provided_name") or properties.get("connection_name") or "")
+
+
+def _process(connection: dict[str, Any], name: str, prefix: str) -> dict[str, Any]:
+    """What a named amqpq connection says about its process (``amqpq <role> <host>:<pid>``)."""
+    host, _, pid = name[len(prefix) :].rpartition(":")
+    connected = connection.get("connected_at")
+    return {
+        "name": name,
+        "host": host,
+        "pid": int(pid) if pid.isdigit() else None,
+        "peer": f"{connection.get('peer_host')}:{connection.get('peer_port')}",
+        "state": connection.get("state"),
+        "connected_at": datetime.fromtimestamp(connected / 1000, UTC).isoformat(timespec="seconds")
+        if isinstance(connected, int | float)
+        else None,
+    }
+
+
+def _beat_role(consumer: dict[str, Any] | None) -> str:
+    """The broker's single active consumer of the leader queue is the leader (docs/scheduler.md)."""
+    if consumer is None:
+        return "starting"  # connected, not consuming the leader queue yet (or any more)
+    active = consumer.get("active")
+    if not isinstance(active, bool):  # brokers without the flag: only its status
+        active = consumer.get("activity_status") in ("single_active", "up")
+    return "leader" if active else "standby"
 
 
 def collect_status(settings: Settings, topology: Topology) -> dict[str, Any]:
@@ -99,41 +127,51 @@ def collect_status(settings: Settings, topology: Topology) -> dict[str, Any]:
     by_connection: dict[str, list[dict[str, Any]]] = {}
     # A worker also consumes its control queue and the revocations stream: not work.
     own = (f"{control_exchange_name(infra.prefix)}.", revocations_queue_name(infra.prefix))
+    leader_queue = beat_leader_queue_name(infra.prefix)
+    beat_consumers: dict[str, dict[str, Any]] = {}
     for consumer in consumers:
         details = consumer.get("channel_details") or {}
-        if str((consumer.get("queue") or {}).get("name", "")).startswith(own):
+        queue_name = str((consumer.get("queue") or {}).get("name", ""))
+        if queue_name == leader_queue:
+            beat_consumers[str(details.get("connection_name", ""))] = consumer
+            continue
+        if queue_name.startswith(own):
             continue
         by_connection.setdefault(str(details.get("connection_name", "")), []).append(
             {
-                "queue": (consumer.get("queue") or {}).get("name"),
+                "queue": queue_name,
                 "consumer_tag": consumer.get("consumer_tag"),
                 "prefetch": consumer.get("prefetch_count"),
             }
         )
     workers: list[dict[str, Any]] = []
+    beats: list[dict[str, Any]] = []
     for connection in connections:
         name = _connection_name(connection)
-        if not name.startswith(WORKER_PREFIX):
-            continue
-        host, _, pid = name[len(WORKER_PREFIX) :].rpartition(":")
-        connected = connection.get("connected_at")
-        workers.append(
-            {
-                "name": name,
-                "host": host,
-                "pid": int(pid) if pid.isdigit() else None,
-                "peer": f"{connection.get('peer_host')}:{connection.get('peer_port')}",
-                "state": connection.get("state"),
-                "connected_at": datetime.fromtimestamp(connected / 1000, UTC).isoformat(
-                    timespec="seconds"
-                )
-                if isinstance(connected, int | float)
-                else None,
-                "channels": _int(connection.get("channels")),
-                "consumers": by_connection.get(str(connection.get("name")), []),
-            }
-        )
+        if name.startswith(WORKER_PREFIX):
+            workers.append(
+                {
+                    **_process(connection, name, WORKER_PREFIX),
+                    "channels": _int(connection.get("channels")),
+                    "consumers": by_connection.get(str(connection.get("name")), []),
+                }
+            )
+        elif name.startswith(BEAT_PREFIX):
+            on_leader_queue = beat_consumers.get(str(connection.get("name")))
+            beats.append(
+                {
+                    **_process(connection, name, BEAT_PREFIX),
+                    "role": _beat_role(on_leader_queue),
+                    "queue": leader_queue,
+                    "consumer_tag": None
+                    if on_leader_queue is None
+                    else on_leader_queue.get("consumer_tag"),
+                }
+            )
     workers.sort(key=lambda w: w["name"])
+    # The leader first, then standbys, then beats still starting.
+    order = {"leader": 0, "standby": 1, "starting": 2}
+    beats.sort(key=lambda b: (order[b["role"]], b["name"]))
     return {
         "vhost": vhost,
         "broker": settings.primary.display,
@@ -141,6 +179,8 @@ def collect_status(settings: Settings, topology: Topology) -> dict[str, Any]:
         "queues": queues,
         "delayed": delayed,
         "workers": workers,
+        "schedules": len(topology.schedules),
+        "beats": beats,
     }
 
 
@@ -182,7 +222,36 @@ def _render(document: dict[str, Any]) -> RenderableType:
             Text(consuming or "-"),
         )
     parts.append(workers if document["workers"] else Text("no worker is connected"))
+    beats = _render_beats(document)
+    if beats is not None:
+        parts.append(beats)
     return Group(*parts)
+
+
+def _render_beats(document: dict[str, Any]) -> RenderableType | None:
+    """The beats; nothing when there are none and the file has no schedules to send."""
+    beats = document["beats"]
+    if not beats:
+        if document["schedules"]:
+            return Text("no beat is connected: the schedules are not being sent", style="yellow")
+        return None
+    leaders = sum(1 for b in beats if b["role"] == "leader")
+    table = Table(
+        title=f"beats ({len(beats)}, leader on {beats[0]['queue']})", title_justify="left"
+    )
+    for column in ("beat", "role", "connected", "connection"):
+        table.add_column(column)
+    styles = {"leader": "bold green", "standby": "", "starting": "yellow"}
+    for b in beats:
+        table.add_row(
+            Text(b["name"][len(BEAT_PREFIX) :]),
+            Text(b["role"], style=styles[b["role"]]),
+            b["connected_at"] or "-",
+            Text(b["name"]),
+        )
+    if leaders:
+        return table
+    return Group(table, Text("no beat leads yet: the schedules are not being sent", style="yellow"))
 
 
 @handle_errors
@@ -195,7 +264,8 @@ def status(
     topology: TopologyOption = None,
     url: UrlOption = None,
 ) -> None:
-    """Queues of the topology (ready, unacked, consumers, rates, dead letters) and live workers."""
+    """Queues of the topology (ready, unacked, consumers, rates, dead letters), live workers
+    and beats (leader, standby)."""
     settings = settings_from(url, topology)
     parsed = load_for(settings, topology)
     if watch is None:

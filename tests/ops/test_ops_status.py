@@ -85,8 +85,11 @@ def test_status_without_workers_says_so(plain: PlainClient, cli: Cli) -> None:
     result = cli("status")
     assert result.exit_code == 0
     assert "no worker is connected" in result.stdout
+    # A file without schedules needs no beat: nothing is said about beats
+    assert "beat" not in result.stdout
     document = json.loads(cli("status", "--json").stdout)
     assert document["workers"] == []
+    assert (document["schedules"], document["beats"]) == (0, [])
     assert [q["name"] for q in document["queues"]] == ["work", "qwork"]
     assert all(q["exists"] for q in document["queues"])
 
