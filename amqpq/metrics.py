@@ -4,7 +4,8 @@ Each worker process serves its own ``/metrics`` on its own port: with
 ``--workers N`` the supervisor's children use PORT, PORT+1, ..., PORT+N-1
 (child index i keeps its port when it is replaced), so every process is one
 scrape target and no shared files are involved. Every series carries a
-``worker`` label (``host:pid``).
+``worker`` label (``host:pid``). :func:`check_metrics_ports` checks the whole
+range once, before the children are forked.
 
 | metric | type | labels |
 | --- | --- | --- |
@@ -21,6 +22,7 @@ scrape target and no shared files are involved. Every series carries a
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -30,11 +32,18 @@ from prometheus_client.registry import Collector
 
 from amqpq.errors import ConfigError
 
-__all__ = ["RUNTIME_BUCKETS", "WorkerMetrics"]
+__all__ = [
+    "RUNTIME_BUCKETS",
+    "WorkerMetrics",
+    "check_metrics_ports",
+    "metrics_port_for",
+    "metrics_ports",
+]
 
 log = logging.getLogger("amqpq.metrics")
 
 RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+_MAX_PORT = 65535
 _FINAL = frozenset({"succeeded", "failed", "retried", "rejected", "revoked"})
 
 
@@ -106,6 +115,8 @@ class WorkerMetrics:
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Serve ``/metrics`` over HTTP in a daemon thread."""
+        if not 1 <= port <= _MAX_PORT:
+            raise ConfigError(f"--metrics-port: port {port} is out of range (1-{_MAX_PORT})")
         try:
             server, _thread = start_http_server(port, addr, registry=self.registry)
         except OSError as exc:
@@ -126,6 +137,38 @@ class WorkerMetrics:
 def metrics_port_for(base: int | None, index: int) -> int | None:
     """The port of worker process ``index`` under a supervisor (base + index)."""
     return None if base is None else base + index
+
+
+def metrics_ports(base: int, count: int) -> list[int]:
+    """The ports of worker processes 0..count-1; a range past 65535 is a ConfigError."""
+    last = base + count - 1
+    if base < 1 or last > _MAX_PORT:
+        raise ConfigError(
+            f"--metrics-port {base} with {count} worker process(es) needs ports "
+            f"{base}-{last}; ports go up to {_MAX_PORT}"
+        )
+    return list(range(base, last + 1))
+
+
+def check_metrics_ports(base: int, count: int, addr: str = "0.0.0.0") -> list[int]:
+    """Every port the ``count`` worker processes will serve on, each checked free on ``addr``.
+
+    Call it before forking: a child that cannot listen fails at start, and a
+    supervisor would replace it again and again."""
+    ports = metrics_ports(base, count)
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    for index, port in enumerate(ports):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As the HTTP server does, so a port in TIME_WAIT counts as free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((addr, port))
+            except OSError as exc:
+                raise ConfigError(
+                    f"--metrics-port {base}: port {port} (worker process {index} of {count}) "
+                    f"cannot be used on {addr}: {exc.strerror or exc}"
+                ) from exc
+    return ports
 
 
 def prefetch_by_queue(queues: Sequence[str], prefetch: int) -> dict[str, int]:

@@ -16,3 +16,8 @@ def fragile(fixed_flag: str, done_file: str) -> str:
         raise ValueError("bug: the flag file is missing")
     Path(done_file).write_text("done")
     return "done"
+
+
+@app.task(name="ops.add")
+def add(x: int, y: int) -> int:
+    return x + y
