@@ -24,6 +24,10 @@ expiry and dead-lettering behave as on a worker. Time is virtual:
 
 ``TestBroker(app, eager=True)`` runs each task as soon as it is sent (delays
 fast-forwarded), so ``add.delay(1, 2).get()`` returns 3 right away.
+
+Per-task rate limits are not applied (tasks run back to back, the clock stays):
+on a virtual clock a limit would have to move time inside ``run_all`` or leave
+tasks undelivered, and neither tests user code (docs/testing.md).
 """
 
 from __future__ import annotations

@@ -298,3 +298,39 @@ def test_a_result_queue_holds_the_result_until_collected_by_task_id(
     assert broker.queue("results").count == 1
     assert app.producer.result_from_queue("my-id", "results").get() == 3
     assert broker.queue("results").count == 0
+
+
+# -- rate limits: not modelled (docs/testing.md) -----------------------------------------------
+
+
+def test_rate_limits_are_not_applied_tasks_run_back_to_back_and_the_clock_stays(
+    app: App, broker: TestBroker
+) -> None:
+    # Given a task limited to one a minute
+    @app.task(name="tests.throttled", rate_limit="1/m")
+    def throttled(n: int) -> int:
+        return n
+
+    # Then its limit is readable from the task (what a unit test can check)
+    assert throttled.options.rate_limit == "1/m"
+    assert throttled.options.rate_per_second == pytest.approx(1 / 60)
+
+    # When three are sent and run
+    started = broker.now
+    results = [throttled.delay(n) for n in range(3)]
+    assert broker.run_all() == 3
+
+    # Then all three ran at once and virtual time did not move (a worker would space them)
+    assert [r.get() for r in results] == [0, 1, 2]
+    assert broker.now == started
+
+
+def test_rate_limits_are_not_applied_in_eager_mode_either(app: App) -> None:
+    @app.task(name="tests.throttled", rate_limit="1/h")
+    def throttled(n: int) -> int:
+        return n * 2
+
+    with TestBroker(app, eager=True) as broker:
+        started = broker.now
+        assert [throttled.delay(n).get() for n in range(3)] == [0, 2, 4]
+        assert broker.now == started
