@@ -84,6 +84,25 @@ def to_aio_message(message: OutgoingMessage) -> aio_pika.Message:
     )
 
 
+def to_amqp_properties(message: OutgoingMessage) -> aiormq.spec.Basic.Properties:
+    """The wire properties of ``message``, for publishing on a bare aiormq channel."""
+    props = message.properties
+    return aiormq.spec.Basic.Properties(
+        headers=props.headers or None,
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        delivery_mode=props.delivery_mode,
+        priority=props.priority,
+        correlation_id=props.correlation_id,
+        reply_to=props.reply_to,
+        expiration=props.expiration,
+        message_id=props.message_id,
+        timestamp=props.timestamp,
+        message_type=props.type,
+        app_id=props.app_id,
+    )
+
+
 def from_aio_properties(message: aio_pika.abc.AbstractIncomingMessage) -> MessageProperties:
     return MessageProperties(
         message_id=message.message_id,

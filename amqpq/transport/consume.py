@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
@@ -23,7 +23,13 @@ from aio_pika.exceptions import ChannelClosed, MessageProcessError
 
 from amqpq.codec import MessageProperties, OutgoingMessage
 from amqpq.errors import BrokerError, PublishError
-from amqpq.transport.aio import CONNECTION_ERRORS, AsyncBroker, from_aio_properties, publish_on
+from amqpq.transport.aio import (
+    CONNECTION_ERRORS,
+    AsyncBroker,
+    from_aio_properties,
+    publish_on,
+    to_amqp_properties,
+)
 
 __all__ = ["ConfirmingPublisher", "Delivery", "DeliveryHandler", "QueueConsumer"]
 
@@ -91,6 +97,36 @@ class Delivery:
         """How many times the broker delivered it before (quorum queues' ``x-delivery-count``)."""
         value = self.properties.headers.get("x-delivery-count")
         return value if isinstance(value, int) else (1 if self.redelivered else 0)
+
+    async def send_reply(self, message: OutgoingMessage) -> bool:
+        """Publish ``message`` on the channel this delivery came on, unconfirmed, ahead of
+        its settlement; False when that channel is gone (the broker requeued the delivery).
+
+        For direct reply-to answers: one channel keeps its frames in order, so the broker
+        routes the reply before it processes this delivery's ack, without a confirm round
+        trip in between. Not for anything that must be stored before the ack (a durable
+        result queue): that takes a confirming publisher.
+        """
+        channel = cast(aiormq.Channel, self._message.channel)  # the concrete one takes wait=
+        try:
+            await channel.basic_publish(
+                message.body,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                properties=to_amqp_properties(message),
+                mandatory=False,
+                wait=False,
+            )
+        except _SETTLE_ERRORS as exc:
+            log.warning(
+                "reply dropped: the channel closed since delivery, the broker requeued the "
+                "message queue=%s id=%s (%s)",
+                self.queue,
+                self.properties.message_id,
+                type(exc).__name__,
+            )
+            return False
+        return True
 
     async def ack(self) -> bool:
         """Ack; False when the channel it came on is gone (the broker requeued it)."""

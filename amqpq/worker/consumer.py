@@ -37,6 +37,8 @@ log = logging.getLogger("amqpq.worker")
 
 # An eta this close is run now: re-delaying it would cost more than it saves.
 ETA_TOLERANCE = timedelta(milliseconds=100)
+# What RabbitMQ turns ``amq.rabbitmq.reply-to`` into on the way to a worker.
+DIRECT_REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
 _STATES = {state.value: state for state in TaskState}
 _MAX_DONE_UNACKED = 10_000
 _JSON_CONTENT_TYPES = (CONTENT_TYPE, None, "")
@@ -302,7 +304,7 @@ class MessageHandler:
         if not options.acks_late:
             await self._ack(delivery)
         if reply_to and options.track_started:
-            await self._reply(reply_to, envelope, TaskState.STARTED)
+            await self._reply(delivery, reply_to, envelope, TaskState.STARTED)
 
         async def progress(state: str, meta: dict[str, Any] | None) -> None:
             if reply_to:
@@ -310,7 +312,7 @@ class MessageHandler:
                 if known is None or known.is_final:
                     meta = {**(meta or {}), "state": state}
                     known = TaskState.PROGRESS
-                await self._reply(reply_to, envelope, known, meta=meta)
+                await self._reply(delivery, reply_to, envelope, known, meta=meta)
 
         job = Job(task, args, kwargs, envelope.args, envelope.kwargs, request, progress)
         self.stats.active += 1
@@ -348,7 +350,9 @@ class MessageHandler:
                 )
             self.stats.succeeded += 1
             if reply_to and not options.ignore_result:
-                await self._reply(reply_to, envelope, TaskState.SUCCESS, result=outcome.result)
+                await self._reply(
+                    delivery, reply_to, envelope, TaskState.SUCCESS, result=outcome.result
+                )
             log.debug("task succeeded task=%s id=%s", envelope.task, envelope.id)
             await self._ack(delivery)
         elif status == "retry":
@@ -427,6 +431,7 @@ class MessageHandler:
         reply_to = delivery.properties.reply_to
         if reply_to:
             await self._reply(
+                delivery,
                 reply_to,
                 envelope,
                 TaskState.RETRY,
@@ -467,7 +472,7 @@ class MessageHandler:
         )
         reply_to = delivery.properties.reply_to
         if reply_to:
-            await self._reply(reply_to, envelope, TaskState.FAILURE, error=error)
+            await self._reply(delivery, reply_to, envelope, TaskState.FAILURE, error=error)
         await self.deadletters.dead_letter(delivery, reason, error.type, error.message)
 
     async def _reject(
@@ -509,7 +514,7 @@ class MessageHandler:
                 retries=envelope.retries if envelope else 0,
                 worker=self._worker,
             )
-            await self._publish_reply(props.reply_to, reply)
+            await self._publish_reply(delivery, props.reply_to, reply)
         await self.deadletters.dead_letter(delivery, reason, error_type, message)
 
     async def _skip_revoked(
@@ -526,6 +531,7 @@ class MessageHandler:
         if reply_to:
             message = "terminated while running" if how == "terminated" else "revoked"
             await self._reply(
+                delivery,
                 reply_to,
                 envelope,
                 TaskState.REVOKED,
@@ -607,6 +613,7 @@ class MessageHandler:
 
     async def _reply(
         self,
+        delivery: Delivery,
         reply_to: str,
         envelope: TaskEnvelope,
         state: TaskState,
@@ -626,9 +633,9 @@ class MessageHandler:
             retries=envelope.retries if retries is None else retries,
             worker=self._worker,
         )
-        await self._publish_reply(reply_to, reply)
+        await self._publish_reply(delivery, reply_to, reply)
 
-    async def _publish_reply(self, reply_to: str, reply: Reply) -> None:
+    async def _publish_reply(self, delivery: Delivery, reply_to: str, reply: Reply) -> None:
         try:
             message = encode_reply(reply, reply_to=reply_to)
         except ValueError as exc:  # a result pydantic cannot serialise
@@ -643,6 +650,11 @@ class MessageHandler:
                 ),
                 reply_to=reply_to,
             )
+        if reply_to.startswith(DIRECT_REPLY_TO_PREFIX):
+            # Ahead of the ack on the same channel, unconfirmed: whatever a confirm said,
+            # the task ran and its message is acked, and a caller who left cannot be told.
+            await delivery.send_reply(message)
+            return
         try:
             await self._replies.publish(message)
         except AmqpqError as exc:
