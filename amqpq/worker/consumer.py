@@ -2,7 +2,8 @@
 
 Order of effects for every message, so that a crash at any point loses nothing:
 publish what must be published (reply, retry copy, dead-letter copy) and wait
-for the broker's confirm, and only then ack. A worker that dies before the ack
+for the broker's confirm, and only then ack. A direct reply-to reply instead goes
+out on the delivery's own channel right before the ack (see ``_publish_reply``). A worker that dies before the ack
 gets the message redelivered (at-least-once; replies and retries may repeat).
 """
 
