@@ -131,7 +131,7 @@ class PlainClient:
 
     def take_all(self, queue: str) -> list[tuple[Any, Any, bytes]]:
         """Consume every ready message of ``queue`` for good (method, properties, body)."""
-        taken = []
+        taken: list[tuple[Any, Any, bytes]] = []
         channel = self.connection.channel()
         try:
             while True:

@@ -105,10 +105,10 @@ def test_each_of_n_worker_processes_serves_its_own_metrics_on_port_plus_index(
     assert supervisor.pid not in children
 
     # Then ports P and P+1 each answer for one of the two worker processes (not the supervisor)
-    labels = {
-        p: eventually(lambda p=p: worker_label(scrape(p)), f"metrics on port {p}")
-        for p in (port, port + 1)
-    }
+    def label_on(p: int) -> Callable[[], str]:
+        return lambda: worker_label(scrape(p))
+
+    labels = {p: eventually(label_on(p), f"metrics on port {p}") for p in (port, port + 1)}
     assert sorted(labels.values()) == sorted(f"{host}:{pid}" for pid in children)
 
     # When a few tasks run
