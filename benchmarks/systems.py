@@ -313,7 +313,10 @@ class Amqpq(System):
         if mode == "one_slot":
             argv += ["-c", "1"]
         elif mode == "procs":
-            argv += ["--pool", "processes", "-c", str(procs)]
+            # N independent worker processes of one slot each (as Dramatiq's --processes N
+            # --threads 1 and the raw consumers); `--pool processes -c N` is the other shape,
+            # one consumer feeding N children over pipes, like Celery's prefork.
+            argv += ["--workers", str(procs), "-c", "1"]
         return argv, python_env({"AMQPQ_URL": self.url})
 
     def rpc(self, n: int) -> list[float]:
