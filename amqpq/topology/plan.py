@@ -43,7 +43,9 @@ SYMBOLS: dict[Action, str] = {
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # Built on first use: a worker imports this module (for describe_binding) but never
+    # reads a broker snapshot, and building these schemas cost its start ~5 ms.
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class BrokerExchange(_Frozen):
