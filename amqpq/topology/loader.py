@@ -15,9 +15,8 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -25,6 +24,9 @@ from amqpq.errors import TopologyError
 from amqpq.topology.checks import Loc, Problem, check_topology
 from amqpq.topology.infra import infrastructure_problems
 from amqpq.topology.models import Topology
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = ["interpolate", "load_topology", "load_topology_text", "topology_from_data"]
 
@@ -85,6 +87,8 @@ def _walk(
     node: yaml.Node, loc: Loc, key_node: yaml.Node | None = None
 ) -> Iterator[tuple[Loc, yaml.Node, yaml.Node | None]]:
     """Yield (path, value node, key node) for the node and everything under it."""
+    import yaml  # loaded already: see load_topology_text
+
     yield loc, node, key_node
     if isinstance(node, yaml.MappingNode):
         for child_key, child in node.value:
@@ -99,6 +103,8 @@ def _prepare(
     root: yaml.Node, loader: yaml.SafeLoader, environ: Mapping[str, str] | None
 ) -> tuple[_Located, list[Problem]]:
     """Record line numbers, find duplicate keys, and interpolate ``${ENV}`` in scalar values."""
+    import yaml
+
     located = _Located()
     problems: list[Problem] = []
     seen_nodes: set[int] = set()
@@ -276,6 +282,10 @@ def load_topology_text(
     text: str, source: str = "<string>", environ: Mapping[str, str] | None = None
 ) -> Topology:
     """Parse, interpolate, validate and check a topology given as YAML text."""
+    # Imported here, not with the module: an App given its topology in code (and the
+    # worker it runs in) never reads YAML, and PyYAML costs ~15 ms to import.
+    import yaml
+
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
