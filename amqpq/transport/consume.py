@@ -18,15 +18,15 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel
 from aio_pika.exceptions import ChannelClosed, MessageProcessError
+from aiormq.abc import DeliveredMessage
 
 from amqpq.codec import MessageProperties, OutgoingMessage
 from amqpq.errors import BrokerError, PublishError
 from amqpq.transport.aio import (
     CONNECTION_ERRORS,
     AsyncBroker,
-    from_aio_properties,
     publish_on,
     to_amqp_properties,
 )
@@ -51,7 +51,7 @@ class Delivery:
 
     __slots__ = (
         "_acks",
-        "_message",
+        "_channel",
         "body",
         "consumer_tag",
         "delivery_tag",
@@ -64,18 +64,21 @@ class Delivery:
     )
 
     def __init__(
-        self, message: AbstractIncomingMessage, queue: str, acks: _AckCoalescer | None = None
+        self, message: DeliveredMessage, queue: str, acks: _AckCoalescer | None = None
     ) -> None:
-        self._message = message
+        # Straight from aiormq's frames: aio-pika's IncomingMessage would decode every
+        # property again through guarded attribute writes (a visible share of a drain).
+        self._channel = cast(aiormq.Channel, message.channel)
         self._acks = acks
         self.body: bytes = message.body
-        self.properties: MessageProperties = from_aio_properties(message)
-        self.exchange: str = message.exchange or ""
-        self.routing_key: str = message.routing_key or ""
-        self.redelivered: bool = bool(message.redelivered)
+        self.properties: MessageProperties = _properties(message.header.properties)
+        deliver = cast(aiormq.spec.Basic.Deliver, message.delivery)  # a consumer gets these
+        self.exchange: str = deliver.exchange or ""
+        self.routing_key: str = deliver.routing_key or ""
+        self.redelivered: bool = bool(deliver.redelivered)
         self.queue = queue
-        self.delivery_tag: int | None = message.delivery_tag
-        self.consumer_tag: str | None = message.consumer_tag
+        self.delivery_tag: int | None = deliver.delivery_tag
+        self.consumer_tag: str | None = deliver.consumer_tag
         self.settled = False
 
     def __repr__(self) -> str:
@@ -88,7 +91,7 @@ class Delivery:
     def channel_open(self) -> bool:
         """False once the channel it came on closed: the broker took the message back."""
         try:
-            return not self._message.channel.is_closed
+            return not self._channel.is_closed
         except aiormq.exceptions.ChannelInvalidStateError:
             return False
 
@@ -107,9 +110,8 @@ class Delivery:
         trip in between. Not for anything that must be stored before the ack (a durable
         result queue): that takes a confirming publisher.
         """
-        channel = cast(aiormq.Channel, self._message.channel)  # the concrete one takes wait=
         try:
-            await channel.basic_publish(
+            await self._channel.basic_publish(
                 message.body,
                 exchange=message.exchange,
                 routing_key=message.routing_key,
@@ -152,12 +154,14 @@ class Delivery:
                         return True
                     raise ChannelClosed("the channel closed before the ack was sent")
                 acks.settling(self)
+            tag = self.delivery_tag
+            assert tag is not None
             if how == "ack":
-                await self._message.ack()
+                await self._channel.basic_ack(tag)
             elif how == "nack":
-                await self._message.nack(requeue=requeue)
+                await self._channel.basic_nack(tag, requeue=requeue)
             else:
-                await self._message.reject(requeue=requeue)
+                await self._channel.basic_reject(tag, requeue=requeue)
         except _SETTLE_ERRORS as exc:
             log.warning(
                 "%s dropped: the channel closed since delivery, the broker requeued the "
@@ -169,6 +173,23 @@ class Delivery:
             )
             return False
         return True
+
+
+def _properties(props: aiormq.spec.Basic.Properties) -> MessageProperties:
+    return MessageProperties(
+        message_id=props.message_id,
+        correlation_id=props.correlation_id,
+        reply_to=props.reply_to,
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        delivery_mode=props.delivery_mode or 1,
+        priority=props.priority,
+        timestamp=props.timestamp,
+        expiration=props.expiration,
+        type=props.message_type,
+        app_id=props.app_id,
+        headers=dict(props.headers) if props.headers else {},
+    )
 
 
 class _AckCoalescer:
@@ -248,7 +269,8 @@ class _AckCoalescer:
     @staticmethod
     async def _ack_frame(delivery: Delivery, *, multiple: bool) -> bool:
         try:
-            await delivery._message.ack(multiple=multiple)
+            assert delivery.delivery_tag is not None
+            await delivery._channel.basic_ack(delivery.delivery_tag, multiple=multiple)
         except _SETTLE_ERRORS:
             return False
         return True
@@ -259,6 +281,10 @@ class _AckCoalescer:
         for _, future in self._pending.values():
             _resolve(future, False)
         self._pending.clear()
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _resolve(future: asyncio.Future[bool], ok: bool) -> None:
@@ -283,7 +309,7 @@ class QueueConsumer:
         self._prefetch = prefetch
         self._handler = handler
         self._channel: AbstractChannel | None = None
-        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._consumers: list[tuple[str, str]] = []  # (queue, consumer tag)
         self.tasks: set[asyncio.Task[None]] = set()  # deliveries being handled
         # Per underlying channel: a reconnect brings a new one, whose tags start again at 1.
         self._acks: dict[int, tuple[Any, _AckCoalescer]] = {}
@@ -298,7 +324,7 @@ class QueueConsumer:
         await channel.set_qos(prefetch_count=self._prefetch, global_=False)
         for name in queues:
             try:
-                queue = await channel.declare_queue(name, passive=True)
+                await channel.declare_queue(name, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity as exc:
                 raise BrokerError(
                     f"queue {name!r} does not exist on the broker: declare it with "
@@ -306,27 +332,49 @@ class QueueConsumer:
                 ) from exc
             except aiormq.exceptions.ChannelAccessRefused as exc:
                 raise BrokerError(f"access to queue {name!r} refused: {exc}") from exc
-            tag = await queue.consume(self._callback_for(name), consumer_tag=tag_for(name))
-            self._consumers.append((queue, tag))
+            self._consumers.append((name, tag_for(name)))
+        # Consumers live on the aiormq channel underneath, so deliveries skip aio-pika's
+        # IncomingMessage and its extra task; after a reconnect the robust channel
+        # restores the QoS and the passive declares, and ``_consume`` registers the
+        # consumers again under the same tags.
+        await self._consume()
+        reopened = getattr(channel, "reopen_callbacks", None)
+        if reopened is not None:
+            reopened.add(self._on_reopen)
 
-    def _callback_for(self, queue: str) -> Callable[[AbstractIncomingMessage], None]:
-        # A plain function, not a coroutine: the handler runs in a task of our own, not in
-        # aiormq's consumer task, which is cancelled when the channel closes. A task that
-        # outlives a dropped connection finishes, replies, and finds its ack stale.
+    async def _consume(self) -> None:
+        assert self._channel is not None
+        underlay = await self._channel.get_underlay_channel()
+        for name, tag in self._consumers:
+            await underlay.basic_consume(name, self._callback_for(name), consumer_tag=tag)
+
+    async def _on_reopen(self, _channel: Any) -> None:
+        # aio-pika gathers reopen callbacks with return_exceptions: say what went wrong here.
+        try:
+            await self._consume()
+        except Exception as exc:
+            log.error("consuming again after a reconnect failed: %r", exc)
+            raise
+
+    def _callback_for(self, queue: str) -> Callable[[DeliveredMessage], Coroutine[Any, Any, None]]:
+        # The handler runs in a task of our own, not in aiormq's consumer task, which is
+        # cancelled when the channel closes. A task that outlives a dropped connection
+        # finishes, replies, and finds its ack stale.
         handler = self._handler
         tasks = self.tasks
         create_task = asyncio.get_running_loop().create_task
-
         acks_for = self._acks_for
+        coalesce = self._prefetch > 1
 
-        def on_message(message: AbstractIncomingMessage) -> None:
-            acks = acks_for(message.channel) if self._prefetch > 1 else None
+        def on_message(message: DeliveredMessage) -> Coroutine[Any, Any, None]:
+            acks = acks_for(message.channel) if coalesce else None
             delivery = Delivery(message, queue, acks)
             if acks is not None:
                 acks.delivered(delivery)
             task = create_task(handler(delivery))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+            return _nothing()  # what aiormq runs as its consumer task
 
         return on_message
 
@@ -345,9 +393,13 @@ class QueueConsumer:
     async def cancel(self) -> None:
         """Stop receiving (basic.cancel); deliveries already received can still be settled."""
         consumers, self._consumers = self._consumers, []
-        for queue, tag in consumers:
+        channel = self._channel
+        if channel is None or not consumers:
+            return
+        for _, tag in consumers:
             try:
-                await queue.cancel(tag, timeout=5)
+                underlay = await asyncio.wait_for(channel.get_underlay_channel(), 5)
+                await underlay.basic_cancel(tag, timeout=5)
             except _CLOSE_ERRORS as exc:
                 log.warning("cancelling consumer %s failed: %s", tag, type(exc).__name__)
 

@@ -464,6 +464,10 @@ class MemoryDelivery(Delivery):
         assert self.delivery_tag is not None
         return self._broker.settle(self.delivery_tag, how, requeue)
 
+    async def send_reply(self, message: OutgoingMessage) -> bool:
+        self._broker.publish(message)
+        return True
+
 
 class MemoryPublisher(ConfirmingPublisher):
     """A :class:`ConfirmingPublisher` into a :class:`MemoryBroker` (the "confirm" is immediate)."""
