@@ -120,7 +120,7 @@ class SlotThreads:
     past the grace period must not keep the process alive.
 
     :meth:`run` may first wait for the result *on the loop's thread*, for at most
-    ``INLINE_WAIT`` seconds, when nothing else runs: a tiny task then comes back with
+    ``INLINE_WAIT`` seconds, when nothing else can run (a one-slot worker): a tiny task then comes back with
     one thread wake-up instead of a trip through the loop's self-pipe, ``select`` and a
     scheduled callback (~110 us of a ~460 us prefetch-1 cycle here). The loop is held
     for at most that long, far below any heartbeat; a longer task carries on in its
@@ -245,29 +245,33 @@ def _set_exception(future: asyncio.Future[Outcome], exc: BaseException) -> None:
 
 
 class LocalPool:
-    """``async def`` tasks on the loop, synchronous ones in ``threads`` threads."""
+    """``async def`` tasks on the loop, synchronous ones in ``threads`` threads.
 
-    def __init__(self, kind: str, size: int, threads: int, hooks: Hooks) -> None:
+    ``solo``: synchronous tasks too run on the loop's thread, one at a time, with no
+    hand-off at all: the cheapest way through many tiny tasks. While such a task runs
+    the connection is not serviced (heartbeats, control requests, signals wait for
+    it), so a task longer than ``stall_warning`` (the AMQP heartbeat) is logged: the
+    broker drops a connection after two missed heartbeats and requeues its message.
+    Tasks with time limits still run in a thread, where their limits can fire.
+    """
+
+    def __init__(
+        self, kind: str, size: int, threads: int, hooks: Hooks, *, stall_warning: float = 0.0
+    ) -> None:
         self.kind = kind
         self.size = size
+        self._inline = kind == "solo"
+        self._stall_warning = stall_warning
         self._threads = threads
         self._hooks = hooks if hooks.any_task_hooks else None
         self._executor: SlotThreads | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._running = 0  # tasks in flight, sync and async
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._executor = SlotThreads(self._threads, self._loop)
 
     async def run(self, job: Job) -> Outcome:
-        self._running += 1
-        try:
-            return await self._run(job)
-        finally:
-            self._running -= 1
-
-    async def _run(self, job: Job) -> Outcome:
         if job.task.is_async:
             return await self._run_async(job)
         loop = self._loop
@@ -276,10 +280,38 @@ class LocalPool:
         options = job.task.options
         if options.soft_time_limit or options.time_limit:
             return await self._run_limited(job, loop)
-        # The only task in this process: nothing else needs the loop for the next millisecond.
+        if self._inline:
+            return await self._run_inline(job)
+        # One slot, one message in flight (prefetch 1): nothing else needs the loop for the
+        # next millisecond. With more slots, the loop had better read the next deliveries.
         return await self._executor.run(
-            functools.partial(self._call, job, None), inline_wait=self._running == 1
+            functools.partial(self._call, job, None), inline_wait=self.size == 1
         )
+
+    async def _run_inline(self, job: Job) -> Outcome:
+        pending: list[asyncio.Future[None]] = []
+
+        def progress(state: str, meta: dict[str, Any] | None) -> None:
+            # On the loop's own thread: waiting for the reply here would wait for ourselves.
+            pending.append(asyncio.ensure_future(job.progress(state, meta)))
+
+        started = time.monotonic()
+        outcome = call_sync_task(
+            job.task, job.args, job.kwargs, self._request_for(job), progress, self._hooks
+        )
+        runtime = time.monotonic() - started
+        if self._stall_warning and runtime > self._stall_warning:
+            log.warning(
+                "task %s ran %.1fs on the solo pool, holding the connection that long "
+                "(heartbeat %ss): the broker closes it after two missed heartbeats and "
+                "requeues the task; run tasks this long with --pool threads",
+                job.task.name,
+                runtime,
+                self._stall_warning,
+            )
+        if pending:  # progress replies go out before the final one
+            await asyncio.gather(*pending, return_exceptions=True)
+        return outcome
 
     def _request_for(self, job: Job) -> Request | None:
         return job.request if job.task.options.bind or self._hooks is not None else None
