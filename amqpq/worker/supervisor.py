@@ -7,6 +7,8 @@ declares the topology once, then forks the workers (no second import: they
 start in milliseconds and share the loaded code copy-on-write). It forwards
 SIGTERM/SIGINT to them (they apply the two-step shutdown themselves), forks a
 new one when one dies while not stopping, and exits with the worst exit code.
+A worker that stops on a usage error (exit 2: e.g. its metrics port is taken)
+would only fail the same way again: the supervisor then stops them all instead.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
+
+from amqpq.errors import AmqpqError, ExitCode
 
 __all__ = ["supervise"]
 
@@ -48,6 +52,9 @@ def _become_worker(run: Callable[[], int], index: int = 0) -> None:
         code = run()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    except AmqpqError as exc:  # a readable reason: one line, its own exit code
+        log.error("worker process stopped: %s", exc)
+        code = int(exc.exit_code)
     except BaseException:
         log.exception("worker process failed")
     finally:
@@ -101,6 +108,13 @@ def supervise(run: Callable[[], int], count: int) -> int:
             code = os.waitstatus_to_exitcode(status)
             if stopping:
                 codes.append(code if code >= 0 else 1)
+                continue
+            if code == ExitCode.USAGE:
+                log.error("worker pid=%d stopped on a usage error: stopping the others", pid)
+                codes.append(code)
+                stopping = 1
+                for other in children:
+                    _kill(other, signal.SIGTERM)
                 continue
             log.error("worker pid=%d exited with %d; starting another", pid, code)
             time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))  # no crash loop storm

@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -147,3 +148,41 @@ def test_each_of_n_worker_processes_serves_its_own_metrics_on_port_plus_index(
     for p in (port, port + 1):
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{p}/metrics", timeout=2)
+
+
+def test_a_taken_metrics_port_stops_the_command_with_one_line_and_exit_2(
+    declared: Settings, broker_url: str, tmp_path: Path
+) -> None:
+    # Given port P+1 is taken by someone else
+    port = free_port_pair()
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", port + 1))
+        taken.listen()
+        env = {**os.environ, "AMQPQ_URL": broker_url, "PYTHONUNBUFFERED": "1"}
+        env.pop("AMQPQ_TOPOLOGY", None)
+        log_path = tmp_path / "taken.log"
+        with log_path.open("wb") as log:
+            # When `--workers 2 --metrics-port P` starts
+            process = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "amqpq", "worker", "-A", "ops_tasks"),
+                    *("-f", str(TOPOLOGY), "-Q", "work", "--workers", "2"),
+                    *("--metrics-port", str(port)),
+                ],
+                cwd=Path(__file__).resolve().parent,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                code = process.wait(60)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    # Then the whole command stops (no restart loop) with exit 2 and a readable reason
+    text = log_path.read_text(errors="replace")
+    assert code == 2, text
+    assert str(port + 1) in text
+    assert "Traceback" not in text
+    assert text.count("exited with") == 0  # never restarted
