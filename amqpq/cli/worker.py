@@ -1,4 +1,4 @@
-"""``amqpq worker -A module[:app] [-Q q1,q2] [-c N] [--pool threads|processes|async]``.
+"""``amqpq worker -A module[:app] [-Q q1,q2] [-c N] [--pool threads|processes|async|solo]``.
 
 The typer command is the source of truth for the options and ``--help``; the console
 script usually parses ``amqpq worker`` without typer (``amqpq.cli.worker_args``).

@@ -49,6 +49,7 @@ class PoolChoice(StrEnum):
     threads = "threads"
     processes = "processes"
     async_ = "async"
+    solo = "solo"
 
 
 @dataclass(frozen=True)

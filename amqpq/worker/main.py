@@ -45,14 +45,17 @@ __all__ = [
 
 log = logging.getLogger("amqpq.worker")
 
-PoolKind = Literal["threads", "processes", "async"]
+PoolKind = Literal["threads", "processes", "async", "solo"]
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 
 
 def default_concurrency(pool: PoolKind) -> int:
-    """Execution slots when ``-c`` is not given: one per core for processes, else 8 / 100."""
+    """Execution slots when ``-c`` is not given: one per core for processes, one for solo,
+    else 8 / 100."""
     if pool == "processes":
         return os.cpu_count() or 1
+    if pool == "solo":
+        return 1
     if pool == "async":
         return 100
     return 8
@@ -106,6 +109,11 @@ class Worker:
     ) -> None:
         if options.slots < 1:
             raise ConfigError("concurrency must be at least 1")
+        if options.pool == "solo" and options.slots != 1:
+            raise ConfigError(
+                f"--pool solo runs one task at a time: -c {options.slots} needs --pool threads "
+                "(or --workers N for N solo workers)"
+            )
         self.app = app
         self.options = options
         self.settings = settings
@@ -141,8 +149,15 @@ class Worker:
         if self.options.pool == "processes":
             return ProcessPool(self.options.app_spec, slots, cwd=self.options.cwd or os.getcwd())
         # Sync tasks in the async pool still need threads; a few suffice for occasional ones.
+        # Solo keeps one, for tasks with time limits (a limit needs the loop free to fire).
         threads = slots if self.options.pool == "threads" else min(slots, 16)
-        return LocalPool(self.options.pool, slots, threads, self.hooks)
+        return LocalPool(
+            self.options.pool,
+            slots,
+            threads,
+            self.hooks,
+            stall_warning=self.settings.heartbeat,
+        )
 
     def request_stop(self, reason: str = "requested") -> None:
         """First call: warm shutdown. Second call: stop now."""

@@ -69,6 +69,7 @@ ACCEPTED = [
     ["-A", "tasks", "-Q", "high,default", "-c", "1", "--pool", "processes"],
     ["-A", "tasks", "--pool", "ASYNC", "-c", "100"],
     ["-A", "tasks", "--pool=Threads"],
+    ["-A", "tasks", "--pool", "solo", "-w", "2"],
     ["-A", "tasks", "--processes", "4", "--grace", "2.5", "--no-declare"],
     ["-A", "tasks", "-f", "conf/amqpq.yaml", "--url", "amqp://u:p@h:5672/v"],
     ["-A", "tasks", "--topology", "x.yaml", "--loglevel", "warning"],

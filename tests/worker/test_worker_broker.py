@@ -56,6 +56,35 @@ async def test_async_pool_runs_async_and_sync_tasks(start_worker, client: TaskCl
     assert "pool=async concurrency=4 prefetch=4" in worker.log()
 
 
+async def test_solo_pool_runs_tasks_on_the_worker_thread_one_at_a_time(
+    start_worker, client: TaskClient
+) -> None:
+    # Given a solo worker: sync tasks run between its network I/O, with no hand-off
+    worker = await start_worker("-Q", "work", "--pool", "solo").started()
+    assert "pool=solo concurrency=1 prefetch=1" in worker.log()
+
+    # Then plain, async, bound (progress) and failing tasks behave as on the threads pool
+    add = await client.send("wt.add", [3, 4])
+    aadd = await client.send("wt.aadd", [20, 22])
+    progress = await client.send("wt.progress", [2])
+    failing = await client.send("wt.fail", ["boom"])
+    assert (await client.wait_reply(add))["result"] == 7
+    assert (await client.wait_reply(aadd))["result"] == 42
+    assert (await client.wait_reply(progress))["result"] == f"{progress} done"
+    steps = [r["meta"]["step"] for r in client.replies[progress] if r["state"] == "PROGRESS"]
+    assert steps == [1, 2]
+    assert (await client.wait_reply(failing))["error"]["type"] == "ValueError"
+    # And a task with a time limit still gets it (it runs in a thread, where a limit can fire)
+    assert (await client.wait_reply(await client.send("wt.soft")))["result"] == "cleaned up"
+
+
+async def test_solo_pool_with_more_than_one_slot_is_a_usage_error(start_worker) -> None:
+    worker = start_worker("-Q", "work", "--pool", "solo", "-c", "2")
+    assert await worker.wait() == 2
+    assert "--pool solo runs one task at a time" in worker.log()
+    assert "Traceback" not in worker.log()
+
+
 async def test_bad_input_is_dead_lettered_and_the_worker_keeps_answering(
     start_worker, client: TaskClient
 ) -> None:
