@@ -57,6 +57,11 @@ METRICS: dict[str, list[Metric]] = {
     ],
     "drain": [
         Metric("drain.one_slot", "drain, 1 process, 1 slot, prefetch 1, late ack", "msg/s"),
+        Metric(
+            "drain.solo",
+            "drain, 1 process, 1 slot, tasks on the consumer's thread (amqpq --pool solo)",
+            "msg/s",
+        ),
         Metric("drain.default", "drain, default worker (raw: prefetch 100)", "msg/s"),
     ],
     "rpc": [
@@ -81,6 +86,7 @@ METRICS: dict[str, list[Metric]] = {
 # (label, metric, numerator system, denominator system, bound, "ge" | "le")
 TARGETS = [
     ("drain one slot >= 0.9x raw prefetch=1", "drain.one_slot", "amqpq", "raw", 0.9, "ge"),
+    ("  the same with --pool solo", "drain.solo", "amqpq", "raw", 0.9, "ge"),
     ("default worker >= 1.2x Dramatiq's default", "drain.default", "amqpq", "dramatiq", 1.2, "ge"),
     ("RPC p50 <= 1.15x raw direct reply-to", "rpc.p50", "amqpq", "raw", 1.15, "le"),
     ("bulk enqueue >= 0.8x raw pipelined", "enqueue.bulk", "amqpq", "raw", 0.8, "ge"),
@@ -164,6 +170,7 @@ class Bench:
     def drain(
         self, system: System, mode: str, procs: int = 1, *, n: int, data: str | None = None
     ) -> float:
+        system.worker(mode, procs)  # n/a before filling the queue for nothing
         probe = self.probes[system.name]
         probe.purge(system.queue)
         system.fill(n, data)
@@ -210,6 +217,7 @@ class Bench:
     def w_drain(self, system: System) -> None:
         n = self.args.n
         self.record("drain.one_slot", system.name, lambda: self.drain(system, "one_slot", n=n))
+        self.record("drain.solo", system.name, lambda: self.drain(system, "solo", n=n))
         self.record("drain.default", system.name, lambda: self.drain(system, "default", n=n))
 
     def w_rpc(self, system: System) -> None:

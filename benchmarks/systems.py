@@ -64,8 +64,9 @@ class System:
         raise NotImplementedError
 
     def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
-        """argv and env of a worker: mode ``one_slot``, ``default`` or ``procs`` (N processes,
-        one task at a time each, prefetch 1, late ack)."""
+        """argv and env of a worker: mode ``one_slot``, ``solo`` (one slot, tasks on the
+        consumer's own thread), ``default`` or ``procs`` (N processes, one task at a time
+        each, prefetch 1, late ack)."""
         raise NotImplementedError
 
     def rpc(self, n: int) -> list[float]:
@@ -312,6 +313,8 @@ class Amqpq(System):
         argv += ["--loglevel", "WARNING"]
         if mode == "one_slot":
             argv += ["-c", "1"]
+        elif mode == "solo":
+            argv += ["--pool", "solo", "-w", "1"]
         elif mode == "procs":
             # N independent worker processes of one slot each (as Dramatiq's --processes N
             # --threads 1 and the raw consumers); `--pool processes -c N` is the other shape,
@@ -393,6 +396,11 @@ class CeleryBench(System):
         argv = [PYTHON, "-m", "celery", "-A", "celery_tasks", "worker", "-Q", self.queue]
         argv += ["--loglevel", "WARNING", "-n", f"bench{os.getpid()}-{time.time_ns()}@%h"]
         env = {"BENCH_CELERY_URL": self.url}
+        if mode == "solo":
+            raise NotSupported(
+                "-P solo with late acks and prefetch 1 drained ~10 tasks/s here (a task per "
+                "~100 ms), not run with thousands of tasks"
+            )
         if mode == "one_slot":
             # -P solo with late acks and prefetch 1 ran ~10 tasks/s here: one thread instead.
             argv += ["-P", "threads", "-c", "1", "--prefetch-multiplier", "1"]
@@ -470,6 +478,8 @@ class DramatiqBench(System):
     def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
         argv = [PYTHON, "-m", "dramatiq", "dramatiq_tasks", "-Q", self.queue]
         env = {"BENCH_DRAMATIQ_URL": self.url}
+        if mode == "solo":
+            raise NotSupported("no worker without threads (tasks always run in worker threads)")
         if mode == "one_slot":
             argv += ["--processes", "1", "--threads", "1"]
             env["dramatiq_queue_prefetch"] = "1"
