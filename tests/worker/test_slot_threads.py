@@ -87,3 +87,22 @@ def test_outcomes_finishing_at_the_inline_deadline_are_never_lost() -> None:
             threads.shutdown()
 
     asyncio.run(main())
+
+
+def test_many_outcomes_finishing_together_each_reach_their_caller() -> None:
+    """Completions that pile up share a wake-up of the loop; none is lost or swapped."""
+
+    async def main() -> None:
+        threads = SlotThreads(8, asyncio.get_running_loop())
+        try:
+            outcomes = await asyncio.gather(
+                *(
+                    threads.run(lambda i=i: Outcome(status="success", result=i), inline_wait=False)
+                    for i in range(2000)
+                )
+            )
+            assert [o.result for o in outcomes] == list(range(2000))
+        finally:
+            threads.shutdown()
+
+    asyncio.run(main())
