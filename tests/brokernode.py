@@ -156,6 +156,19 @@ class BrokerNode:
         self.stop()
         self.start()
 
+    def ctl(self, *args: str, timeout: float = 60.0) -> str:
+        """``rabbitmqctl -n NODE ARGS...``; its output, or BrokerNodeError."""
+        done = subprocess.run(
+            [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.node, *args],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise BrokerNodeError(f"rabbitmqctl {' '.join(args)}: {done.stderr or done.stdout}")
+        return done.stdout
+
     def __enter__(self) -> BrokerNode:
         self.start()
         return self

@@ -92,6 +92,9 @@ def test_an_extra_node_keeps_persistent_messages_across_a_kill_and_a_restart(
     channel.queue_declare("survivor", durable=True)
     channel.basic_publish("", "survivor", b"still here", pika.BasicProperties(delivery_mode=2))
     conn.close()
+    # The confirm covers the message; the queue's definition reaches disk through mnesia's
+    # asynchronous log, which a kill right after the declare can beat on a busy machine.
+    node.ctl("eval", "mnesia:sync_log().")
 
     # When the node is killed and started again
     node.kill()
