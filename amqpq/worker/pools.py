@@ -296,10 +296,22 @@ class LocalPool:
         self._hooks = hooks if hooks.any_task_hooks else None
         self._executor: SlotThreads | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._async_tasks: dict[Job, asyncio.Task[Outcome]] = {}  # running, for terminate
+        self._terminating: set[Job] = set()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._executor = SlotThreads(self._threads, self._loop)
+
+    def terminate_job(self, job: Job) -> bool:
+        """Cancel a running ``async def`` task (``revoke --terminate``); a synchronous one
+        runs in a thread, which cannot be stopped from outside: False."""
+        running = self._async_tasks.get(job)
+        if running is None or running.done():
+            return False
+        self._terminating.add(job)
+        running.cancel()
+        return True
 
     async def run(self, job: Job) -> Outcome:
         if job.task.is_async:
@@ -352,9 +364,26 @@ class LocalPool:
         def progress(state: str, meta: dict[str, Any] | None) -> None:
             pending.append(asyncio.ensure_future(job.progress(state, meta)))
 
-        outcome = await call_async_task(
-            job.task, job.args, job.kwargs, self._request_for(job), progress, self._hooks
+        # A task of its own, so that terminate_job can cancel the task and nothing else.
+        running = asyncio.ensure_future(
+            call_async_task(
+                job.task, job.args, job.kwargs, self._request_for(job), progress, self._hooks
+            )
         )
+        self._async_tasks[job] = running
+        try:
+            outcome = await running
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if job not in self._terminating or (current is not None and current.cancelling()):
+                raise  # the worker itself is being stopped
+            outcome = Outcome(
+                status="failure",
+                error=ErrorInfo(type="TaskRevokedError", message="terminated while running"),
+            )
+        finally:
+            self._async_tasks.pop(job, None)
+            self._terminating.discard(job)
         if pending:  # progress replies go out before the final one
             await asyncio.gather(*pending, return_exceptions=True)
         return outcome

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -22,6 +23,12 @@ def add(x: int, y: int) -> int:
 @app.task(name="ct.sleep", track_started=True)
 def sleep(seconds: float) -> str:
     time.sleep(seconds)
+    return "slept"
+
+
+@app.task(name="ct.asleep", track_started=True)
+async def asleep(seconds: float) -> str:
+    await asyncio.sleep(seconds)
     return "slept"
 
 

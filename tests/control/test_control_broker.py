@@ -155,6 +155,20 @@ def test_terminate_kills_the_task_in_a_processes_pool(
     assert app.send_task("ct.add", [5, 5]).get(timeout=15) == 10  # the new child runs tasks
 
 
+def test_terminate_cancels_an_async_task(start_worker, app: App, env: dict[str, str]) -> None:
+    worker = start_worker("--pool", "async", "-c", "4").started()
+    running = app.send_task("ct.asleep", [30])
+    eventually(lambda: running.state is TaskState.STARTED)
+
+    answer = cli_json(env, "revoke", "--terminate", running.id)
+    assert answer["workers"][0]["terminated"] == [running.id]
+
+    with pytest.raises(TaskRevokedError, match="terminated"):
+        running.get(timeout=15)
+    assert app.send_task("ct.add", [5, 5]).get(timeout=15) == 10  # the worker goes on
+    assert "task terminated" in worker.log()
+
+
 def test_events_metrics_and_hooks_of_one_worker(
     start_worker,
     app: App,
