@@ -29,7 +29,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from amqpq.codec import OutgoingMessage
+from amqpq.codec import MessageProperties, OutgoingMessage
 from amqpq.errors import (
     BrokerError,
     BrokerUnreachableError,
@@ -376,21 +376,7 @@ class BlockingBroker:
 
     def _publish_raw(self, message: OutgoingMessage) -> _Outstanding:
         assert self._channel is not None
-        props = message.properties
-        properties = pika.BasicProperties(
-            content_type=props.content_type,
-            content_encoding=props.content_encoding,
-            headers=props.headers or None,
-            delivery_mode=props.delivery_mode,
-            priority=props.priority,
-            correlation_id=props.correlation_id,
-            reply_to=props.reply_to,
-            expiration=props.expiration,
-            message_id=props.message_id,
-            timestamp=int(props.timestamp.timestamp()) if props.timestamp else None,
-            type=props.type,
-            app_id=props.app_id,
-        )
+        properties = to_pika_properties(message.properties)
         self._channel._impl.basic_publish(
             exchange=message.exchange,
             routing_key=message.routing_key,
@@ -530,6 +516,24 @@ class BlockingBroker:
                 log.debug("keep-alive pump failed", exc_info=True)
             finally:
                 self.lock.release()
+
+
+def to_pika_properties(props: MessageProperties) -> pika.BasicProperties:
+    """amqpq's message properties as pika's (AMQP timestamps are whole seconds)."""
+    return pika.BasicProperties(
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        headers=props.headers or None,
+        delivery_mode=props.delivery_mode,
+        priority=props.priority,
+        correlation_id=props.correlation_id,
+        reply_to=props.reply_to,
+        expiration=props.expiration,
+        message_id=props.message_id,
+        timestamp=int(props.timestamp.timestamp()) if props.timestamp else None,
+        type=props.type,
+        app_id=props.app_id,
+    )
 
 
 def _coalesce_writes(connection: BlockingConnection) -> None:

@@ -35,7 +35,7 @@ from amqpq.errors import (
 )
 from amqpq.settings import Settings, connection_name
 from amqpq.transport.blocking import describe_error as _describe
-from amqpq.transport.blocking import open_blocking_connection
+from amqpq.transport.blocking import open_blocking_connection, to_pika_properties
 
 __all__ = ["GotMessage", "QueueCount", "QueueNotFoundError", "QueueSession"]
 
@@ -254,21 +254,7 @@ class QueueSession:
         missing), :class:`PublishNackedError` when the broker refused it.
         """
         channel = self._channel("publisher")
-        props = message.properties
-        properties = pika.BasicProperties(
-            content_type=props.content_type,
-            content_encoding=props.content_encoding,
-            headers=props.headers or None,
-            delivery_mode=props.delivery_mode,
-            priority=props.priority,
-            correlation_id=props.correlation_id,
-            reply_to=props.reply_to,
-            expiration=props.expiration,
-            message_id=props.message_id,
-            timestamp=int(props.timestamp.timestamp()) if props.timestamp else None,
-            type=props.type,
-            app_id=props.app_id,
-        )
+        properties = to_pika_properties(message.properties)
         where = (
             f"exchange {message.exchange or '(default)'!r} with routing key {message.routing_key!r}"
         )
