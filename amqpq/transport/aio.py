@@ -210,7 +210,17 @@ class AsyncBroker:
     async def channel(self, prefetch: int | None = None) -> AbstractChannel:
         """A new channel with publisher confirms; per-consumer QoS (quorum queues refuse global)."""
         connection = await self.connect()
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        except RuntimeError as exc:
+            # Between a close and the reconnect, aio-pika ("Connection was not opened") and
+            # aiormq ("<Connection ...> closed", before the robust connection noticed)
+            # refuse new channels: a lost connection, for the callers' retry after the
+            # reconnect, not a bug.
+            text = str(exc)
+            if text != "Connection was not opened" and not text.endswith(" closed"):
+                raise
+            raise aiormq.exceptions.ChannelInvalidStateError(text) from exc
         if prefetch is not None:
             await channel.set_qos(prefetch_count=prefetch, global_=False)
         return channel
@@ -238,8 +248,19 @@ class AsyncBroker:
 
     async def _wait_connected(self, timeout: float) -> None:
         connection = await self.connect()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            await asyncio.wait_for(connection.ready(), timeout)
+            while True:
+                await asyncio.wait_for(connection.ready(), max(0.0, deadline - loop.time()))
+                # Right after a close, ``connected`` can still be set while the connection
+                # underneath is already closed: wait for the new one.
+                transport = connection.transport
+                if transport is not None and not transport.connection.is_closed:
+                    return
+                if loop.time() > deadline:
+                    raise TimeoutError
+                await asyncio.sleep(0.05)
         except TimeoutError as exc:
             raise BrokerUnreachableError(
                 f"RabbitMQ did not come back within {timeout:.0f}s"

@@ -162,3 +162,30 @@ async def test_the_async_producer_recovers_after_its_connection_was_closed(
     fake_worker()
     result = await aproducer.send_task("tasks.add", [5, 5])
     assert await result.aget(timeout=5) == 10
+
+
+async def test_a_send_right_after_the_broker_closed_the_connection_waits_for_the_new_one(
+    aproducer: AsyncProducer, management: httpx.Client, vhost: str, broker_url: str
+) -> None:
+    """No pause between the close and the send: the client may not have noticed yet."""
+    await aproducer.send_task("tasks.add", [0, 0], ignore_result=True)
+    name = aproducer._broker.name
+    for round_ in range(1, 4):
+        deadline = time.monotonic() + 10
+        while True:
+            assert time.monotonic() < deadline, "connection not listed by the management API"
+            response = await asyncio.to_thread(
+                management.get, f"/vhosts/{quote(vhost, safe='')}/connections"
+            )
+            listed = [
+                c["name"]
+                for c in response.json()
+                if c.get("client_properties", {}).get("connection_name") == name
+            ]
+            if listed:
+                break
+            await asyncio.sleep(0.05)
+        for connection in listed:
+            await asyncio.to_thread(management.delete, f"/connections/{quote(connection, safe='')}")
+        await aproducer.send_task("tasks.add", [round_, round_], ignore_result=True)
+    assert await asyncio.to_thread(queue_depth, broker_url, "default") == 4
