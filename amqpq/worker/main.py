@@ -500,14 +500,25 @@ class Worker:
 
     async def _check_consumer_timeout(self) -> None:
         """Warn about tasks whose time limit exceeds the broker's consumer_timeout."""
-        from amqpq.worker.consumer_timeout import broker_consumer_timeout, tasks_over
+        from amqpq.worker.consumer_timeout import (
+            DEFAULT_CONSUMER_TIMEOUT,
+            broker_consumer_timeout,
+            tasks_over,
+        )
 
         if not tasks_over(self.app.registry, 0):
             # No task has a time limit: nothing to compare, so no HTTP client (~10 MiB and
             # ~0.1 s of CPU per worker process) and no management API call at start-up.
             return
         try:
-            limit, source = await asyncio.to_thread(broker_consumer_timeout, self.settings)
+            # Bounded: a management API slow to answer (a busy broker) must not hold back
+            # the warning; RabbitMQ's default is the best guess then.
+            limit, source = await asyncio.wait_for(
+                asyncio.to_thread(broker_consumer_timeout, self.settings), 10.0
+            )
+        except TimeoutError:
+            limit = DEFAULT_CONSUMER_TIMEOUT
+            source = "RabbitMQ's default; the management API did not answer within 10s"
         except Exception:
             log.debug("consumer_timeout check failed", exc_info=True)
             return
