@@ -331,12 +331,7 @@ class LocalPool:
         )
 
     async def _run_inline(self, job: Job) -> Outcome:
-        pending: list[asyncio.Future[None]] = []
-
-        def progress(state: str, meta: dict[str, Any] | None) -> None:
-            # On the loop's own thread: waiting for the reply here would wait for ourselves.
-            pending.append(asyncio.ensure_future(job.progress(state, meta)))
-
+        progress = _LoopProgress(job)
         started = time.monotonic()
         outcome = call_sync_task(
             job.task, job.args, job.kwargs, self._request_for(job), progress, self._hooks
@@ -351,19 +346,14 @@ class LocalPool:
                 runtime,
                 self._stall_warning,
             )
-        if pending:  # progress replies go out before the final one
-            await asyncio.gather(*pending, return_exceptions=True)
+        await progress.sent()
         return outcome
 
     def _request_for(self, job: Job) -> Request | None:
         return job.request if job.task.options.bind or self._hooks is not None else None
 
     async def _run_async(self, job: Job) -> Outcome:
-        pending: list[asyncio.Task[None]] = []
-
-        def progress(state: str, meta: dict[str, Any] | None) -> None:
-            pending.append(asyncio.ensure_future(job.progress(state, meta)))
-
+        progress = _LoopProgress(job)
         # A task of its own, so that terminate_job can cancel the task and nothing else.
         running = asyncio.ensure_future(
             call_async_task(
@@ -384,8 +374,7 @@ class LocalPool:
         finally:
             self._async_tasks.pop(job, None)
             self._terminating.discard(job)
-        if pending:  # progress replies go out before the final one
-            await asyncio.gather(*pending, return_exceptions=True)
+        await progress.sent()
         return outcome
 
     def _call(self, job: Job, watch: _ThreadWatch | None) -> Outcome:
@@ -432,6 +421,24 @@ class LocalPool:
     def terminate(self) -> None:
         if self._executor is not None:
             self._executor.shutdown()
+
+
+class _LoopProgress:
+    """``update_state`` of a task running on the loop's own thread: each progress reply is
+    scheduled, not waited for (the task holds the loop), and all go out before the final."""
+
+    __slots__ = ("_job", "_pending")
+
+    def __init__(self, job: Job) -> None:
+        self._job = job
+        self._pending: list[asyncio.Future[None]] = []
+
+    def __call__(self, state: str, meta: dict[str, Any] | None) -> None:
+        self._pending.append(asyncio.ensure_future(self._job.progress(state, meta)))
+
+    async def sent(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
 
 class _ThreadWatch:
