@@ -61,8 +61,8 @@ FINAL_STATES = frozenset(
 class _WireModel(BaseModel):
     # Unknown fields are ignored, not refused: a newer producer may add optional
     # fields within one protocol version and older workers must keep working.
-    # Validators are built on first use, not at import: a worker starts consuming ~10 ms
-    # sooner and builds them for its first message; validation is the same.
+    # Validators are built on first use, not at import: a worker starts consuming sooner
+    # and builds them for its first message; validation is the same.
     model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 

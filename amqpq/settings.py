@@ -90,7 +90,7 @@ class Settings(BaseModel):
 
     Fields not given as arguments come from ``AMQPQ_<FIELD>`` environment variables
     (any case), then from the defaults. A plain model reading ``os.environ`` itself:
-    pydantic-settings cost every worker ~0.1 s and ~10 MiB to import for the same thing.
+    pydantic-settings made every worker import much more for the same thing.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True)

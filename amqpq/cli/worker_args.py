@@ -1,7 +1,7 @@
 """``amqpq worker``'s options as data, a fast parser for them, and the worker's start.
 
-typer and click (with typer's pydantic adapters) take ~0.25 s to import and build
-the command line, as long as the rest of a worker's start together, so the
+typer and click (with typer's pydantic adapters) take about as long to import and
+build the command line as the rest of a worker's start together, so the
 console script parses ``amqpq worker ...`` with :func:`parse_worker_argv` and
 calls :func:`run_worker` directly. The parser only accepts what it is sure the
 typer command (``amqpq.cli.worker``, the source of truth for ``--help``)

@@ -283,7 +283,7 @@ def load_topology_text(
 ) -> Topology:
     """Parse, interpolate, validate and check a topology given as YAML text."""
     # Imported here, not with the module: an App given its topology in code (and the
-    # worker it runs in) never reads YAML, and PyYAML costs ~15 ms to import.
+    # worker it runs in) never reads YAML, and PyYAML is slow to import.
     import yaml
 
     loader = yaml.SafeLoader(text)

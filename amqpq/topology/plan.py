@@ -44,7 +44,7 @@ SYMBOLS: dict[Action, str] = {
 
 class _Frozen(BaseModel):
     # Built on first use: a worker imports this module (for describe_binding) but never
-    # reads a broker snapshot, and building these schemas cost its start ~5 ms.
+    # reads a broker snapshot, and building these schemas would lengthen its start.
     model_config = ConfigDict(frozen=True, defer_build=True)
 
 

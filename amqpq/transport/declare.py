@@ -299,8 +299,8 @@ async def declare_topology(
     connection = await connect_for_topology(settings)
     try:
         if not check_only:
-            # A worker (re)starting finds everything in place: about 130 sequential
-            # round trips (~0.15 s) become one.
+            # A worker (re)starting finds everything in place: a hundred or more
+            # sequential round trips become one.
             done = await _redeclare_existing(connection, effective, _bindings_of(effective))
             if done is not None:
                 return done
