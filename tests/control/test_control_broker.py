@@ -41,7 +41,7 @@ def test_inspect_shows_a_live_worker_its_active_task_and_the_consumer_timeout_wa
 ) -> None:
     # Given a threads worker running a long task
     worker = start_worker("-c", "2").started()
-    running = app.send_task("ct.sleep", [5])
+    running = app.send_task("ct.sleep", [10])  # outlasts the CLI calls below on a busy machine
     eventually(lambda: running.state is TaskState.STARTED)
 
     # When an operator inspects the workers
@@ -77,7 +77,7 @@ def test_inspect_shows_a_live_worker_its_active_task_and_the_consumer_timeout_wa
     [answer] = revoked["workers"]
     assert answer["running"] == [running.id]
     assert "cannot terminate on the threads pool" in answer["not_terminated"][running.id]
-    assert running.get(timeout=10) == "slept"  # it ran to the end
+    assert running.get(timeout=20) == "slept"  # it ran to the end
 
     # And the worker warned about the task whose time limit exceeds consumer_timeout
     worker.wait_for_log("task ct.long has a time limit of 3600s, longer than the broker's")
