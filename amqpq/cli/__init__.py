@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     app: typer.Typer
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "version_line"]
 
 
 def __getattr__(name: str) -> Any:
@@ -29,8 +29,20 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def version_line() -> str:
+    """What ``amqpq --version`` prints: the package and the Python it runs on."""
+    import platform
+
+    from amqpq import __version__
+
+    return f"amqpq {__version__} (Python {platform.python_version()})"
+
+
 def main() -> None:
     argv = sys.argv[1:]
+    if argv == ["--version"]:
+        print(version_line())
+        return
     if argv[:1] == ["worker"]:
         from amqpq.cli import worker_args
 

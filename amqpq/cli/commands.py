@@ -67,7 +67,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from amqpq.cli import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print amqpq's version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
     # A callback makes typer build a group even though no command is registered up front.
     pass
