@@ -6,7 +6,6 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from amqpq import dlq as deadletters
 from amqpq.cli.common import (
@@ -19,6 +18,7 @@ from amqpq.cli.common import (
     settings_from,
 )
 from amqpq.cli.purge import YesOption, confirm_or_refuse, load_for, quiet_client_logs, say
+from amqpq.cli.tables import folding_table
 from amqpq.codec import OutgoingMessage
 from amqpq.errors import ExitCode, UnroutableError
 from amqpq.transport.queues import QueueNotFoundError, QueueSession
@@ -77,11 +77,11 @@ def list_(
     if not rows:
         say("the topology has no work queue with an amqpq dead-letter queue")
         return
-    table = Table(title=f"dead-letter queues in vhost {settings.vhost!r}", title_justify="left")
-    table.add_column("work queue")
-    table.add_column("dead-letter queue")
-    table.add_column("type")
-    table.add_column("messages", justify="right")
+    table = folding_table(
+        f"dead-letter queues in vhost {settings.vhost!r}",
+        ["work queue", "dead-letter queue", "type", "messages"],
+        right=["messages"],
+    )
     for row in rows:
         messages = row["messages"]
         shown = "[yellow]missing[/]" if messages is None else str(messages)

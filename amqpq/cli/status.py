@@ -15,11 +15,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group, RenderableType
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from amqpq.cli.common import TopologyOption, UrlOption, console, handle_errors, settings_from
 from amqpq.cli.purge import load_for
+from amqpq.cli.tables import folding_table
 from amqpq.errors import AmqpqError
 from amqpq.settings import Settings
 from amqpq.topology.infra import (
@@ -185,13 +185,12 @@ def collect_status(settings: Settings, topology: Topology) -> dict[str, Any]:
 
 
 def _render(document: dict[str, Any]) -> RenderableType:
-    queues = Table(
-        title=f"queues in vhost {document['vhost']!r} (management stats, may lag ~5 s)",
-        title_justify="left",
+    columns = ("queue", "type", "ready", "unacked", "consumers", "publish/s", "deliver/s")
+    queues = folding_table(
+        f"queues in vhost {document['vhost']!r} (management stats, may lag ~5 s)",
+        [*columns, "dead letters"],
+        right=[*columns[2:], "dead letters"],
     )
-    for column in ("queue", "type", "ready", "unacked", "consumers", "publish/s", "deliver/s"):
-        queues.add_column(column, justify="left" if column in ("queue", "type") else "right")
-    queues.add_column("dead letters", justify="right")
     for q in document["queues"]:
         if not q["exists"]:
             queues.add_row(q["name"], q["type"], "[yellow]missing[/]", *[""] * 5)
@@ -210,9 +209,9 @@ def _render(document: dict[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [queues]
     if document["delayed"] is not None:
         parts.append(Text(f"delayed (waiting in the delay levels): {document['delayed']}"))
-    workers = Table(title=f"workers ({len(document['workers'])})", title_justify="left")
-    for column in ("worker", "connected", "channels", "consuming"):
-        workers.add_column(column)
+    workers = folding_table(
+        f"workers ({len(document['workers'])})", ["worker", "connected", "channels", "consuming"]
+    )
     for w in document["workers"]:
         consuming = ", ".join(f"{c['queue']} (prefetch {c['prefetch']})" for c in w["consumers"])
         workers.add_row(
@@ -236,11 +235,10 @@ def _render_beats(document: dict[str, Any]) -> RenderableType | None:
             return Text("no beat is connected: the schedules are not being sent", style="yellow")
         return None
     leaders = sum(1 for b in beats if b["role"] == "leader")
-    table = Table(
-        title=f"beats ({len(beats)}, leader on {beats[0]['queue']})", title_justify="left"
+    table = folding_table(
+        f"beats ({len(beats)}, leader on {beats[0]['queue']})",
+        ["beat", "role", "connected", "connection"],
     )
-    for column in ("beat", "role", "connected", "connection"):
-        table.add_column(column)
     styles = {"leader": "bold green", "standby": "", "starting": "yellow"}
     for b in beats:
         table.add_row(
