@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pika
 import pytest
@@ -108,3 +109,47 @@ def test_an_extra_node_keeps_persistent_messages_across_a_kill_and_a_restart(
     finally:
         conn.close()
     assert body == b"still here"
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.slow
+def test_the_demo_runs_in_a_vhost_of_its_own_and_clean_removes_it() -> None:
+    import httpx
+
+    vhost = f"amqpq-demo-test-{os.getpid()}"
+    env = {**os.environ, "AMQPQ_DEMO_VHOST": vhost}
+    env.pop("AMQPQ_URL", None)
+    with httpx.Client(base_url="http://127.0.0.1:15672", auth=("guest", "guest")) as api:
+
+        def queues(in_vhost: str) -> set[str]:
+            found = api.get(f"/api/queues/{quote(in_vhost, safe='')}")
+            return {q["name"] for q in found.json()} if found.status_code == 200 else set()
+
+        before = queues("/")
+        try:
+            demo = subprocess.run(
+                [str(ROOT / "scripts" / "demo.sh")],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert demo.returncode == 0, demo.stderr[-2000:]
+            assert f"the demo runs in vhost {vhost}" in demo.stderr
+            assert "tasks.add(3, 4)            = 7" in demo.stdout
+            assert "./scripts/demo.sh --clean" in demo.stdout
+            assert {"default", "high_priority", "pdf", "default.dlq"} <= queues(vhost)
+            assert queues("/") == before  # nothing of the demo's lands in the default vhost
+        finally:
+            clean = subprocess.run(
+                [str(ROOT / "scripts" / "demo.sh"), "--clean"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        assert clean.returncode == 0, clean.stderr
+        assert f"deleted vhost {vhost}" in clean.stderr
+        assert api.get(f"/api/vhosts/{quote(vhost, safe='')}").status_code == 404
