@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
+import traceback
 from types import ModuleType
 
 from amqpq.app import App
 from amqpq.errors import ConfigError
 
 __all__ = ["load_app"]
+
+log = logging.getLogger("amqpq.worker")
 
 
 def load_app(spec: str, *, cwd: str | None = None) -> App:
@@ -59,4 +63,34 @@ def _import(module_name: str, spec: str) -> ModuleType:
                 f"-A {spec}: no module named {module_name!r} (searched the current directory "
                 "and the installed packages)"
             ) from exc
-        raise
+        raise ConfigError(_import_failure(module_name, exc)) from exc
+    except ConfigError:
+        raise  # the module's own App refused its configuration: that line says it all
+    except Exception as exc:
+        raise ConfigError(_import_failure(module_name, exc)) from exc
+
+
+def _import_failure(module_name: str, exc: BaseException) -> str:
+    """One line for a user's module that raised while imported: where, and what.
+
+    The traceback runs through importlib's frames; the user needs the last frame of
+    their own code (or the file and line of a syntax error), and gets the whole
+    traceback at debug level.
+    """
+    log.debug("importing %r failed", module_name, exc_info=exc)
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({exc.filename}, line {exc.lineno})"
+    else:
+        frames = [
+            frame
+            for frame in traceback.extract_tb(exc.__traceback__)
+            if "importlib" not in frame.filename and not frame.filename.startswith("<frozen")
+        ]
+        if frames:
+            where = f" ({frames[-1].filename}, line {frames[-1].lineno})"
+    detail = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    return (
+        f"cannot import module {module_name!r}{where}: {type(exc).__name__}: {detail} "
+        "(--loglevel debug shows the traceback)"
+    )
