@@ -37,7 +37,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from amqpq.beat.state import TOKEN_CONTENT_TYPE, BeatToken, merge_ticks
-from amqpq.beat.ticks import due_ticks, next_tick_after, tick_id, tick_iso
+from amqpq.beat.ticks import (
+    describe_next_run,
+    due_ticks,
+    next_tick_after,
+    tick_id,
+    tick_iso,
+)
 from amqpq.codec import MessageProperties, OutgoingMessage
 from amqpq.errors import (
     AmqpqError,
@@ -175,6 +181,9 @@ class Beat:
                 self.settings.primary.display,
                 broker.name,
             )
+            now = self._clock()
+            for name, schedule in self.schedules.items():
+                log.info("schedule %s next run %s", name, describe_next_run(schedule, now))
             await self._loop()
         finally:
             await consumer.cancel()
@@ -394,6 +403,7 @@ class Beat:
             message.exchange,
             message.routing_key,
         )
+        log.info("schedule %s next run %s", name, describe_next_run(schedule, tick))
         return True
 
     def _seconds_to_next(self) -> float:

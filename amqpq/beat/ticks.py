@@ -26,6 +26,7 @@ from amqpq.topology.models import Schedule
 
 __all__ = [
     "Due",
+    "describe_next_run",
     "due_ticks",
     "last_tick_at_or_before",
     "next_tick_after",
@@ -130,6 +131,19 @@ def last_tick_at_or_before(schedule: Schedule, when: datetime) -> datetime:
 def tick_iso(tick: datetime) -> str:
     """``2026-03-29T07:00:00Z``: UTC, microseconds only when the tick has some."""
     return _utc(tick).isoformat().replace("+00:00", "Z")
+
+
+def describe_next_run(schedule: Schedule, after: datetime) -> str:
+    """When ``schedule`` fires next after ``after``: in its own time zone, then in UTC.
+
+    ``2026-12-03 09:00:00 Asia/Seoul (2026-12-03T00:00:00Z)``; UTC schedules once.
+    """
+    tick = next_tick_after(schedule, after)
+    utc = tick_iso(tick)
+    if schedule.timezone == "UTC":
+        return utc
+    local = tick.astimezone(schedule.tz).replace(tzinfo=None).isoformat(sep=" ")
+    return f"{local} {schedule.timezone} ({utc})"
 
 
 def tick_id(schedule_name: str, tick: datetime) -> str:

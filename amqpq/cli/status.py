@@ -180,8 +180,27 @@ def collect_status(settings: Settings, topology: Topology) -> dict[str, Any]:
         "delayed": delayed,
         "workers": workers,
         "schedules": len(topology.schedules),
+        "next_runs": _next_runs(topology),
         "beats": beats,
     }
+
+
+def _next_runs(topology: Topology) -> list[dict[str, str]]:
+    """Each schedule's next tick from now, as the beat computes it (its own time zone + UTC)."""
+    if not topology.schedules:
+        return []
+    from amqpq.beat.ticks import describe_next_run, next_tick_after, tick_iso
+
+    now = datetime.now(UTC)
+    return [
+        {
+            "schedule": name,
+            "task": schedule.task,
+            "next_run": tick_iso(next_tick_after(schedule, now)),
+            "next_run_local": describe_next_run(schedule, now),
+        }
+        for name, schedule in topology.schedules.items()
+    ]
 
 
 def _render(document: dict[str, Any]) -> RenderableType:
@@ -224,6 +243,11 @@ def _render(document: dict[str, Any]) -> RenderableType:
     beats = _render_beats(document)
     if beats is not None:
         parts.append(beats)
+    if document.get("next_runs"):
+        schedules = folding_table("schedules", ["schedule", "task", "next run"])
+        for run in document["next_runs"]:
+            schedules.add_row(Text(run["schedule"]), Text(run["task"]), run["next_run_local"])
+        parts.append(schedules)
     return Group(*parts)
 
 

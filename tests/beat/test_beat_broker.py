@@ -60,6 +60,10 @@ async def test_an_interval_schedule_lands_in_its_routed_queue_with_deterministic
     assert first.headers["amqpq-beat-tick"] == body["id"].split(":", 2)[2]
     # And the connection was named after the role
     assert "connection='amqpq beat " in beat.log()
+    # And it said when each schedule runs next: at start, and after each tick it sent
+    assert "schedule nightly next run " in beat.log()
+    assert " Europe/Berlin (" in beat.log()
+    assert beat.log().count("schedule every-second next run ") >= 4
 
 
 async def test_a_second_beat_stays_follower_and_takes_over_after_a_graceful_stop(

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from amqpq.beat import BeatToken, due_ticks, last_tick_at_or_before, merge_ticks, next_tick_after
-from amqpq.beat.ticks import tick_id, tick_iso
+from amqpq.beat.ticks import describe_next_run, tick_id, tick_iso
 from amqpq.errors import DecodeError
 from amqpq.topology.models import Schedule
 
@@ -219,3 +219,17 @@ def test_a_broken_or_newer_token_is_a_decode_error() -> None:
         BeatToken.decode(b"not json")
     with pytest.raises(DecodeError, match="newer"):
         BeatToken.decode(b'{"amqpq_beat": 99}')
+
+
+# -- what the beat and `amqpq status` print ---------------------------------------------------
+
+
+def test_the_next_run_is_shown_in_the_schedules_time_zone_and_in_utc() -> None:
+    nightly = cron("30 2 * * *", "Europe/Berlin")
+    assert describe_next_run(nightly, utc(2026, 12, 2, 12, 0)) == (
+        "2026-12-03 02:30:00 Europe/Berlin (2026-12-03T01:30:00Z)"
+    )
+
+
+def test_a_utc_schedule_shows_its_next_run_once() -> None:
+    assert describe_next_run(every(60), utc(2026, 12, 2, 12, 0, 30)) == "2026-12-02T12:01:00Z"

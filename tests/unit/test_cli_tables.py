@@ -63,3 +63,23 @@ def test_status_tables_fold_even_at_40_columns() -> None:
     text = console.export_text()
     assert "…" not in text
     assert LONG_QUEUE in _first_column(text)
+
+
+def test_status_lists_each_schedules_next_run() -> None:
+    document = _document()
+    document["schedules"] = 1
+    document["next_runs"] = [
+        {
+            "schedule": "daily-report",
+            "task": "reports.daily",
+            "next_run": "2026-12-03T00:00:00Z",
+            "next_run_local": "2026-12-03 09:00:00 Asia/Seoul (2026-12-03T00:00:00Z)",
+        }
+    ]
+    console = Console(width=120, record=True, color_system=None)
+    console.print(status_module._render(document))
+
+    text = console.export_text()
+    assert "schedules" in text
+    assert "daily-report" in text
+    assert "2026-12-03 09:00:00 Asia/Seoul (2026-12-03T00:00:00Z)" in text
