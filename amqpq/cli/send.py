@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from amqpq.cli.common import TopologyOption, UrlOption, fail, handle_errors, settings_from
-from amqpq.errors import ConfigError, ExitCode, RemoteTaskError
+from amqpq.cli.common import (
+    TopologyOption,
+    UrlOption,
+    err_console,
+    fail,
+    handle_errors,
+    settings_from,
+)
+from amqpq.errors import ConfigError, ExitCode, RemoteTaskError, ResultTimeoutError
 
-__all__ = ["parse_value", "send"]
+if TYPE_CHECKING:
+    from amqpq.app import App
+    from amqpq.registry import Task
+    from amqpq.settings import Settings
+    from amqpq.topology.models import Topology
+
+__all__ = ["coerce_arguments", "parse_value", "send"]
 
 
 def parse_value(text: str) -> Any:
@@ -21,14 +36,131 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def _pairs(items: list[str], what: str, *, as_json: bool) -> dict[str, Any]:
-    pairs: dict[str, Any] = {}
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{what} {item!r}: expected key=value")
-        pairs[key] = parse_value(value) if as_json else value
+        pairs[key] = value
     return pairs
+
+
+def coerce_arguments(
+    task: Task[Any, Any] | None, args: Sequence[str], kwargs: Mapping[str, str]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Command-line tokens as the task's arguments.
+
+    A token is JSON when it parses as JSON, else text. When the task is known, a
+    token whose JSON value its parameter refuses but whose text it accepts is sent
+    as text: ``2024`` for a ``str`` parameter is ``"2024"``, not the number.
+    """
+    if task is None:
+        return [parse_value(a) for a in args], {k: parse_value(v) for k, v in kwargs.items()}
+    signature = task.signature
+    positional = [
+        name
+        for name, kind in signature.kinds.items()
+        if kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)
+    ]
+    var_positional = next(
+        (name for name, kind in signature.kinds.items() if kind is kind.VAR_POSITIONAL), None
+    )
+    var_keyword = next(
+        (name for name, kind in signature.kinds.items() if kind is kind.VAR_KEYWORD), None
+    )
+
+    def coerce(param: str | None, token: str) -> Any:
+        value = parse_value(token)
+        adapter = signature.adapters.get(param) if param is not None else None
+        if adapter is None or isinstance(value, str):
+            return value
+        try:
+            adapter.validate_python(value)
+        except ValueError:
+            try:
+                adapter.validate_python(token)
+            except ValueError:
+                return value  # neither fits: the worker's validation says why
+            return token
+        return value
+
+    out_args = [
+        coerce(positional[i] if i < len(positional) else var_positional, token)
+        for i, token in enumerate(args)
+    ]
+    out_kwargs = {
+        key: coerce(key if key in signature.kinds else var_keyword, token)
+        for key, token in kwargs.items()
+    }
+    return out_args, out_kwargs
+
+
+def _registered(app_spec: str | None, name: str) -> Task[Any, Any] | None:
+    """The task of ``-A``'s App; refuses a name it does not register, before sending."""
+    if app_spec is None:
+        return None
+    from amqpq.worker.loader import load_app
+
+    registry = load_app(app_spec, cwd=os.getcwd()).registry
+    task = registry.find(name)
+    if task is None:
+        known = ", ".join(registry.names()) or "no task"
+        raise ConfigError(
+            f"unknown task {name!r}: the App of -A {app_spec} registers {known}; nothing was sent"
+        )
+    return task
+
+
+def _note_unchecked(topology: Topology, name: str) -> None:
+    pattern = topology.route_pattern_for(name)
+    if pattern is not None and pattern != name:
+        err_console.print(
+            f"note: task name {name!r} not checked: it is routed by {pattern!r}, and no worker "
+            "reads it here (-A MODULE checks the name and the argument types before sending)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _idle_queues(
+    app: App,
+    settings: Settings,
+    task: str,
+    exchange: str | None,
+    routing_key: str | None,
+    headers: Mapping[str, Any],
+) -> list[str]:
+    """The queues this send reached that no worker consumes right now."""
+    from amqpq.topology.infra import effective_topology
+    from amqpq.topology.routing import route_targets
+    from amqpq.transport.queues import QueueNotFoundError, QueueSession
+
+    route = app.topology.route_for(task)
+    if exchange is None or exchange == route.exchange:
+        exchange, key = route.exchange, route.routing_key if routing_key is None else routing_key
+        headers = {**route.headers, **headers}
+    else:
+        key = routing_key or ""
+    targets = sorted(route_targets(effective_topology(app.topology), exchange, key, headers))
+    idle = []
+    with QueueSession(settings, "cli") as session:
+        for queue in targets:
+            try:
+                if session.count(queue).consumers == 0:
+                    idle.append(queue)
+            except QueueNotFoundError:
+                idle.append(queue)
+    return idle
+
+
+def _no_consumer_hint(queues: Sequence[str]) -> str:
+    names = ", ".join(repr(q) for q in queues)
+    return (
+        f"no worker consumes queue {names}: the task waits there until one does "
+        f"(amqpq worker -A MODULE -Q {','.join(queues)})"
+    )
 
 
 @handle_errors
@@ -73,6 +205,14 @@ def send(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait with --wait (exit 4 after)")
     ] = 30.0,
+    app_spec: Annotated[
+        str | None,
+        typer.Option(
+            "-A",
+            "--app",
+            help="Module with the App: check the task name and argument types before sending",
+        ),
+    ] = None,
     topology: TopologyOption = None,
     url: UrlOption = None,
 ) -> None:
@@ -83,9 +223,9 @@ def send(
     """
     from amqpq.app import App
 
-    positional = [parse_value(arg) for arg in args or []]
-    kwargs = _pairs(kwarg or [], "-k", as_json=True)
-    headers = _pairs(header or [], "--header", as_json=False)
+    known = _registered(app_spec, task)
+    positional, kwargs = coerce_arguments(known, args or [], _pairs(kwarg or [], "-k"))
+    headers = _pairs(header or [], "--header")
     options: dict[str, Any] = {
         "routing_key": routing_key,
         "exchange": exchange,
@@ -100,20 +240,37 @@ def send(
     }
     if timeout <= 0:
         raise ConfigError("--timeout must be positive")
-    app = App(settings=settings_from(url, topology))
+    settings = settings_from(url, topology)
+    app = App(settings=settings)
     try:
+        if known is None:
+            _note_unchecked(app.topology, task)
         result = app.send_task(
             task, positional, kwargs, **{k: v for k, v in options.items() if v is not None}
         )
         if not wait:
             typer.echo(result.id)
             return
+        idle: list[str] = []
+        if result_queue is None:
+            idle = _idle_queues(app, settings, task, exchange, routing_key, headers)
+            if idle:
+                err_console.print(
+                    f"warning: {_no_consumer_hint(idle)}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
         try:
             value = result.get(timeout=timeout)
         except RemoteTaskError as exc:
             raise fail(
                 f"task {task} ({result.id}) {result.state.value.lower()}: {exc}", ExitCode.FAILURE
             ) from None
+        except ResultTimeoutError as exc:
+            if idle:
+                raise ResultTimeoutError(f"{exc}; {_no_consumer_hint(idle)}") from None
+            raise
         typer.echo(json.dumps(value, ensure_ascii=False, default=str))
     finally:
         app.close()
