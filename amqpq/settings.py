@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from amqpq.errors import ConfigError
 
@@ -49,21 +56,42 @@ class BrokerAddress(BaseModel):
         return f"{self.scheme}://{self.username}@{self.host}:{self.port}/{vhost}"
 
 
+def hide_password(url: str) -> str:
+    """``amqp://user:secret@host/`` as ``amqp://user:***@host/``, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    credentials, at, location = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{location}"
+
+
 def parse_broker_url(url: str) -> BrokerAddress:
     """Parse ``amqp[s]://user:pass@host:port/vhost``; the vhost is percent-decoded.
 
     As in RabbitMQ's URI spec, an empty path means the default vhost ``/`` and
     ``%2F`` spells ``/`` explicitly.
     """
+    shown = hide_password(url.strip())
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"invalid broker URL {url!r}: {exc}") from exc
+        raise ConfigError(f"invalid broker URL {shown!r}: {exc}") from exc
     if parts.scheme not in ("amqp", "amqps"):
-        raise ConfigError(f"invalid broker URL {url!r}: the scheme must be amqp:// or amqps://")
+        raise ConfigError(
+            f"invalid broker URL {shown!r}: the scheme must be amqp:// or amqps://"
+            + (
+                " (that looks like the management API's address: set it with "
+                "AMQPQ_MANAGEMENT_URL)"
+                if parts.scheme in ("http", "https")
+                else ""
+            )
+        )
     if not parts.hostname:
-        raise ConfigError(f"invalid broker URL {url!r}: no host")
+        raise ConfigError(f"invalid broker URL {shown!r}: no host")
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     vhost = unquote(path) if path else "/"
     return BrokerAddress(
@@ -186,7 +214,21 @@ def load_settings(url: str | None = None, topology: Path | None = None) -> Setti
         overrides["topology"] = topology
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        detail = first[-1].strip() if first else str(exc)
-        raise ConfigError(f"invalid settings: {detail}") from exc
+    except ValidationError as exc:
+        raise ConfigError(_settings_problem(exc, given=set(overrides))) from None
+
+
+_OPTIONS = {"url": "--url", "topology": "-f/--topology"}
+
+
+def _settings_problem(exc: ValidationError, *, given: set[str]) -> str:
+    """The first problem, named as the user set it (a CLI option or an AMQPQ_* variable)."""
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    source = _OPTIONS[field] if field in given else f"{ENV_PREFIX}{field.upper()}"
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, ConfigError):
+        return str(cause)  # already names the value, with any password hidden
+    shown = error.get("input")
+    value = "" if shown is None or field == "url" else f" (got {shown!r:.60})"
+    return f"invalid {source}: {error['msg']}{value}"
