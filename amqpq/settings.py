@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from amqpq.errors import ConfigError
+from amqpq.errors import ConfigError, ManagementAPIError
 
 __all__ = ["BrokerAddress", "Settings", "connection_name"]
 
@@ -176,13 +176,25 @@ class Settings(BaseModel):
 
     @property
     def management_base_url(self) -> str:
-        """Base URL of the management HTTP API, without a trailing slash."""
+        """Base URL of the management HTTP API, without a trailing slash.
+
+        ``AMQPQ_MANAGEMENT_URL`` when set; otherwise derived from the first AMQP URL
+        only when that uses the standard port (5672 -> 15672, 5671 -> 15671). A broker
+        on another port says nothing about where its management API listens, and a
+        guess could silently read another broker on the same host.
+        """
         if self.management_url:
             return self.management_url.rstrip("/")
         address = self.primary
+        standard = 5671 if address.tls else 5672
+        if address.port != standard:
+            raise ManagementAPIError(
+                f"cannot tell where the management API of {address.display} listens (it is "
+                f"derived only from the standard AMQP port {standard}): set "
+                "AMQPQ_MANAGEMENT_URL, e.g. http://host:15672"
+            )
         scheme = "https" if address.tls else "http"
-        port = 15671 if address.tls else 15672
-        return f"{scheme}://{address.host}:{port}"
+        return f"{scheme}://{address.host}:{standard + 10000}"
 
     @property
     def management_credentials(self) -> tuple[str, str]:

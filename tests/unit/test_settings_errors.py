@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from amqpq.errors import ConfigError
+from amqpq.errors import ConfigError, ManagementAPIError
 from amqpq.settings import hide_password, load_settings
 
 
@@ -54,3 +54,39 @@ def test_a_port_out_of_range_hides_the_password(monkeypatch: pytest.MonkeyPatch)
 )
 def test_hide_password(url: str, shown: str) -> None:
     assert hide_password(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "management"),
+    [
+        ("amqp://guest:guest@rabbit.internal/", "http://rabbit.internal:15672"),
+        ("amqp://guest:guest@rabbit.internal:5672/prod", "http://rabbit.internal:15672"),
+        ("amqps://guest:guest@rabbit.internal/", "https://rabbit.internal:15671"),
+    ],
+)
+def test_the_management_api_is_derived_from_a_standard_amqp_port(
+    url: str, management: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AMQPQ_MANAGEMENT_URL", raising=False)
+    assert load_settings(url=url).management_base_url == management
+
+
+def test_another_amqp_port_needs_the_management_url_instead_of_a_guess(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A cluster's nodes on 5681-5683: deriving :15672 would read another broker.
+    monkeypatch.delenv("AMQPQ_MANAGEMENT_URL", raising=False)
+    settings = load_settings(
+        url="amqp://guest:guest@127.0.0.1:5681,amqp://guest:guest@127.0.0.1:5682"
+    )
+    with pytest.raises(ManagementAPIError) as caught:
+        settings.management_base_url  # noqa: B018
+    assert str(caught.value) == (
+        "cannot tell where the management API of amqp://guest@127.0.0.1:5681/%2F listens (it "
+        "is derived only from the standard AMQP port 5672): set AMQPQ_MANAGEMENT_URL, e.g. "
+        "http://host:15672"
+    )
+    monkeypatch.setenv("AMQPQ_MANAGEMENT_URL", "http://127.0.0.1:15681/")
+    assert load_settings(url="amqp://127.0.0.1:5681").management_base_url == (
+        "http://127.0.0.1:15681"
+    )
