@@ -10,6 +10,7 @@
 # 127.0.0.1, guest allowed. Data, logs and the shared Erlang cookie live under
 # ${AMQPQ_CLUSTER_DIR:-/tmp/amqpq-cluster}. The broker on 5672 is never touched.
 # Client URL: AMQPQ_URL=amqp://guest:guest@127.0.0.1:5681/,amqp://guest:guest@127.0.0.1:5682/,amqp://guest:guest@127.0.0.1:5683/
+# and AMQPQ_MANAGEMENT_URL=http://127.0.0.1:15681 (not derivable from a non-standard port).
 set -euo pipefail
 
 AMQPQ_NODE_DIR="${AMQPQ_CLUSTER_DIR:-/tmp/amqpq-cluster}"
@@ -75,6 +76,7 @@ up() {
 
     _nlog "cluster running: $(members rmq1 | tr '\n' ' ')"
     echo "AMQPQ_URL=amqp://guest:guest@127.0.0.1:5681/,amqp://guest:guest@127.0.0.1:5682/,amqp://guest:guest@127.0.0.1:5683/"
+    echo "AMQPQ_MANAGEMENT_URL=http://127.0.0.1:15681"
     echo "Management UI: http://127.0.0.1:15681 (guest/guest)"
 }
 
