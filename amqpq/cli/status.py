@@ -19,6 +19,7 @@ from rich.text import Text
 
 from amqpq.cli.common import TopologyOption, UrlOption, console, handle_errors, settings_from
 from amqpq.cli.purge import load_for
+from amqpq.cli.reach import check_amqp
 from amqpq.cli.tables import folding_table
 from amqpq.errors import AmqpqError
 from amqpq.settings import Settings
@@ -92,6 +93,7 @@ def collect_status(settings: Settings, topology: Topology) -> dict[str, Any]:
         broker_queues = {q["name"]: q for q in api.list_queues(vhost)}
         connections = api.list_connections(vhost)
         consumers = api.list_consumers(vhost)
+    check_amqp(settings)
 
     work = {q.name for q in work_queues(topology)}
     queues: list[dict[str, Any]] = []

@@ -17,6 +17,7 @@ from amqpq.cli.common import (
     handle_errors,
     settings_from,
 )
+from amqpq.cli.reach import check_amqp
 from amqpq.errors import ExitCode, ManagementAPIError
 from amqpq.settings import Settings
 from amqpq.topology.definitions import topology_definitions
@@ -134,6 +135,7 @@ def plan(
     settings = settings_from(url, topology)
     _, parsed = _load(settings, topology)
     result = _plan(settings, parsed)
+    check_amqp(settings)
     _print_plan(result, show_all=show_all)
     _say(f"plan: {result.summary()}")
     if result.has_conflicts:
