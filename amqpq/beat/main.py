@@ -53,6 +53,7 @@ from amqpq.producer import TaskPreparer
 from amqpq.topology.infra import beat_leader_queue_name
 from amqpq.transport.aio import AsyncBroker, publish_on
 from amqpq.transport.consume import Delivery, QueueConsumer
+from amqpq.wire import BEAT_HEADER_SCHEDULE, BEAT_HEADER_TICK, beat_consumer_tag
 
 if TYPE_CHECKING:
     from amqpq.app import App
@@ -64,8 +65,6 @@ __all__ = ["BEAT_HEADER_SCHEDULE", "BEAT_HEADER_TICK", "TOKEN_TYPE", "Beat", "Be
 log = logging.getLogger("amqpq.beat")
 
 TOKEN_TYPE = "amqpq.beat.token"
-BEAT_HEADER_SCHEDULE = "amqpq-beat-schedule"
-BEAT_HEADER_TICK = "amqpq-beat-tick"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +165,7 @@ class Beat:
             # A token must exist for anyone to lead; extra ones merge away.
             await self._publish(self._token_message(BeatToken()))
             host = socket.gethostname().replace(".", "-")
-            await consumer.start([self.queue], lambda _: f"amqpq-beat.{host}.{os.getpid()}")
+            await consumer.start([self.queue], lambda _: beat_consumer_tag(host, os.getpid()))
             log.info(
                 "beat started schedules=%s leader_queue=%s broker=%s connection=%r; "
                 "waiting for the leader token",

@@ -26,9 +26,9 @@ from amqpq.errors import (
 )
 from amqpq.settings import BrokerAddress, Settings, connection_name
 from amqpq.transport.tls import ssl_context_for
+from amqpq.wire import DIRECT_REPLY_TO
 
 __all__ = [
-    "DIRECT_REPLY_TO",
     "AsyncBroker",
     "ReplyChannel",
     "from_aio_properties",
@@ -330,7 +330,6 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 ReplyCallback = Callable[[str | None, bytes], None]
 LostCallback = Callable[[str], None]
 # Publishing with reply_to=amq.rabbitmq.reply-to on a channel whose reply consumer is gone

@@ -39,12 +39,12 @@ from amqpq.errors import (
 )
 from amqpq.settings import BrokerAddress, Settings, connection_name
 from amqpq.transport.tls import ssl_context_for
+from amqpq.wire import DIRECT_REPLY_TO
 
-__all__ = ["DIRECT_REPLY_TO", "BlockingBroker", "ReplyCallback"]
+__all__ = ["BlockingBroker", "ReplyCallback"]
 
 log = logging.getLogger("amqpq.transport")
 
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 # How many unconfirmed publishes one bulk send keeps in flight.
 PUBLISH_WINDOW = 1000
 

@@ -47,9 +47,9 @@ from amqpq.topology.infra import effective_topology
 from amqpq.topology.models import Queue, Topology
 from amqpq.topology.routing import Router
 from amqpq.transport.consume import ConfirmingPublisher, Delivery
+from amqpq.wire import DIRECT_REPLY_TO
 
 __all__ = [
-    "DIRECT_REPLY_TO",
     "MemoryBroker",
     "MemoryDelivery",
     "MemoryPublisher",
@@ -58,7 +58,6 @@ __all__ = [
     "shift_body_times",
 ]
 
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 ReplyHandler = Callable[[str | None, bytes], None]
 

@@ -19,6 +19,7 @@ from amqpq.topology.infra import work_queues
 from amqpq.topology.models import Topology
 from amqpq.transport.aio import AsyncBroker
 from amqpq.transport.consume import ConfirmingPublisher, Delivery, QueueConsumer
+from amqpq.wire import control_consumer_tag, worker_consumer_tag
 from amqpq.worker.consumer import MessageHandler
 from amqpq.worker.deadletter import DeadLetterer, dead_letter_targets
 from amqpq.worker.hooks import Hooks
@@ -142,7 +143,7 @@ class Worker:
         return self._consumer.tasks if self._consumer is not None else set()
 
     def consumer_tag(self, queue: str) -> str:
-        return f"amqpq-worker.{self.hostname}.{os.getpid()}.{queue}"
+        return worker_consumer_tag(self.hostname, os.getpid(), queue)
 
     def _make_pool(self) -> Pool:
         slots = self.options.slots
@@ -360,7 +361,7 @@ class Worker:
             handlers={"ping": self._ping, "inspect": self._inspect, "revoke": self._revoke},
         )
         try:
-            await control.start(consumer_tag=f"amqpq-control.{self.hostname}.{os.getpid()}")
+            await control.start(consumer_tag=control_consumer_tag(self.hostname, os.getpid()))
         except AmqpqError as exc:
             log.warning("control commands (amqpq inspect, revoke) are off in this worker: %s", exc)
             return

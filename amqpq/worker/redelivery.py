@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from amqpq.codec import HEADER_REDELIVERIES, OutgoingMessage
+from amqpq.codec import HEADER_REDELIVERIES, HEADER_TASK, OutgoingMessage
 from amqpq.errors import AmqpqError
 from amqpq.topology.models import Topology
 from amqpq.transport.consume import ConfirmingPublisher, Delivery
@@ -119,7 +119,7 @@ class RedeliveryBound:
                 limit,
                 delivery.queue,
                 delivery.properties.message_id,
-                delivery.properties.headers.get("amqpq-task", "-"),
+                delivery.properties.headers.get(HEADER_TASK, "-"),
             )
             await self._deadletters.dead_letter(
                 delivery,
