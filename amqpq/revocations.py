@@ -32,7 +32,7 @@ from amqpq.wire import revocations_consumer_tag
 if TYPE_CHECKING:
     from amqpq.app import App
     from amqpq.transport.aio import AsyncBroker
-    from amqpq.transport.consume import ConfirmingPublisher
+    from amqpq.transport.base import ConfirmingPublisher
 
 __all__ = [
     "RETENTION",

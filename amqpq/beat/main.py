@@ -52,7 +52,8 @@ from amqpq.errors import (
 from amqpq.producer import TaskPreparer
 from amqpq.topology.infra import beat_leader_queue_name
 from amqpq.transport.aio import AsyncBroker, publish_on
-from amqpq.transport.consume import Delivery, QueueConsumer
+from amqpq.transport.base import Delivery
+from amqpq.transport.consume import AioQueueConsumer
 from amqpq.wire import BEAT_HEADER_SCHEDULE, BEAT_HEADER_TICK, beat_consumer_tag
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ class Beat:
             await declare_topology(self.settings, self.topology)
         broker = self._broker = AsyncBroker(self.settings, "beat")
         self.name = broker.name
-        consumer = QueueConsumer(broker, prefetch=self.options.prefetch, handler=self._on_token)
+        consumer = AioQueueConsumer(broker, prefetch=self.options.prefetch, handler=self._on_token)
         try:
             await broker.connect()
             # A token must exist for anyone to lead; extra ones merge away.

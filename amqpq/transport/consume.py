@@ -1,12 +1,14 @@
 """Consuming on aio-pika: deliveries free of the client library, consumers, a confirming publisher.
 
-The worker package talks only to :class:`Delivery`, :class:`QueueConsumer` and
-:class:`ConfirmingPublisher`; every aio-pika and aiormq type stays in this module.
+The RabbitMQ implementations of the consuming protocols of :mod:`amqpq.transport.base`:
+:class:`AioDelivery`, :class:`AioQueueConsumer` and :class:`AioConfirmingPublisher`.
+The worker package types against the protocols and constructs these; every aio-pika
+and aiormq type stays in this module.
 
 Acks are late and may be stale: when the connection or channel dropped while a
 task ran, the broker has already requeued the message, and acking it on the new
 channel would ack some other message (or close the channel with an unknown
-delivery tag). :meth:`Delivery.ack` notices the closed channel and drops the ack.
+delivery tag). :meth:`AioDelivery.ack` notices the closed channel and drops the ack.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from amqpq.transport.aio import (
     publish_on,
     to_amqp_properties,
 )
+from amqpq.transport.base import DeliveryHandler
 
-__all__ = ["ConfirmingPublisher", "Delivery", "DeliveryHandler", "QueueConsumer"]
+__all__ = ["AioConfirmingPublisher", "AioDelivery", "AioQueueConsumer"]
 
 log = logging.getLogger("amqpq.transport")
 
@@ -46,7 +49,7 @@ _CLOSE_ERRORS: tuple[type[BaseException], ...] = (*_SETTLE_ERRORS, TimeoutError)
 _PUBLISH_RETRY_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, ChannelClosed)
 
 
-class Delivery:
+class AioDelivery:
     """One consumed message: body, properties, where it came from, and how to settle it."""
 
     __slots__ = (
@@ -207,25 +210,25 @@ class _AckCoalescer:
 
     def __init__(self) -> None:
         self.unsettled: dict[int, None] = {}  # delivery tags, ascending
-        self._pending: dict[int, tuple[Delivery, asyncio.Future[bool]]] = {}
+        self._pending: dict[int, tuple[AioDelivery, asyncio.Future[bool]]] = {}
         self._wake: asyncio.Future[None] | None = None
         self._sender: asyncio.Task[None] | None = None
 
-    def delivered(self, delivery: Delivery) -> None:
+    def delivered(self, delivery: AioDelivery) -> None:
         if delivery.delivery_tag is not None:
             self.unsettled[delivery.delivery_tag] = None
 
-    def worth_waiting(self, delivery: Delivery) -> bool:
+    def worth_waiting(self, delivery: AioDelivery) -> bool:
         """True when other deliveries are unsettled: the ack may join a multiple one."""
         tag = delivery.delivery_tag
         return tag is not None and tag in self.unsettled and len(self.unsettled) > 1
 
-    def settling(self, delivery: Delivery) -> None:
+    def settling(self, delivery: AioDelivery) -> None:
         """Its frame is about to be queued (called right before, with no await between)."""
         if delivery.delivery_tag is not None:
             self.unsettled.pop(delivery.delivery_tag, None)
 
-    async def ack(self, delivery: Delivery) -> bool:
+    async def ack(self, delivery: AioDelivery) -> bool:
         assert delivery.delivery_tag is not None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
@@ -267,7 +270,7 @@ class _AckCoalescer:
                 _resolve(future, await self._ack_frame(delivery, multiple=False))
 
     @staticmethod
-    async def _ack_frame(delivery: Delivery, *, multiple: bool) -> bool:
+    async def _ack_frame(delivery: AioDelivery, *, multiple: bool) -> bool:
         try:
             assert delivery.delivery_tag is not None
             await delivery._channel.basic_ack(delivery.delivery_tag, multiple=multiple)
@@ -292,10 +295,7 @@ def _resolve(future: asyncio.Future[bool], ok: bool) -> None:
         future.set_result(ok)
 
 
-DeliveryHandler = Callable[[Delivery], Coroutine[Any, Any, None]]
-
-
-class QueueConsumer:
+class AioQueueConsumer:
     """Consumes several queues on one channel, with per-consumer prefetch (``global_=False``).
 
     Quorum queues refuse global QoS, so the prefetch applies to each queue's
@@ -368,7 +368,7 @@ class QueueConsumer:
 
         def on_message(message: DeliveredMessage) -> Coroutine[Any, Any, None]:
             acks = acks_for(message.channel) if coalesce else None
-            delivery = Delivery(message, queue, acks)
+            delivery = AioDelivery(message, queue, acks)
             if acks is not None:
                 acks.delivered(delivery)
             task = create_task(handler(delivery))
@@ -413,7 +413,7 @@ class QueueConsumer:
                 await channel.close()
 
 
-class ConfirmingPublisher:
+class AioConfirmingPublisher:
     """Publishes with confirms on a channel of its own.
 
     Dead letters and retries go to exchanges that may not exist (a worker

@@ -23,9 +23,10 @@ so a test fast-forwards a one-hour countdown instead of sleeping. A mandatory
 publish that reaches no queue raises :class:`~amqpq.errors.UnroutableError`, as the
 real producers do.
 
-:class:`MemoryDelivery` and :class:`MemoryPublisher` are the worker-facing twins of
-:class:`~amqpq.transport.consume.Delivery` and
-:class:`~amqpq.transport.consume.ConfirmingPublisher`, so the worker's own
+:class:`MemoryDelivery` and :class:`MemoryPublisher` implement the
+:class:`~amqpq.transport.base.Delivery` and
+:class:`~amqpq.transport.base.ConfirmingPublisher` protocols, siblings of the
+aio-pika ones in :mod:`amqpq.transport.consume`, so the worker's own
 message handler runs unchanged on top of this broker (see :mod:`amqpq.testing`).
 """
 
@@ -46,7 +47,6 @@ from amqpq.errors import PublishNackedError, UnroutableError
 from amqpq.topology.infra import effective_topology
 from amqpq.topology.models import Queue, Topology
 from amqpq.topology.routing import Router
-from amqpq.transport.consume import ConfirmingPublisher, Delivery
 from amqpq.wire import DIRECT_REPLY_TO
 
 __all__ = [
@@ -433,43 +433,81 @@ def shift_body_times(body: bytes, seconds: float) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() if changed else body
 
 
-class MemoryDelivery(Delivery):
-    """A :class:`Delivery` taken from a :class:`MemoryBroker` queue."""
+class MemoryDelivery:
+    """A :class:`~amqpq.transport.base.Delivery` taken from a :class:`MemoryBroker` queue."""
 
-    __slots__ = ("_broker",)
+    __slots__ = (
+        "_broker",
+        "body",
+        "consumer_tag",
+        "delivery_tag",
+        "exchange",
+        "properties",
+        "queue",
+        "redelivered",
+        "routing_key",
+        "settled",
+    )
 
     def __init__(
         self, broker: MemoryBroker, queue: str, message: StoredMessage, tag: int, consumer: str
     ) -> None:
         self._broker = broker
         shift = (time.time() - message.born_real) - (broker.micros - message.born_virtual) / 1e6
-        self.body = shift_body_times(message.body, shift)
+        self.body: bytes = shift_body_times(message.body, shift)
         headers = dict(message.properties.headers)
         if broker.queues[queue].type == "quorum" and message.deliveries > 1:
             headers["x-delivery-count"] = message.deliveries - 1
-        self.properties = replace(message.properties, headers=headers)
-        self.exchange = message.exchange
-        self.routing_key = message.routing_key
-        self.redelivered = message.redelivered
-        self.queue = queue
-        self.delivery_tag = tag
-        self.consumer_tag = consumer
+        self.properties: MessageProperties = replace(message.properties, headers=headers)
+        self.exchange: str = message.exchange
+        self.routing_key: str = message.routing_key
+        self.redelivered: bool = message.redelivered
+        self.queue: str = queue
+        self.delivery_tag: int | None = tag
+        self.consumer_tag: str | None = consumer
         self.settled = False
 
-    async def _settle(self, how: str, requeue: bool = False) -> bool:
+    def __repr__(self) -> str:
+        return (
+            f"<Delivery queue={self.queue} tag={self.delivery_tag} "
+            f"id={self.properties.message_id} redelivered={self.redelivered}>"
+        )
+
+    @property
+    def channel_open(self) -> bool:
+        """Always True: the memory broker has no channels to lose."""
+        return True
+
+    @property
+    def delivery_count(self) -> int:
+        """How many times it was delivered before (``x-delivery-count`` on quorum queues)."""
+        value = self.properties.headers.get("x-delivery-count")
+        return value if isinstance(value, int) else (1 if self.redelivered else 0)
+
+    async def send_reply(self, message: OutgoingMessage) -> bool:
+        self._broker.publish(message)
+        return True
+
+    async def ack(self) -> bool:
+        return self._settle("ack")
+
+    async def nack(self, requeue: bool = True) -> bool:
+        return self._settle("nack", requeue)
+
+    async def reject(self, requeue: bool = False) -> bool:
+        return self._settle("reject", requeue)
+
+    def _settle(self, how: str, requeue: bool = False) -> bool:
         if self.settled:
             return False
         self.settled = True
         assert self.delivery_tag is not None
         return self._broker.settle(self.delivery_tag, how, requeue)
 
-    async def send_reply(self, message: OutgoingMessage) -> bool:
-        self._broker.publish(message)
-        return True
 
-
-class MemoryPublisher(ConfirmingPublisher):
-    """A :class:`ConfirmingPublisher` into a :class:`MemoryBroker` (the "confirm" is immediate)."""
+class MemoryPublisher:
+    """A :class:`~amqpq.transport.base.ConfirmingPublisher` into a :class:`MemoryBroker`
+    (the "confirm" is immediate)."""
 
     def __init__(self, broker: MemoryBroker) -> None:
         self._memory = broker

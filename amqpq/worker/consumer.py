@@ -24,7 +24,7 @@ from amqpq.delay import plan_delay
 from amqpq.envelope import PROTOCOL_VERSION, ErrorInfo, Reply, TaskEnvelope, TaskState
 from amqpq.errors import AmqpqError, ArgumentsError, DecodeError
 from amqpq.registry import Request, Task, TaskRegistry
-from amqpq.transport.consume import ConfirmingPublisher, Delivery
+from amqpq.transport.base import ConfirmingPublisher, Delivery
 from amqpq.wire import DIRECT_REPLY_TO_PREFIX, HEADER_TASK
 from amqpq.worker.deadletter import DeadLetterer
 from amqpq.worker.execution import Outcome, RetryRequest, retry_countdown

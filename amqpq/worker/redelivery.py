@@ -31,7 +31,7 @@ from typing import Any, Literal
 from amqpq.codec import HEADER_REDELIVERIES, HEADER_TASK, OutgoingMessage
 from amqpq.errors import AmqpqError
 from amqpq.topology.models import Topology
-from amqpq.transport.consume import ConfirmingPublisher, Delivery
+from amqpq.transport.base import ConfirmingPublisher, Delivery
 from amqpq.worker.deadletter import DeadLetterer
 from amqpq.worker.stats import WorkerStats
 
