@@ -21,32 +21,28 @@ from typing import Any, cast
 
 import aiormq
 from aio_pika.abc import AbstractChannel
-from aio_pika.exceptions import ChannelClosed, MessageProcessError
+from aio_pika.exceptions import ChannelClosed
 from aiormq.abc import DeliveredMessage
 
 from amqpq.codec import MessageProperties, OutgoingMessage
-from amqpq.errors import BrokerError, PublishError
-from amqpq.transport.aio import (
-    CONNECTION_ERRORS,
-    AsyncBroker,
-    publish_on,
+from amqpq.errors import BrokerError
+from amqpq.transport.aio import AioConfirmingPublisher, AsyncBroker
+from amqpq.transport.aio_mapping import (
+    CHANNEL_GONE_ERRORS,
+    CLOSE_ERRORS,
+    from_amqp_properties,
     to_amqp_properties,
 )
 from amqpq.transport.base import DeliveryHandler
 
 __all__ = ["AioConfirmingPublisher", "AioDelivery", "AioQueueConsumer"]
+# AioConfirmingPublisher lives in amqpq.transport.aio (the producers publish through it
+# too) and is re-exported here beside the other consuming implementations.
 
 log = logging.getLogger("amqpq.transport")
 
 # Settling a delivery whose channel is gone raises one of these: the broker requeued it.
-_SETTLE_ERRORS: tuple[type[BaseException], ...] = (
-    *CONNECTION_ERRORS,
-    ChannelClosed,
-    aiormq.exceptions.ChannelInvalidStateError,
-    MessageProcessError,
-)
-_CLOSE_ERRORS: tuple[type[BaseException], ...] = (*_SETTLE_ERRORS, TimeoutError)
-_PUBLISH_RETRY_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, ChannelClosed)
+_SETTLE_ERRORS = CHANNEL_GONE_ERRORS
 
 
 class AioDelivery:
@@ -74,7 +70,7 @@ class AioDelivery:
         self._channel = cast(aiormq.Channel, message.channel)
         self._acks = acks
         self.body: bytes = message.body
-        self.properties: MessageProperties = _properties(message.header.properties)
+        self.properties: MessageProperties = from_amqp_properties(message.header.properties)
         deliver = cast(aiormq.spec.Basic.Deliver, message.delivery)  # a consumer gets these
         self.exchange: str = deliver.exchange or ""
         self.routing_key: str = deliver.routing_key or ""
@@ -176,23 +172,6 @@ class AioDelivery:
             )
             return False
         return True
-
-
-def _properties(props: aiormq.spec.Basic.Properties) -> MessageProperties:
-    return MessageProperties(
-        message_id=props.message_id,
-        correlation_id=props.correlation_id,
-        reply_to=props.reply_to,
-        content_type=props.content_type,
-        content_encoding=props.content_encoding,
-        delivery_mode=props.delivery_mode or 1,
-        priority=props.priority,
-        timestamp=props.timestamp,
-        expiration=props.expiration,
-        type=props.message_type,
-        app_id=props.app_id,
-        headers=dict(props.headers) if props.headers else {},
-    )
 
 
 class _AckCoalescer:
@@ -400,7 +379,7 @@ class AioQueueConsumer:
             try:
                 underlay = await asyncio.wait_for(channel.get_underlay_channel(), 5)
                 await underlay.basic_cancel(tag, timeout=5)
-            except _CLOSE_ERRORS as exc:
+            except CLOSE_ERRORS as exc:
                 log.warning("cancelling consumer %s failed: %s", tag, type(exc).__name__)
 
     async def close(self) -> None:
@@ -409,51 +388,5 @@ class AioQueueConsumer:
             coalescer.close()
         self._acks.clear()
         if channel is not None and not channel.is_closed:
-            with contextlib.suppress(*_CLOSE_ERRORS):
-                await channel.close()
-
-
-class AioConfirmingPublisher:
-    """Publishes with confirms on a channel of its own.
-
-    Dead letters and retries go to exchanges that may not exist (a worker
-    started before ``topology apply``): a publish to a missing exchange closes
-    its channel, so those get a channel apart from the replies.
-    """
-
-    def __init__(self, broker: AsyncBroker) -> None:
-        self._broker = broker
-        self._channel: AbstractChannel | None = None
-        self._opening: asyncio.Lock = asyncio.Lock()
-
-    async def _get_channel(self) -> AbstractChannel:
-        channel = self._channel
-        if channel is not None and not channel.is_closed:
-            return channel
-        async with self._opening:
-            if self._channel is None or self._channel.is_closed:
-                self._channel = await self._broker.channel()
-            return self._channel
-
-    async def publish(self, message: OutgoingMessage, *, timeout: float | None = 30.0) -> None:
-        """Publish and wait for the confirm; retried once after a connection loss.
-
-        Raises :class:`~amqpq.errors.UnroutableError` (returned or no such exchange),
-        :class:`~amqpq.errors.PublishNackedError` or :class:`~amqpq.errors.PublishError`.
-        """
-        for attempt in (1, 2):
-            try:
-                channel = await self._get_channel()
-                await publish_on(channel, message, timeout=timeout)
-                return
-            except _PUBLISH_RETRY_ERRORS as exc:
-                self._channel = None
-                if attempt == 2:
-                    raise PublishError(f"publish failed, connection lost: {exc!r}") from exc
-                await self._broker.wait_ready(timeout or 30.0)
-
-    async def close(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None and not channel.is_closed:
-            with contextlib.suppress(*_CLOSE_ERRORS):
+            with contextlib.suppress(*CLOSE_ERRORS):
                 await channel.close()
