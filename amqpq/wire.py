@@ -9,6 +9,9 @@ builders: this module imports nothing from amqpq, so any layer may use it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
     "BEAT_HEADER_SCHEDULE",
     "BEAT_HEADER_TICK",
@@ -21,6 +24,7 @@ __all__ = [
     "HEADER_DEAD_AT",
     "HEADER_DELAY_EXCHANGE",
     "HEADER_DELAY_QUEUE",
+    "HEADER_DELIVERY_COUNT",
     "HEADER_ERROR_MESSAGE",
     "HEADER_ERROR_TYPE",
     "HEADER_ORIGINAL_EXCHANGE",
@@ -41,6 +45,7 @@ __all__ = [
     "delay_deliver_exchange_name",
     "delay_exchange_name",
     "delay_queue_name",
+    "deliveries_before",
     "events_exchange_name",
     "is_direct_reply_to",
     "revocations_consumer_tag",
@@ -63,6 +68,17 @@ HEADER_DEAD_AT = "amqpq-dead-at"
 # How many times a message of a classic queue came back unacked (amqpq/worker/redelivery.py).
 HEADER_REDELIVERIES = "amqpq-redeliveries"
 
+# RabbitMQ's count of a quorum queue message's earlier deliveries.
+HEADER_DELIVERY_COUNT = "x-delivery-count"
+
+
+def deliveries_before(headers: Mapping[str, Any], redelivered: bool) -> int:
+    """How many times the broker delivered a message before: ``x-delivery-count`` on
+    quorum queues; elsewhere only the redelivered flag is known (at least once)."""
+    value = headers.get(HEADER_DELIVERY_COUNT)
+    return value if isinstance(value, int) else (1 if redelivered else 0)
+
+
 # Headers RabbitMQ writes when it dead-letters; a republished message must not
 # carry them, or the broker's expired-only cycle detection could drop it.
 BROKER_DEAD_LETTER_HEADERS = (
@@ -73,7 +89,7 @@ BROKER_DEAD_LETTER_HEADERS = (
     "x-last-death-queue",
     "x-last-death-reason",
     "x-last-death-exchange",
-    "x-delivery-count",
+    HEADER_DELIVERY_COUNT,
 )
 
 # The scheduler's token messages on its leader queue (amqpq/beat/main.py).

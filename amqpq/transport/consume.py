@@ -34,6 +34,7 @@ from amqpq.transport.aio_mapping import (
     to_amqp_properties,
 )
 from amqpq.transport.base import DeliveryHandler
+from amqpq.wire import deliveries_before
 
 __all__ = ["AioConfirmingPublisher", "AioDelivery", "AioQueueConsumer"]
 # AioConfirmingPublisher lives in amqpq.transport.aio (the producers publish through it
@@ -96,9 +97,7 @@ class AioDelivery:
 
     @property
     def delivery_count(self) -> int:
-        """How many times the broker delivered it before (quorum queues' ``x-delivery-count``)."""
-        value = self.properties.headers.get("x-delivery-count")
-        return value if isinstance(value, int) else (1 if self.redelivered else 0)
+        return deliveries_before(self.properties.headers, self.redelivered)
 
     async def send_reply(self, message: OutgoingMessage) -> bool:
         """Publish ``message`` on the channel this delivery came on, unconfirmed, ahead of

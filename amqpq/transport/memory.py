@@ -47,7 +47,7 @@ from amqpq.errors import PublishNackedError, UnroutableError
 from amqpq.topology.infra import effective_topology
 from amqpq.topology.models import Queue, Topology
 from amqpq.topology.routing import Router
-from amqpq.wire import DIRECT_REPLY_TO
+from amqpq.wire import DIRECT_REPLY_TO, HEADER_DELIVERY_COUNT, deliveries_before
 
 __all__ = [
     "MemoryBroker",
@@ -436,19 +436,6 @@ def shift_body_times(body: bytes, seconds: float) -> bytes:
 class MemoryDelivery:
     """A :class:`~amqpq.transport.base.Delivery` taken from a :class:`MemoryBroker` queue."""
 
-    __slots__ = (
-        "_broker",
-        "body",
-        "consumer_tag",
-        "delivery_tag",
-        "exchange",
-        "properties",
-        "queue",
-        "redelivered",
-        "routing_key",
-        "settled",
-    )
-
     def __init__(
         self, broker: MemoryBroker, queue: str, message: StoredMessage, tag: int, consumer: str
     ) -> None:
@@ -457,7 +444,7 @@ class MemoryDelivery:
         self.body: bytes = shift_body_times(message.body, shift)
         headers = dict(message.properties.headers)
         if broker.queues[queue].type == "quorum" and message.deliveries > 1:
-            headers["x-delivery-count"] = message.deliveries - 1
+            headers[HEADER_DELIVERY_COUNT] = message.deliveries - 1
         self.properties: MessageProperties = replace(message.properties, headers=headers)
         self.exchange: str = message.exchange
         self.routing_key: str = message.routing_key
@@ -480,9 +467,7 @@ class MemoryDelivery:
 
     @property
     def delivery_count(self) -> int:
-        """How many times it was delivered before (``x-delivery-count`` on quorum queues)."""
-        value = self.properties.headers.get("x-delivery-count")
-        return value if isinstance(value, int) else (1 if self.redelivered else 0)
+        return deliveries_before(self.properties.headers, self.redelivered)
 
     async def send_reply(self, message: OutgoingMessage) -> bool:
         self._broker.publish(message)
