@@ -1,7 +1,12 @@
 """The asyncio transport on aio-pika: one robust connection, confirmed mandatory publishes.
 
-Library errors are mapped here to :mod:`amqpq.errors`; nothing above this
-module sees an aio-pika or aiormq exception.
+:class:`AsyncBroker` (the connection, with failover), :func:`publish_on` (one
+confirmed publish), :class:`AioConfirmingPublisher` (a publishing channel of its
+own), :func:`retry_once_after_connection_loss` (the one retry policy of every
+publisher here) and :class:`ReplyChannel` (direct reply-to for the producers).
+Library errors are mapped to :mod:`amqpq.errors` through
+:mod:`amqpq.transport.aio_mapping`; nothing above the transport package sees an
+aio-pika or aiormq exception.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ these protocols only; they never see a client library. Each protocol has sibling
 implementations, none subclassing another:
 
 - on RabbitMQ, in :mod:`amqpq.transport.consume` (aio-pika / aiormq):
-  ``AioDelivery``, ``AioConfirmingPublisher``, ``AioQueueConsumer``;
+  ``AioDelivery``, ``AioQueueConsumer`` and ``AioConfirmingPublisher`` (the last
+  defined in :mod:`amqpq.transport.aio`);
 - in memory, in :mod:`amqpq.transport.memory` (used by :mod:`amqpq.testing`):
   ``MemoryDelivery``, ``MemoryPublisher`` (the test broker pulls deliveries
   itself instead of running a consumer).
@@ -29,7 +30,11 @@ A transport must provide:
   losing the deliveries already received.
 
 How a transport is fast (ack coalescing, raw frames, write coalescing) stays
-private to its implementation: nothing here promises or exposes it.
+private to its implementation: nothing here promises or exposes it. Each client
+library's errors are mapped once, in its mapping module
+(:mod:`amqpq.transport.aio_mapping`, :mod:`amqpq.transport.pika_mapping`), in the
+one wording of :mod:`amqpq.transport.wording`; the names on the wire come from
+:mod:`amqpq.wire`.
 """
 
 from __future__ import annotations

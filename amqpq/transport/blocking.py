@@ -11,7 +11,7 @@ a keep-alive thread pumps the connection while the process is idle, and a
 connection that died anyway is replaced on next use: a publish that fails with a
 connection error is retried once on a new connection (at-least-once).
 
-Library errors are mapped here to :mod:`amqpq.errors`.
+pika errors become :mod:`amqpq.errors` here, through :mod:`amqpq.transport.pika_mapping`.
 """
 
 from __future__ import annotations

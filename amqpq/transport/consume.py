@@ -1,9 +1,10 @@
 """Consuming on aio-pika: deliveries free of the client library, consumers, a confirming publisher.
 
 The RabbitMQ implementations of the consuming protocols of :mod:`amqpq.transport.base`:
-:class:`AioDelivery`, :class:`AioQueueConsumer` and :class:`AioConfirmingPublisher`.
-The worker package types against the protocols and constructs these; every aio-pika
-and aiormq type stays in this module.
+:class:`AioDelivery`, :class:`AioQueueConsumer` and :class:`AioConfirmingPublisher`
+(defined in :mod:`amqpq.transport.aio`, where the producers publish through it too,
+and re-exported here). The worker package types against the protocols and
+constructs these; no aio-pika or aiormq type leaves the transport package.
 
 Acks are late and may be stale: when the connection or channel dropped while a
 task ran, the broker has already requeued the message, and acking it on the new
@@ -37,8 +38,6 @@ from amqpq.transport.base import DeliveryHandler
 from amqpq.wire import deliveries_before
 
 __all__ = ["AioConfirmingPublisher", "AioDelivery", "AioQueueConsumer"]
-# AioConfirmingPublisher lives in amqpq.transport.aio (the producers publish through it
-# too) and is re-exported here beside the other consuming implementations.
 
 log = logging.getLogger("amqpq.transport")
 

@@ -9,7 +9,7 @@ queue). A crash or a lost connection has the same effect, so reading never
 loses a message. Publishes are persistent, mandatory and confirmed, one at a
 time.
 
-pika errors are mapped to :mod:`amqpq.errors` here.
+pika errors become :mod:`amqpq.errors` here, through :mod:`amqpq.transport.pika_mapping`.
 """
 
 from __future__ import annotations
