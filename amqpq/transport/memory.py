@@ -455,10 +455,7 @@ class MemoryDelivery:
         self.settled = False
 
     def __repr__(self) -> str:
-        return (
-            f"<Delivery queue={self.queue} tag={self.delivery_tag} "
-            f"id={self.properties.message_id} redelivered={self.redelivered}>"
-        )
+        return f"<MemoryDelivery {self.queue}#{self.delivery_tag} id={self.properties.message_id}>"
 
     @property
     def channel_open(self) -> bool:
