@@ -28,10 +28,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from amqpq.codec import HEADER_REDELIVERIES, HEADER_TASK, OutgoingMessage
+from amqpq.codec import HEADER_REDELIVERIES, OutgoingMessage
 from amqpq.errors import AmqpqError
 from amqpq.topology.models import Topology
 from amqpq.transport.base import ConfirmingPublisher, Delivery
+from amqpq.wire import HEADER_TASK
 from amqpq.worker.deadletter import DeadLetterer
 from amqpq.worker.stats import WorkerStats
 
