@@ -1,6 +1,8 @@
 """Envelope <-> AMQP message: every mapping between the two lives here.
 
-The transport layer turns :class:`OutgoingMessage` into a pika or aio-pika
+The header names themselves are protocol facts and live in :mod:`amqpq.wire`
+(re-exported here for the callers that build or read task messages). The
+transport layer turns :class:`OutgoingMessage` into a pika or aio-pika
 message and an incoming delivery into :class:`MessageProperties`; nothing else
 knows which header holds what.
 """
@@ -16,9 +18,25 @@ from pydantic import ValidationError
 
 from amqpq.envelope import PROTOCOL_VERSION, Reply, TaskEnvelope
 from amqpq.errors import DecodeError
+from amqpq.wire import (
+    BROKER_DEAD_LETTER_HEADERS,
+    DELAY_HEADER_PREFIX,
+    HEADER_DEAD_AT,
+    HEADER_ERROR_MESSAGE,
+    HEADER_ERROR_TYPE,
+    HEADER_ORIGINAL_EXCHANGE,
+    HEADER_ORIGINAL_QUEUE,
+    HEADER_ORIGINAL_ROUTING_KEY,
+    HEADER_PROTOCOL,
+    HEADER_REASON,
+    HEADER_REDELIVERIES,
+    HEADER_TASK,
+    is_direct_reply_to,
+)
 
 __all__ = [
     "CONTENT_TYPE",
+    "HEADER_DEAD_AT",
     "HEADER_ERROR_MESSAGE",
     "HEADER_ERROR_TYPE",
     "HEADER_ORIGINAL_EXCHANGE",
@@ -38,34 +56,8 @@ __all__ = [
 ]
 
 CONTENT_TYPE = "application/json"
-HEADER_PROTOCOL = "amqpq-protocol"
-HEADER_TASK = "amqpq-task"
-# Set on dead letters amqpq publishes itself (bad input, exhausted retries).
-HEADER_REASON = "amqpq-dead-letter-reason"
-HEADER_ERROR_TYPE = "amqpq-error-type"
-HEADER_ERROR_MESSAGE = "amqpq-error-message"
-HEADER_ORIGINAL_QUEUE = "amqpq-original-queue"
-HEADER_ORIGINAL_EXCHANGE = "amqpq-original-exchange"
-HEADER_ORIGINAL_ROUTING_KEY = "amqpq-original-routing-key"
-HEADER_DEAD_AT = "amqpq-dead-at"
-# How many times a message of a classic queue came back unacked (amqpq/worker/redelivery.py).
-HEADER_REDELIVERIES = "amqpq-redeliveries"
-
-_DELAY_HEADER_PREFIX = "amqpq-delay-"
-# Headers RabbitMQ writes when it dead-letters; a republished message must not
-# carry them, or the broker's expired-only cycle detection could drop it.
-_BROKER_HEADERS = (
-    "x-death",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-first-death-exchange",
-    "x-last-death-queue",
-    "x-last-death-reason",
-    "x-last-death-exchange",
-    "x-delivery-count",
-    # Not the broker's, but the same kind: a republished message starts a new count.
-    HEADER_REDELIVERIES,
-)
+# Not the broker's, but the same kind: a republished message starts a new count.
+_DROPPED_ON_REPUBLISH = (*BROKER_DEAD_LETTER_HEADERS, HEADER_REDELIVERIES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +168,7 @@ def encode_reply(reply: Reply, *, reply_to: str) -> OutgoingMessage:
             correlation_id=reply.id,
             type="amqpq.reply",
             # Replies to a durable result queue must survive a broker restart too.
-            delivery_mode=1 if reply_to.startswith("amq.rabbitmq.reply-to") else 2,
+            delivery_mode=1 if is_direct_reply_to(reply_to) else 2,
             headers={HEADER_PROTOCOL: PROTOCOL_VERSION},
         ),
     )
@@ -195,7 +187,7 @@ def fresh_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
     return {
         k: v
         for k, v in (headers or {}).items()
-        if k not in _BROKER_HEADERS and not k.startswith(_DELAY_HEADER_PREFIX)
+        if k not in _DROPPED_ON_REPUBLISH and not k.startswith(DELAY_HEADER_PREFIX)
     }
 
 

@@ -161,8 +161,9 @@ async def broadcast(
     An empty list when no worker is listening. Raises :class:`UnroutableError`
     when the control exchange does not exist (the topology was never applied).
     """
-    from amqpq.transport.aio import DIRECT_REPLY_TO, AsyncBroker, ReplyChannel
+    from amqpq.transport.aio import AsyncBroker, ReplyChannel
     from amqpq.transport.broadcast import exchange_exists
+    from amqpq.wire import DIRECT_REPLY_TO
 
     request_id = uuid.uuid4().hex
     replies: list[ControlReply] = []

@@ -1,12 +1,22 @@
 """Broker-side delays: a delay in milliseconds -> the entry exchange and headers.
 
 See docs/architecture.md, "Delays without plugins". Pure functions only; the
-objects they name are declared by the topology layer.
+protocol's names and numbers live in :mod:`amqpq.wire`, shared with the topology
+layer that declares the objects they name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from amqpq.wire import (
+    DELAY_LEVELS,
+    HEADER_DELAY_EXCHANGE,
+    HEADER_DELAY_QUEUE,
+    MAX_DELAY_MS,
+    delay_bit_header,
+    delay_exchange_name,
+)
 
 __all__ = [
     "DELAY_LEVELS",
@@ -18,17 +28,8 @@ __all__ = [
     "plan_delay",
 ]
 
-DELAY_LEVELS = 30
-MAX_DELAY_MS = (
-    1 << DELAY_LEVELS
-) - 1  # about 12.4 days; longer delays are re-delayed by the worker
-HEADER_DELAY_EXCHANGE = "amqpq-delay-exchange"
-HEADER_DELAY_QUEUE = "amqpq-delay-queue"
-_BIT_HEADER = "amqpq-delay-bit-"
-
-
-def bit_header(level: int) -> str:
-    return f"{_BIT_HEADER}{level}"
+# ``bit_header`` is the sender's name for the protocol's per-level header.
+bit_header = delay_bit_header
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,4 +63,4 @@ def plan_delay(
     else:
         assert target_queue is not None
         headers[HEADER_DELAY_QUEUE] = target_queue
-    return DelayPlan(exchange=f"{prefix}.delay.{top}", headers=headers, delay_ms=delay_ms)
+    return DelayPlan(exchange=delay_exchange_name(prefix, top), headers=headers, delay_ms=delay_ms)

@@ -27,11 +27,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from amqpq.codec import CONTENT_TYPE, MessageProperties, OutgoingMessage
 from amqpq.errors import AmqpqError, ConfigError
 from amqpq.topology.infra import revocations_queue_name
+from amqpq.wire import revocations_consumer_tag
 
 if TYPE_CHECKING:
     from amqpq.app import App
     from amqpq.transport.aio import AsyncBroker
-    from amqpq.transport.consume import ConfirmingPublisher
+    from amqpq.transport.base import ConfirmingPublisher
 
 __all__ = [
     "RETENTION",
@@ -175,7 +176,7 @@ class Revocations:
         name = revocations_queue_name(self._prefix)
         reader = StreamReader(self._broker, name, on_record=self._on_record, offset="first")
         try:
-            await reader.start(consumer_tag=f"amqpq-revocations.{self._worker.replace(':', '.')}")
+            await reader.start(consumer_tag=revocations_consumer_tag(self._worker))
             marker = RevocationRecord(
                 op="marker", at=datetime.now(UTC), by=self._worker, nonce=self._nonce
             )

@@ -34,6 +34,7 @@ from amqpq.errors import (
     TaskRejectedError,
     TaskRevokedError,
 )
+from amqpq.wire import DIRECT_REPLY_TO
 
 if TYPE_CHECKING:
     from amqpq.app import App
@@ -49,8 +50,6 @@ __all__ = [
 
 log = logging.getLogger("amqpq.rpc")
 
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-"""The ``reply_to`` of a task whose result comes back over RabbitMQ direct reply-to."""
 
 _ERRORS: dict[TaskState, type[RemoteTaskError]] = {
     TaskState.FAILURE: RemoteTaskError,

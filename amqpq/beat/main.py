@@ -58,7 +58,9 @@ from amqpq.errors import (
 from amqpq.producer import TaskPreparer
 from amqpq.topology.infra import beat_leader_queue_name
 from amqpq.transport.aio import AsyncBroker, publish_on
-from amqpq.transport.consume import Delivery, QueueConsumer
+from amqpq.transport.base import Delivery
+from amqpq.transport.consume import AioQueueConsumer
+from amqpq.wire import BEAT_HEADER_SCHEDULE, BEAT_HEADER_TICK, beat_consumer_tag
 
 if TYPE_CHECKING:
     from amqpq.app import App
@@ -70,8 +72,6 @@ __all__ = ["BEAT_HEADER_SCHEDULE", "BEAT_HEADER_TICK", "TOKEN_TYPE", "Beat", "Be
 log = logging.getLogger("amqpq.beat")
 
 TOKEN_TYPE = "amqpq.beat.token"
-BEAT_HEADER_SCHEDULE = "amqpq-beat-schedule"
-BEAT_HEADER_TICK = "amqpq-beat-tick"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +166,13 @@ class Beat:
             await declare_topology(self.settings, self.topology)
         broker = self._broker = AsyncBroker(self.settings, "beat")
         self.name = broker.name
-        consumer = QueueConsumer(broker, prefetch=self.options.prefetch, handler=self._on_token)
+        consumer = AioQueueConsumer(broker, prefetch=self.options.prefetch, handler=self._on_token)
         try:
             await broker.connect()
             # A token must exist for anyone to lead; extra ones merge away.
             await self._publish(self._token_message(BeatToken()))
             host = socket.gethostname().replace(".", "-")
-            await consumer.start([self.queue], lambda _: f"amqpq-beat.{host}.{os.getpid()}")
+            await consumer.start([self.queue], lambda _: beat_consumer_tag(host, os.getpid()))
             log.info(
                 "beat started schedules=%s leader_queue=%s broker=%s connection=%r; "
                 "waiting for the leader token",

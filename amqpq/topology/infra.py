@@ -4,8 +4,9 @@
 and queues, the binary delay levels and (when the file has schedules) the beat
 leader queue, every added object flagged
 ``managed_by_amqpq``. It is what ``apply`` declares, ``plan`` compares,
-``export`` writes and ``graph --all`` draws; the worker and producer use the
-name helpers below so everyone agrees on the names.
+``export`` writes and ``graph --all`` draws. The names of these objects (and the
+delay protocol's headers, which :mod:`amqpq.delay` writes and the bindings here
+match) are protocol facts defined in :mod:`amqpq.wire` and re-exported here.
 """
 
 from __future__ import annotations
@@ -22,13 +23,27 @@ from amqpq.topology.models import (
     QueueBinding,
     Topology,
 )
+from amqpq.wire import (
+    BEAT_LEADER_QUEUE_SUFFIX,
+    DELAY_LEVELS,
+    HEADER_DELAY_EXCHANGE,
+    HEADER_DELAY_QUEUE,
+    beat_leader_queue_name,
+    control_exchange_name,
+    dead_letter_exchange_name,
+    dead_letter_queue_name,
+    delay_bit_header,
+    delay_deliver_exchange_name,
+    delay_exchange_name,
+    delay_queue_name,
+    events_exchange_name,
+    revocations_queue_name,
+)
 
 __all__ = [
     "BEAT_LEADER_QUEUE_SUFFIX",
     "DEAD_LETTER_QUEUE_DELIVERY_LIMIT",
-    "DELAY_EXCHANGE_HEADER",
     "DELAY_LEVELS",
-    "DELAY_QUEUE_HEADER",
     "beat_leader_queue",
     "beat_leader_queue_name",
     "control_exchange_name",
@@ -46,15 +61,9 @@ __all__ = [
     "work_queues",
 ]
 
-# Levels 0..29: the longest delay one journey covers is 2**30 - 1 ms (about 12.4 days).
-DELAY_LEVELS = 30
-# Read by amqpq.delay.deliver. No "x-" prefix: headers exchanges ignore x- binding arguments.
-DELAY_EXCHANGE_HEADER = "amqpq-delay-exchange"
-DELAY_QUEUE_HEADER = "amqpq-delay-queue"
 # x-delivery-limit of quorum dead-letter queues: the largest value a signed 32-bit table
 # field holds, so a dead letter is never dropped for being peeked at (see _dead_letter_objects).
 DEAD_LETTER_QUEUE_DELIVERY_LIMIT = 2**31 - 1
-BEAT_LEADER_QUEUE_SUFFIX = "beat.leader"
 
 
 # How long revocations stay on the broker (the stream's x-max-age; docs/operations.md).
@@ -62,21 +71,6 @@ REVOCATION_RETENTION = "24h"
 # Small segments: a stream only drops whole segments, so age-based retention needs them.
 REVOCATION_SEGMENT_BYTES = 1_000_000
 REVOCATION_MAX_BYTES = 100_000_000
-
-
-def control_exchange_name(prefix: str = "amqpq") -> str:
-    """Fanout exchange of worker control commands (``amqpq inspect``, ``amqpq revoke``)."""
-    return f"{prefix}.control"
-
-
-def events_exchange_name(prefix: str = "amqpq") -> str:
-    """Topic exchange of task and worker events (``task.succeeded.<task>``, ``worker.online``)."""
-    return f"{prefix}.events"
-
-
-def revocations_queue_name(prefix: str = "amqpq") -> str:
-    """Stream of revoked task ids that every worker reads from the start."""
-    return f"{prefix}.revoked"
 
 
 def operations_objects(prefix: str = "amqpq") -> tuple[list[Exchange], list[Queue]]:
@@ -98,41 +92,6 @@ def operations_objects(prefix: str = "amqpq") -> tuple[list[Exchange], list[Queu
         )
     ]
     return exchanges, queues
-
-
-def dead_letter_exchange_name(prefix: str = "amqpq") -> str:
-    return f"{prefix}.dlx"
-
-
-def dead_letter_queue_name(queue: str) -> str:
-    """The dead-letter queue of a work queue (bound to the DLX with the queue's name as key)."""
-    return f"{queue}.dlq"
-
-
-def delay_exchange_name(prefix: str, level: int) -> str:
-    """The headers exchange of one delay level (0 <= level < DELAY_LEVELS)."""
-    if not 0 <= level < DELAY_LEVELS:
-        raise ValueError(f"delay level must be in 0..{DELAY_LEVELS - 1}, got {level}")
-    return f"{prefix}.delay.{level}"
-
-
-def delay_queue_name(prefix: str, level: int) -> str:
-    """The queue where messages wait 2**level ms; it has the same name as its exchange."""
-    return delay_exchange_name(prefix, level)
-
-
-def delay_deliver_exchange_name(prefix: str = "amqpq") -> str:
-    return f"{prefix}.delay.deliver"
-
-
-def delay_bit_header(level: int) -> str:
-    """The header that carries bit ``level`` of a delay: "1" waits 2**level ms, "0" skips."""
-    return f"amqpq-delay-bit-{level}"
-
-
-def beat_leader_queue_name(prefix: str = "amqpq") -> str:
-    """The queue whose single active consumer is the one ``amqpq beat`` that sends (beat.py)."""
-    return f"{prefix}.{BEAT_LEADER_QUEUE_SUFFIX}"
 
 
 def beat_leader_queue(prefix: str = "amqpq") -> Queue:
@@ -301,7 +260,7 @@ def effective_topology(topology: Topology) -> Topology:
                         *exchange.bindings,
                         ExchangeBinding(
                             exchange=deliver,
-                            arguments={"x-match": "all", DELAY_EXCHANGE_HEADER: exchange.name},
+                            arguments={"x-match": "all", HEADER_DELAY_EXCHANGE: exchange.name},
                         ),
                     )
                 }
@@ -317,7 +276,7 @@ def effective_topology(topology: Topology) -> Topology:
                     *queue.bindings,
                     QueueBinding(
                         exchange=deliver,
-                        arguments={"x-match": "all", DELAY_QUEUE_HEADER: queue.name},
+                        arguments={"x-match": "all", HEADER_DELAY_QUEUE: queue.name},
                     ),
                 )
             queue = queue.model_copy(update=update)

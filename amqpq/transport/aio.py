@@ -1,22 +1,28 @@
 """The asyncio transport on aio-pika: one robust connection, confirmed mandatory publishes.
 
-Library errors are mapped here to :mod:`amqpq.errors`; nothing above this
-module sees an aio-pika or aiormq exception.
+:class:`AsyncBroker` (the connection, with failover), :func:`publish_on` (one
+confirmed publish), :class:`AioConfirmingPublisher` (a publishing channel of its
+own), :func:`retry_once_after_connection_loss` (the one retry policy of every
+publisher here) and :class:`ReplyChannel` (direct reply-to for the producers).
+Library errors are mapped to :mod:`amqpq.errors` through
+:mod:`amqpq.transport.aio_mapping`; nothing above the transport package sees an
+aio-pika or aiormq exception.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Container
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from yarl import URL
 
-from amqpq.codec import MessageProperties, OutgoingMessage
+from amqpq.codec import OutgoingMessage
 from amqpq.errors import (
     BrokerError,
     BrokerUnreachableError,
@@ -25,27 +31,31 @@ from amqpq.errors import (
     UnroutableError,
 )
 from amqpq.settings import BrokerAddress, Settings, connection_name
+from amqpq.transport.aio_mapping import (
+    CHANNEL_GONE_ERRORS,
+    CLOSE_ERRORS,
+    CONNECTION_ERRORS,
+    connect_first,
+    describe,
+    reply_text,
+    to_amqp_properties,
+)
 from amqpq.transport.tls import ssl_context_for
+from amqpq.transport.wording import CONNECTION_LOST, publish_lost
+from amqpq.wire import DIRECT_REPLY_TO
 
 __all__ = [
-    "DIRECT_REPLY_TO",
+    "AioConfirmingPublisher",
     "AsyncBroker",
     "ReplyChannel",
-    "from_aio_properties",
+    "publish_on",
+    "retry_once_after_connection_loss",
     "ssl_context_for",
-    "to_aio_message",
 ]
 
 log = logging.getLogger("amqpq.transport")
 
-# Errors after which a publish may be retried once on the recovered connection.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    aiormq.exceptions.ConnectionClosed,
-    aiormq.exceptions.ChannelInvalidStateError,
-    aiormq.exceptions.AMQPConnectionError,
-    ConnectionError,
-    asyncio.IncompleteReadError,
-)
+T = TypeVar("T")
 
 
 def _url_for(address: BrokerAddress, settings: Settings, name: str) -> URL:
@@ -64,62 +74,6 @@ def _url_for(address: BrokerAddress, settings: Settings, name: str) -> URL:
     )
 
 
-def to_aio_message(message: OutgoingMessage) -> aio_pika.Message:
-    props = message.properties
-    return aio_pika.Message(
-        body=message.body,
-        headers=props.headers or None,
-        content_type=props.content_type,
-        content_encoding=props.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode(props.delivery_mode),
-        priority=props.priority,
-        correlation_id=props.correlation_id,
-        reply_to=props.reply_to,
-        # AMQP carries milliseconds as text; aio-pika takes seconds.
-        expiration=int(props.expiration) / 1000 if props.expiration else None,
-        message_id=props.message_id,
-        timestamp=props.timestamp,
-        type=props.type,
-        app_id=props.app_id,
-    )
-
-
-def to_amqp_properties(message: OutgoingMessage) -> aiormq.spec.Basic.Properties:
-    """The wire properties of ``message``, for publishing on a bare aiormq channel."""
-    props = message.properties
-    return aiormq.spec.Basic.Properties(
-        headers=props.headers or None,
-        content_type=props.content_type,
-        content_encoding=props.content_encoding,
-        delivery_mode=props.delivery_mode,
-        priority=props.priority,
-        correlation_id=props.correlation_id,
-        reply_to=props.reply_to,
-        expiration=props.expiration,
-        message_id=props.message_id,
-        timestamp=props.timestamp,
-        message_type=props.type,
-        app_id=props.app_id,
-    )
-
-
-def from_aio_properties(message: aio_pika.abc.AbstractIncomingMessage) -> MessageProperties:
-    return MessageProperties(
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=int(message.delivery_mode or 1),
-        priority=message.priority,
-        timestamp=message.timestamp,
-        expiration=str(message.expiration) if message.expiration is not None else None,
-        type=message.type,
-        app_id=message.app_id,
-        headers=dict(message.headers or {}),
-    )
-
-
 class AsyncBroker:
     """One robust connection per role and process, trying the configured URLs in order."""
 
@@ -128,7 +82,9 @@ class AsyncBroker:
         self.role = role
         self.name = connection_name(role)
         self._connection: AbstractRobustConnection | None = None
-        self._publish_channel: AbstractChannel | None = None
+        # The producers' publishing channel; a channel closed by the broker is not retried
+        # here (the caller gets the error), unlike the worker's publishers.
+        self._confirming = AioConfirmingPublisher(self, retry_on=CONNECTION_ERRORS)
         self._lock = asyncio.Lock()
         self.reconnects = 0
         self._background: set[asyncio.Future[Any]] = set()
@@ -146,30 +102,22 @@ class AsyncBroker:
         async with self._lock:
             if self._connection is not None and not self._connection.is_closed:
                 return self._connection
-            errors: list[str] = []
-            for index, address in enumerate(self.settings.addresses):
-                try:
-                    connection = await aio_pika.connect_robust(
-                        _url_for(address, self.settings, self.name),
-                        timeout=self.settings.connect_timeout,
-                        ssl_context=ssl_context_for(self.settings) if address.tls else None,
-                        client_properties={"connection_name": self.name, "product": "amqpq"},
-                        reconnect_interval=1.0,
-                    )
-                except aiormq.exceptions.ProbableAuthenticationError as exc:
-                    errors.append(f"{address.display}: refused the credentials or vhost ({exc})")
-                except aiormq.exceptions.AuthenticationError as exc:
-                    errors.append(f"{address.display}: authentication failed ({exc})")
-                except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-                    errors.append(f"{address.display}: {_describe(exc)}")
-                else:
-                    connection.reconnect_callbacks.add(self._reconnected)
-                    if len(self.settings.addresses) > 1:
-                        connection.close_callbacks.add(self._connection_lost)
-                    self._address_index = index
-                    self._connection = connection
-                    return connection
-            raise BrokerUnreachableError("cannot connect to RabbitMQ: " + "; ".join(errors))
+            index, connection = await connect_first(self.settings, self._open)
+            connection.reconnect_callbacks.add(self._reconnected)
+            if len(self.settings.addresses) > 1:
+                connection.close_callbacks.add(self._connection_lost)
+            self._address_index = index
+            self._connection = connection
+            return connection
+
+    async def _open(self, address: BrokerAddress) -> AbstractRobustConnection:
+        return await aio_pika.connect_robust(
+            _url_for(address, self.settings, self.name),
+            timeout=self.settings.connect_timeout,
+            ssl_context=ssl_context_for(self.settings) if address.tls else None,
+            client_properties={"connection_name": self.name, "product": "amqpq"},
+            reconnect_interval=1.0,
+        )
 
     def _reconnected(self, *_: Any) -> None:
         self.reconnects += 1
@@ -225,26 +173,10 @@ class AsyncBroker:
             await channel.set_qos(prefetch_count=prefetch, global_=False)
         return channel
 
-    async def _publisher(self) -> AbstractChannel:
-        if self._publish_channel is None or self._publish_channel.is_closed:
-            self._publish_channel = await self.channel()
-        return self._publish_channel
-
     async def publish(self, message: OutgoingMessage, *, timeout: float | None = 30.0) -> None:
         """Publish and wait for the broker's confirm. Persistent, mandatory, retried once
         after a connection loss (at-least-once: consumers deduplicate by message id)."""
-        for attempt in (1, 2):
-            try:
-                channel = await self._publisher()
-                await publish_on(channel, message, timeout=timeout)
-                return
-            except CONNECTION_ERRORS as exc:
-                self._publish_channel = None
-                if attempt == 2:
-                    raise PublishError(
-                        f"publish failed, connection lost: {_describe(exc)}"
-                    ) from exc
-                await self._wait_connected(timeout or 30.0)
+        await self._confirming.publish(message, timeout=timeout)
 
     async def _wait_connected(self, timeout: float) -> None:
         connection = await self.connect()
@@ -270,7 +202,6 @@ class AsyncBroker:
         if self._failover_task is not None:
             self._failover_task.cancel()
         connection, self._connection = self._connection, None
-        self._publish_channel = None
         if connection is not None and not connection.is_closed:
             await connection.close()
 
@@ -279,26 +210,28 @@ async def publish_on(
     channel: AbstractChannel, message: OutgoingMessage, *, timeout: float | None = 30.0
 ) -> None:
     """Publish on a confirming channel, mapping returns and nacks to amqpq errors."""
-    exchange = (
-        channel.default_exchange
-        if message.exchange == ""
-        else await _exchange(channel, message.exchange)
-    )
     try:
         # One deadline around the whole publish (a timer, no task). Given a timeout,
         # aiormq wraps each step (lock, write, confirm) in asyncio.wait_for: a task and
         # extra loop iterations each, before the frames even reach the socket.
         async with asyncio.timeout(timeout):
-            await exchange.publish(
-                to_aio_message(message),
+            if channel.is_closed:
+                raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+            # Straight on aiormq's channel (as aio-pika's Exchange.publish does), with
+            # the properties mapped once, without an aio-pika Message and Exchange.
+            underlay = await channel.get_underlay_channel()
+            await underlay.basic_publish(
+                message.body,
+                exchange=message.exchange,
                 routing_key=message.routing_key,
+                properties=to_amqp_properties(message),
                 mandatory=message.mandatory,
                 timeout=None,
             )
     except aiormq.exceptions.PublishError as exc:
         raise UnroutableError(
             f"no queue is bound for exchange {message.exchange!r} with routing key "
-            f"{message.routing_key!r}: the message was returned ({_reply_text(exc)})"
+            f"{message.routing_key!r}: the message was returned ({reply_text(exc)})"
         ) from exc
     except aiormq.exceptions.DeliveryError as exc:
         raise PublishNackedError(
@@ -311,26 +244,89 @@ async def publish_on(
         raise PublishError(f"no publisher confirm within {timeout}s") from exc
 
 
-async def _exchange(channel: AbstractChannel, name: str) -> aio_pika.abc.AbstractExchange:
-    # A passive-free handle: publishing does not need the exchange's type.
-    return aio_pika.Exchange(channel, name, aio_pika.ExchangeType.DIRECT, durable=True)
+async def retry_once_after_connection_loss(
+    broker: AsyncBroker,
+    again: Callable[[], Awaitable[T]],
+    *,
+    timeout: float | None,
+    retry_on: tuple[type[BaseException], ...] = CONNECTION_ERRORS,
+) -> T:
+    """The second and last attempt of a publish that a connection loss interrupted.
+
+    Waits for the robust connection to come back (``timeout``, 30 s if None), runs
+    ``again`` and returns its result; a second loss (one of ``retry_on``) raises
+    :class:`~amqpq.errors.PublishError`. At-least-once: the first attempt may have
+    reached the broker, and consumers deduplicate by message id. Callers make the
+    first attempt themselves, so a publish that succeeds pays nothing for this.
+    """
+    await broker.wait_ready(timeout or 30.0)
+    try:
+        return await again()
+    except retry_on as exc:
+        raise PublishError(publish_lost(describe(exc))) from exc
 
 
-def _reply_text(exc: aiormq.exceptions.PublishError) -> str:
-    delivery = getattr(exc.message, "delivery", None)
-    return str(getattr(delivery, "reply_text", "NO_ROUTE"))
+class AioConfirmingPublisher:
+    """Publishes with confirms on a channel of its own.
+
+    Dead letters and retries go to exchanges that may not exist (a worker
+    started before ``topology apply``): a publish to a missing exchange closes
+    its channel, so those get a channel apart from the replies. After a
+    connection loss, or a channel the broker closed (one of ``retry_on``), the
+    publish is retried once on a new channel.
+    """
+
+    def __init__(
+        self,
+        broker: AsyncBroker,
+        *,
+        retry_on: tuple[type[BaseException], ...] = CHANNEL_GONE_ERRORS,
+    ) -> None:
+        self._broker = broker
+        self._retry_on = retry_on
+        self._channel: AbstractChannel | None = None
+        self._opening: asyncio.Lock = asyncio.Lock()
+
+    async def _get_channel(self) -> AbstractChannel:
+        channel = self._channel
+        if channel is not None and not channel.is_closed:
+            return channel
+        async with self._opening:
+            if self._channel is None or self._channel.is_closed:
+                self._channel = await self._broker.channel()
+            return self._channel
+
+    async def publish(self, message: OutgoingMessage, *, timeout: float | None = 30.0) -> None:
+        """Publish and wait for the confirm; retried once after a connection loss.
+
+        Raises :class:`~amqpq.errors.UnroutableError` (returned or no such exchange),
+        :class:`~amqpq.errors.PublishNackedError` or :class:`~amqpq.errors.PublishError`.
+        """
+        try:
+            await publish_on(await self._get_channel(), message, timeout=timeout)
+        except self._retry_on:
+            self._channel = None
+            await retry_once_after_connection_loss(
+                self._broker,
+                lambda: self._publish_again(message, timeout),
+                timeout=timeout,
+                retry_on=self._retry_on,
+            )
+
+    async def _publish_again(self, message: OutgoingMessage, timeout: float | None) -> None:
+        try:
+            await publish_on(await self._get_channel(), message, timeout=timeout)
+        except self._retry_on:
+            self._channel = None
+            raise
+
+    async def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(*CLOSE_ERRORS):
+                await channel.close()
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    return text
-
-
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 ReplyCallback = Callable[[str | None, bytes], None]
 LostCallback = Callable[[str], None]
 # Publishing with reply_to=amq.rabbitmq.reply-to on a channel whose reply consumer is gone
@@ -391,7 +387,7 @@ class ReplyChannel:
                 return current
             if self._consuming_on is not None:
                 self._consuming_on = None
-                self._on_lost("the connection to RabbitMQ was lost")
+                self._on_lost(CONNECTION_LOST)
             if self._channel is None or self._channel.is_closed:
                 self._channel = await self.broker.channel()
             underlay = await self._channel.get_underlay_channel()
@@ -407,18 +403,22 @@ class ReplyChannel:
         """Publish (confirmed, mandatory) and return the generation of the channel that took it.
         A publish caught by a connection loss is retried once on the recovered connection."""
         await self._check_exchange(message.exchange)
-        for attempt in (1, 2):
-            try:
-                channel, generation = await self.ready()
-                await publish_on(channel, message, timeout=timeout)
-                return generation
-            except _RPC_RETRY_ERRORS as exc:
-                if attempt == 2:
-                    raise PublishError(
-                        f"publish failed, connection lost: {_describe(exc)}"
-                    ) from exc
-                await self.broker._wait_connected(timeout or 30.0)
-        raise AssertionError("unreachable")
+        try:
+            channel, generation = await self.ready()
+            await publish_on(channel, message, timeout=timeout)
+        except _RPC_RETRY_ERRORS:
+            return await retry_once_after_connection_loss(
+                self.broker,
+                lambda: self._publish_again(message, timeout),
+                timeout=timeout,
+                retry_on=_RPC_RETRY_ERRORS,
+            )
+        return generation
+
+    async def _publish_again(self, message: OutgoingMessage, timeout: float | None) -> int:
+        channel, generation = await self.ready()
+        await publish_on(channel, message, timeout=timeout)
+        return generation
 
     async def _aux_channel(self) -> aiormq.abc.AbstractChannel:
         if self._aux is None or self._aux.is_closed:
@@ -439,7 +439,7 @@ class ReplyChannel:
                 "declare the topology first (amqpq topology apply)"
             ) from exc
         except CONNECTION_ERRORS as exc:
-            raise BrokerUnreachableError(f"cannot reach RabbitMQ: {_describe(exc)}") from exc
+            raise BrokerUnreachableError(f"cannot reach RabbitMQ: {describe(exc)}") from exc
         self._known_exchanges.add(name)
 
     async def _drop_aux(self) -> None:
@@ -464,7 +464,7 @@ class ReplyChannel:
             await self._drop_aux()
             raise BrokerError(f"cannot declare result queue {name!r}: {exc}") from exc
         except CONNECTION_ERRORS as exc:
-            raise BrokerUnreachableError(f"cannot reach RabbitMQ: {_describe(exc)}") from exc
+            raise BrokerUnreachableError(f"cannot reach RabbitMQ: {describe(exc)}") from exc
         self._known_queues.add(name)
 
     async def collect(self, queue: str, wanted: Container[str]) -> list[tuple[str | None, bytes]]:
@@ -497,7 +497,7 @@ class ReplyChannel:
             self._known_queues.discard(queue)
             raise BrokerError(f"reading result queue {queue!r}: {exc}") from exc
         except CONNECTION_ERRORS as exc:
-            log.warning("result queue scan interrupted: %s", _describe(exc))
+            log.warning("result queue scan interrupted: %s", describe(exc))
         return found
 
     async def close(self) -> None:

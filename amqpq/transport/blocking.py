@@ -11,14 +11,13 @@ a keep-alive thread pumps the connection while the process is idle, and a
 connection that died anyway is replaced on next use: a publish that fails with a
 connection error is retried once on a new connection (at-least-once).
 
-Library errors are mapped here to :mod:`amqpq.errors`.
+pika errors become :mod:`amqpq.errors` here, through :mod:`amqpq.transport.pika_mapping`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Container, Sequence
@@ -29,7 +28,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from amqpq.codec import MessageProperties, OutgoingMessage
+from amqpq.codec import OutgoingMessage
 from amqpq.errors import (
     BrokerError,
     BrokerUnreachableError,
@@ -38,13 +37,26 @@ from amqpq.errors import (
     UnroutableError,
 )
 from amqpq.settings import BrokerAddress, Settings, connection_name
+from amqpq.transport.pika_mapping import (
+    CONNECTION_ERRORS,
+    NOT_FOUND,
+    describe,
+    to_pika_properties,
+)
 from amqpq.transport.tls import ssl_context_for
+from amqpq.transport.wording import (
+    CONNECTION_LOST,
+    cannot_connect,
+    credentials_refused,
+    publish_lost,
+    vhost_refused,
+)
+from amqpq.wire import DIRECT_REPLY_TO
 
-__all__ = ["DIRECT_REPLY_TO", "BlockingBroker", "ReplyCallback"]
+__all__ = ["BlockingBroker", "ReplyCallback"]
 
 log = logging.getLogger("amqpq.transport")
 
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 # How many unconfirmed publishes one bulk send keeps in flight.
 PUBLISH_WINDOW = 1000
 
@@ -53,20 +65,12 @@ ReplyCallback = Callable[[str | None, bytes], None]
 LostCallback = Callable[[str], None]
 """Called when the publishing channel is gone, with a reason: its direct replies are lost."""
 
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    pika.exceptions.AMQPConnectionError,
-    pika.exceptions.ConnectionWrongStateError,
-    pika.exceptions.ChannelWrongStateError,
-    ConnectionError,
-    OSError,
-)
-
 
 class _ConnectionLost(Exception):
     """Internal: the connection or publishing channel died under a publish; retry it."""
 
 
-_RETRYABLE: tuple[type[BaseException], ...] = (_ConnectionLost, *_CONNECTION_ERRORS)
+_RETRYABLE: tuple[type[BaseException], ...] = (_ConnectionLost, *CONNECTION_ERRORS)
 
 
 def _noop() -> None:
@@ -136,7 +140,7 @@ class BlockingBroker:
             assert self._channel is not None
             return self._channel
         had_connection = self.generation > 0
-        self._drop("the connection to RabbitMQ was lost")
+        self._drop(CONNECTION_LOST)
         connection = self._open_connection()
         try:
             channel = connection.channel()
@@ -151,11 +155,11 @@ class BlockingBroker:
                 channel.basic_consume(DIRECT_REPLY_TO, self._on_reply_delivery, auto_ack=True)
             self._connection = connection
             self._pump_until(lambda: bool(ready), self.settings.connect_timeout)
-        except (*_CONNECTION_ERRORS, pika.exceptions.AMQPChannelError) as exc:
+        except (*CONNECTION_ERRORS, pika.exceptions.AMQPChannelError) as exc:
             self._connection = None
             _close_quietly(connection)
             raise BrokerUnreachableError(
-                f"RabbitMQ closed the new connection: {_describe(exc)}"
+                f"RabbitMQ closed the new connection: {describe(exc)}"
             ) from exc
         self._channel = channel
         self._tag = 0
@@ -244,7 +248,7 @@ class BlockingBroker:
         if self._channel is not None and self._channel._impl is _channel:
             self._channel = None
             if self._on_lost is not None:
-                self._on_lost(f"the publishing channel was closed ({_describe(reason)})")
+                self._on_lost(f"the publishing channel was closed ({describe(reason)})")
         self._wake()
 
     def _on_reply_delivery(self, _channel: Any, _method: Any, properties: Any, body: bytes) -> None:
@@ -283,13 +287,13 @@ class BlockingBroker:
         connection = self._connection
         if connection is None or not connection.is_open:
             if self._channel is not None or connection is not None:
-                self._drop("the connection to RabbitMQ was lost")
+                self._drop(CONNECTION_LOST)
             time.sleep(min(time_limit, 0.05))
             return
         try:
             connection.process_data_events(time_limit=time_limit)
-        except _CONNECTION_ERRORS as exc:
-            self._drop(f"the connection to RabbitMQ was lost ({_describe(exc)})")
+        except CONNECTION_ERRORS as exc:
+            self._drop(f"{CONNECTION_LOST} ({describe(exc)})")
         finally:
             self._last_io = time.monotonic()
 
@@ -341,7 +345,7 @@ class BlockingBroker:
                     deadline - time.monotonic(),
                 )
             except _RETRYABLE as exc:
-                self._drop(f"the connection to RabbitMQ was lost ({_describe(exc)})")
+                self._drop(f"{CONNECTION_LOST} ({describe(exc)})")
                 failure: BaseException = exc
             else:
                 failure = _ConnectionLost("the publishing channel closed")
@@ -363,10 +367,7 @@ class BlockingBroker:
             if attempt == 2:
                 for index in retry:
                     results[index] = (
-                        PublishError(
-                            "publish failed, the connection to RabbitMQ was lost: "
-                            + _describe(failure)
-                        ),
+                        PublishError(publish_lost(describe(failure))),
                         self.generation,
                     )
                 return results
@@ -405,8 +406,8 @@ class BlockingBroker:
                 self._aux_channel().exchange_declare(name, passive=True)
             except pika.exceptions.ChannelClosedByBroker as exc:
                 self._aux = None
-                if exc.reply_code != 404:
-                    raise BrokerError(f"checking exchange {name!r}: {_describe(exc)}") from exc
+                if exc.reply_code != NOT_FOUND:
+                    raise BrokerError(f"checking exchange {name!r}: {describe(exc)}") from exc
                 error = UnroutableError(
                     f"exchange {name!r} does not exist in vhost {self.settings.vhost!r}: "
                     "declare the topology first (amqpq topology apply)"
@@ -436,21 +437,19 @@ class BlockingBroker:
                     self._aux_channel().queue_declare(name, passive=True)
                 except pika.exceptions.ChannelClosedByBroker as exc:
                     self._aux = None
-                    if exc.reply_code != 404:
-                        raise BrokerError(f"checking queue {name!r}: {_describe(exc)}") from exc
+                    if exc.reply_code != NOT_FOUND:
+                        raise BrokerError(f"checking queue {name!r}: {describe(exc)}") from exc
                     self._aux_channel().queue_declare(name, durable=True)
                 self._known_queues.add(name)
                 return
             except pika.exceptions.ChannelClosedByBroker as exc:
                 self._aux = None
-                raise BrokerError(
-                    f"cannot declare result queue {name!r}: {_describe(exc)}"
-                ) from exc
-            except _CONNECTION_ERRORS as exc:
-                self._drop(f"the connection to RabbitMQ was lost ({_describe(exc)})")
+                raise BrokerError(f"cannot declare result queue {name!r}: {describe(exc)}") from exc
+            except CONNECTION_ERRORS as exc:
+                self._drop(f"{CONNECTION_LOST} ({describe(exc)})")
                 if attempt == 2:
                     raise BrokerUnreachableError(
-                        f"connection lost while declaring {name!r}: {_describe(exc)}"
+                        f"connection lost while declaring {name!r}: {describe(exc)}"
                     ) from exc
 
     def collect(self, queue: str, wanted: Container[str]) -> list[tuple[str | None, bytes]]:
@@ -483,10 +482,10 @@ class BlockingBroker:
         except pika.exceptions.ChannelClosedByBroker as exc:
             self._aux = None
             self._known_queues.discard(queue)
-            raise BrokerError(f"reading result queue {queue!r}: {_describe(exc)}") from exc
-        except _CONNECTION_ERRORS as exc:
+            raise BrokerError(f"reading result queue {queue!r}: {describe(exc)}") from exc
+        except CONNECTION_ERRORS as exc:
             # Unacked messages go back to the queue by themselves when the connection dies.
-            self._drop(f"the connection to RabbitMQ was lost ({_describe(exc)})")
+            self._drop(f"{CONNECTION_LOST} ({describe(exc)})")
         finally:
             self._last_io = time.monotonic()
         return found
@@ -516,24 +515,6 @@ class BlockingBroker:
                 log.debug("keep-alive pump failed", exc_info=True)
             finally:
                 self.lock.release()
-
-
-def to_pika_properties(props: MessageProperties) -> pika.BasicProperties:
-    """amqpq's message properties as pika's (AMQP timestamps are whole seconds)."""
-    return pika.BasicProperties(
-        content_type=props.content_type,
-        content_encoding=props.content_encoding,
-        headers=props.headers or None,
-        delivery_mode=props.delivery_mode,
-        priority=props.priority,
-        correlation_id=props.correlation_id,
-        reply_to=props.reply_to,
-        expiration=props.expiration,
-        message_id=props.message_id,
-        timestamp=int(props.timestamp.timestamp()) if props.timestamp else None,
-        type=props.type,
-        app_id=props.app_id,
-    )
 
 
 def _coalesce_writes(connection: BlockingConnection) -> None:
@@ -574,7 +555,7 @@ def _channel_close_error(reason: BaseException, records: Any) -> BaseException |
     if not isinstance(reason, pika.exceptions.ChannelClosedByBroker):
         return None
     text = f"{reason.reply_code} {reason.reply_text}"
-    if reason.reply_code == 404:
+    if reason.reply_code == NOT_FOUND:
         exchanges = sorted({r.message.exchange for r in records})
         return UnroutableError(f"exchange {', '.join(map(repr, exchanges))} does not exist: {text}")
     return PublishError(f"RabbitMQ closed the channel: {text}")
@@ -586,28 +567,6 @@ def _close_quietly(connection: BlockingConnection) -> None:
             connection.close()
     except Exception:
         log.debug("closing a dead connection failed", exc_info=True)
-
-
-def _describe(exc: BaseException) -> str:
-    """A pika or socket error as a few readable words."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
-    # pika wraps the socket error in one or two connector errors.
-    inner = getattr(exc, "exception", None)
-    if isinstance(inner, BaseException):
-        return _describe(inner)
-    if exc.args and isinstance(exc.args[0], BaseException):
-        return _describe(exc.args[0])
-    if isinstance(exc, ConnectionError | OSError) and exc.strerror:
-        return exc.strerror.lower()
-    if isinstance(exc, pika.exceptions.ChannelClosed | pika.exceptions.ConnectionClosed):
-        return f"{exc.reply_code} {exc.reply_text}"
-    return str(exc) or type(exc).__name__
-
-
-describe_error = _describe
 
 
 def connection_parameters(
@@ -645,15 +604,9 @@ def open_blocking_connection(
                 connection_parameters(settings, address, name, confirm_timeout)
             )
         except pika.exceptions.ProbableAuthenticationError:
-            errors.append(
-                f"{address.display}: the broker refused the credentials for user "
-                f"{address.username!r}"
-            )
+            errors.append(f"{address.display}: {credentials_refused(address.username)}")
         except pika.exceptions.ProbableAccessDeniedError:
-            errors.append(
-                f"{address.display}: vhost {address.vhost!r} does not exist or user "
-                f"{address.username!r} may not use it"
-            )
+            errors.append(f"{address.display}: {vhost_refused(address.vhost, address.username)}")
         except (pika.exceptions.AMQPError, OSError) as exc:
-            errors.append(f"{address.display}: {_describe(exc)}")
-    raise BrokerUnreachableError("cannot connect to RabbitMQ: " + "; ".join(errors))
+            errors.append(f"{address.display}: {describe(exc, address.host)}")
+    raise BrokerUnreachableError(cannot_connect(errors))

@@ -20,13 +20,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from amqpq.codec import MessageProperties, OutgoingMessage
 from amqpq.errors import BrokerError, PublishError, UnroutableError
-from amqpq.transport.aio import CONNECTION_ERRORS, AsyncBroker, from_aio_properties
+from amqpq.transport.aio import AsyncBroker
+from amqpq.transport.aio_mapping import CLOSE_ERRORS, from_amqp_properties
 
 __all__ = ["FireAndForget", "MessageCallback", "StreamReader", "Subscription", "exchange_exists"]
 
@@ -35,15 +35,8 @@ log = logging.getLogger("amqpq.transport")
 MessageCallback = Callable[[bytes, MessageProperties, str], Awaitable[None] | None]
 """``(body, properties, routing_key)``."""
 
-_CLOSE_ERRORS: tuple[type[BaseException], ...] = (
-    *CONNECTION_ERRORS,
-    aio_pika.exceptions.ChannelClosed,
-    aiormq.exceptions.ChannelInvalidStateError,
-    TimeoutError,
-)
-
 _PUBLISH_ERRORS: tuple[type[BaseException], ...] = (
-    *_CLOSE_ERRORS,
+    *CLOSE_ERRORS,
     aiormq.exceptions.AMQPError,
     RuntimeError,
 )
@@ -51,7 +44,7 @@ _PUBLISH_ERRORS: tuple[type[BaseException], ...] = (
 
 async def _close(channel: AbstractChannel | None) -> None:
     if channel is not None and not channel.is_closed:
-        with contextlib.suppress(*_CLOSE_ERRORS):
+        with contextlib.suppress(*CLOSE_ERRORS):
             await channel.close()
 
 
@@ -124,7 +117,10 @@ class Subscription:
 
         def on_message(message: AbstractIncomingMessage) -> None:
             _dispatch(
-                callback, message.body, from_aio_properties(message), message.routing_key or ""
+                callback,
+                message.body,
+                from_amqp_properties(message.properties),
+                message.routing_key or "",
             )
 
         await queue.consume(on_message, no_ack=True, consumer_tag=consumer_tag)
@@ -236,12 +232,12 @@ class StreamReader:
             try:
                 on_record(
                     message.body,
-                    from_aio_properties(message),
+                    from_amqp_properties(message.properties),
                     offset if isinstance(offset, int) else None,
                 )
             except Exception:
                 log.exception("a stream record of %s could not be handled", self.queue_name)
-            with contextlib.suppress(*_CLOSE_ERRORS):
+            with contextlib.suppress(*CLOSE_ERRORS):
                 await message.ack()
 
         await queue.consume(

@@ -1,12 +1,15 @@
 """Consuming on aio-pika: deliveries free of the client library, consumers, a confirming publisher.
 
-The worker package talks only to :class:`Delivery`, :class:`QueueConsumer` and
-:class:`ConfirmingPublisher`; every aio-pika and aiormq type stays in this module.
+The RabbitMQ implementations of the consuming protocols of :mod:`amqpq.transport.base`:
+:class:`AioDelivery`, :class:`AioQueueConsumer` and :class:`AioConfirmingPublisher`
+(defined in :mod:`amqpq.transport.aio`, where the producers publish through it too,
+and re-exported here). The worker package types against the protocols and
+constructs these; no aio-pika or aiormq type leaves the transport package.
 
 Acks are late and may be stale: when the connection or channel dropped while a
 task ran, the broker has already requeued the message, and acking it on the new
 channel would ack some other message (or close the channel with an unknown
-delivery tag). :meth:`Delivery.ack` notices the closed channel and drops the ack.
+delivery tag). :meth:`AioDelivery.ack` notices the closed channel and drops the ack.
 """
 
 from __future__ import annotations
@@ -19,34 +22,30 @@ from typing import Any, cast
 
 import aiormq
 from aio_pika.abc import AbstractChannel
-from aio_pika.exceptions import ChannelClosed, MessageProcessError
+from aio_pika.exceptions import ChannelClosed
 from aiormq.abc import DeliveredMessage
 
 from amqpq.codec import MessageProperties, OutgoingMessage
-from amqpq.errors import BrokerError, PublishError
-from amqpq.transport.aio import (
-    CONNECTION_ERRORS,
-    AsyncBroker,
-    publish_on,
+from amqpq.errors import BrokerError
+from amqpq.transport.aio import AioConfirmingPublisher, AsyncBroker
+from amqpq.transport.aio_mapping import (
+    CHANNEL_GONE_ERRORS,
+    CLOSE_ERRORS,
+    from_amqp_properties,
     to_amqp_properties,
 )
+from amqpq.transport.base import DeliveryHandler
+from amqpq.wire import deliveries_before
 
-__all__ = ["ConfirmingPublisher", "Delivery", "DeliveryHandler", "QueueConsumer"]
+__all__ = ["AioConfirmingPublisher", "AioDelivery", "AioQueueConsumer"]
 
 log = logging.getLogger("amqpq.transport")
 
 # Settling a delivery whose channel is gone raises one of these: the broker requeued it.
-_SETTLE_ERRORS: tuple[type[BaseException], ...] = (
-    *CONNECTION_ERRORS,
-    ChannelClosed,
-    aiormq.exceptions.ChannelInvalidStateError,
-    MessageProcessError,
-)
-_CLOSE_ERRORS: tuple[type[BaseException], ...] = (*_SETTLE_ERRORS, TimeoutError)
-_PUBLISH_RETRY_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, ChannelClosed)
+_SETTLE_ERRORS = CHANNEL_GONE_ERRORS
 
 
-class Delivery:
+class AioDelivery:
     """One consumed message: body, properties, where it came from, and how to settle it."""
 
     __slots__ = (
@@ -71,7 +70,7 @@ class Delivery:
         self._channel = cast(aiormq.Channel, message.channel)
         self._acks = acks
         self.body: bytes = message.body
-        self.properties: MessageProperties = _properties(message.header.properties)
+        self.properties: MessageProperties = from_amqp_properties(message.header.properties)
         deliver = cast(aiormq.spec.Basic.Deliver, message.delivery)  # a consumer gets these
         self.exchange: str = deliver.exchange or ""
         self.routing_key: str = deliver.routing_key or ""
@@ -97,9 +96,7 @@ class Delivery:
 
     @property
     def delivery_count(self) -> int:
-        """How many times the broker delivered it before (quorum queues' ``x-delivery-count``)."""
-        value = self.properties.headers.get("x-delivery-count")
-        return value if isinstance(value, int) else (1 if self.redelivered else 0)
+        return deliveries_before(self.properties.headers, self.redelivered)
 
     async def send_reply(self, message: OutgoingMessage) -> bool:
         """Publish ``message`` on the channel this delivery came on, unconfirmed, ahead of
@@ -175,23 +172,6 @@ class Delivery:
         return True
 
 
-def _properties(props: aiormq.spec.Basic.Properties) -> MessageProperties:
-    return MessageProperties(
-        message_id=props.message_id,
-        correlation_id=props.correlation_id,
-        reply_to=props.reply_to,
-        content_type=props.content_type,
-        content_encoding=props.content_encoding,
-        delivery_mode=props.delivery_mode or 1,
-        priority=props.priority,
-        timestamp=props.timestamp,
-        expiration=props.expiration,
-        type=props.message_type,
-        app_id=props.app_id,
-        headers=dict(props.headers) if props.headers else {},
-    )
-
-
 class _AckCoalescer:
     """The acks of one consuming channel, sent as one ``basic.ack(multiple)`` when they can be.
 
@@ -207,25 +187,25 @@ class _AckCoalescer:
 
     def __init__(self) -> None:
         self.unsettled: dict[int, None] = {}  # delivery tags, ascending
-        self._pending: dict[int, tuple[Delivery, asyncio.Future[bool]]] = {}
+        self._pending: dict[int, tuple[AioDelivery, asyncio.Future[bool]]] = {}
         self._wake: asyncio.Future[None] | None = None
         self._sender: asyncio.Task[None] | None = None
 
-    def delivered(self, delivery: Delivery) -> None:
+    def delivered(self, delivery: AioDelivery) -> None:
         if delivery.delivery_tag is not None:
             self.unsettled[delivery.delivery_tag] = None
 
-    def worth_waiting(self, delivery: Delivery) -> bool:
+    def worth_waiting(self, delivery: AioDelivery) -> bool:
         """True when other deliveries are unsettled: the ack may join a multiple one."""
         tag = delivery.delivery_tag
         return tag is not None and tag in self.unsettled and len(self.unsettled) > 1
 
-    def settling(self, delivery: Delivery) -> None:
+    def settling(self, delivery: AioDelivery) -> None:
         """Its frame is about to be queued (called right before, with no await between)."""
         if delivery.delivery_tag is not None:
             self.unsettled.pop(delivery.delivery_tag, None)
 
-    async def ack(self, delivery: Delivery) -> bool:
+    async def ack(self, delivery: AioDelivery) -> bool:
         assert delivery.delivery_tag is not None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
@@ -267,7 +247,7 @@ class _AckCoalescer:
                 _resolve(future, await self._ack_frame(delivery, multiple=False))
 
     @staticmethod
-    async def _ack_frame(delivery: Delivery, *, multiple: bool) -> bool:
+    async def _ack_frame(delivery: AioDelivery, *, multiple: bool) -> bool:
         try:
             assert delivery.delivery_tag is not None
             await delivery._channel.basic_ack(delivery.delivery_tag, multiple=multiple)
@@ -292,10 +272,7 @@ def _resolve(future: asyncio.Future[bool], ok: bool) -> None:
         future.set_result(ok)
 
 
-DeliveryHandler = Callable[[Delivery], Coroutine[Any, Any, None]]
-
-
-class QueueConsumer:
+class AioQueueConsumer:
     """Consumes several queues on one channel, with per-consumer prefetch (``global_=False``).
 
     Quorum queues refuse global QoS, so the prefetch applies to each queue's
@@ -368,7 +345,7 @@ class QueueConsumer:
 
         def on_message(message: DeliveredMessage) -> Coroutine[Any, Any, None]:
             acks = acks_for(message.channel) if coalesce else None
-            delivery = Delivery(message, queue, acks)
+            delivery = AioDelivery(message, queue, acks)
             if acks is not None:
                 acks.delivered(delivery)
             task = create_task(handler(delivery))
@@ -400,7 +377,7 @@ class QueueConsumer:
             try:
                 underlay = await asyncio.wait_for(channel.get_underlay_channel(), 5)
                 await underlay.basic_cancel(tag, timeout=5)
-            except _CLOSE_ERRORS as exc:
+            except CLOSE_ERRORS as exc:
                 log.warning("cancelling consumer %s failed: %s", tag, type(exc).__name__)
 
     async def close(self) -> None:
@@ -409,51 +386,5 @@ class QueueConsumer:
             coalescer.close()
         self._acks.clear()
         if channel is not None and not channel.is_closed:
-            with contextlib.suppress(*_CLOSE_ERRORS):
-                await channel.close()
-
-
-class ConfirmingPublisher:
-    """Publishes with confirms on a channel of its own.
-
-    Dead letters and retries go to exchanges that may not exist (a worker
-    started before ``topology apply``): a publish to a missing exchange closes
-    its channel, so those get a channel apart from the replies.
-    """
-
-    def __init__(self, broker: AsyncBroker) -> None:
-        self._broker = broker
-        self._channel: AbstractChannel | None = None
-        self._opening: asyncio.Lock = asyncio.Lock()
-
-    async def _get_channel(self) -> AbstractChannel:
-        channel = self._channel
-        if channel is not None and not channel.is_closed:
-            return channel
-        async with self._opening:
-            if self._channel is None or self._channel.is_closed:
-                self._channel = await self._broker.channel()
-            return self._channel
-
-    async def publish(self, message: OutgoingMessage, *, timeout: float | None = 30.0) -> None:
-        """Publish and wait for the confirm; retried once after a connection loss.
-
-        Raises :class:`~amqpq.errors.UnroutableError` (returned or no such exchange),
-        :class:`~amqpq.errors.PublishNackedError` or :class:`~amqpq.errors.PublishError`.
-        """
-        for attempt in (1, 2):
-            try:
-                channel = await self._get_channel()
-                await publish_on(channel, message, timeout=timeout)
-                return
-            except _PUBLISH_RETRY_ERRORS as exc:
-                self._channel = None
-                if attempt == 2:
-                    raise PublishError(f"publish failed, connection lost: {exc!r}") from exc
-                await self._broker.wait_ready(timeout or 30.0)
-
-    async def close(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None and not channel.is_closed:
-            with contextlib.suppress(*_CLOSE_ERRORS):
+            with contextlib.suppress(*CLOSE_ERRORS):
                 await channel.close()

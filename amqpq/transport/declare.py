@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import os
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,6 +32,7 @@ from amqpq.settings import BrokerAddress, Settings, connection_name
 from amqpq.topology.infra import effective_topology
 from amqpq.topology.models import Binding, Exchange, Queue, Topology
 from amqpq.topology.plan import describe_binding
+from amqpq.transport.aio_mapping import connect_first, reply_text
 from amqpq.transport.tls import ssl_context_for
 
 __all__ = ["ApplyResult", "connect_for_topology", "declare_topology", "declare_topology_sync"]
@@ -57,53 +55,23 @@ class ApplyResult:
         )
 
 
-def _connect_reason(exc: BaseException, address: BrokerAddress) -> str:
-    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
-        return f"the broker refused the credentials for user {address.username!r}"
-    if isinstance(exc, aiormq.exceptions.ConnectionNotAllowed) or (
-        # RabbitMQ answers connection.open for a missing vhost with connection.close,
-        # which aiormq reports as an unexpected frame.
-        isinstance(exc, aiormq.exceptions.InvalidFrameError) and "Connection.Close" in str(exc)
-    ):
-        return f"vhost {address.vhost!r} does not exist or user {address.username!r} may not use it"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-    if isinstance(exc, ConnectionRefusedError) or code == errno.ECONNREFUSED:
-        return "connection refused"
-    if code in (socket.EAI_NONAME, socket.EAI_AGAIN) or isinstance(exc, socket.gaierror):
-        return f"unknown host {address.host!r}"
-    if code is not None:
-        return os.strerror(code) if code > 0 else str(exc.args[-1])
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 async def connect_for_topology(settings: Settings, role: str = "topology") -> AbstractConnection:
     """A plain (not robust) connection named ``amqpq <role> <host>:<pid>``, with failover."""
-    reasons: list[str] = []
-    for address in settings.addresses:
-        try:
-            return await aio_pika.connect(
-                host=address.host,
-                port=address.port,
-                login=address.username,
-                password=address.password,
-                virtualhost=address.vhost,
-                ssl=address.tls,
-                ssl_context=ssl_context_for(settings) if address.tls else None,
-                timeout=settings.connect_timeout,
-                client_properties={"connection_name": connection_name(role)},
-            )
-        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-            reasons.append(f"{address.display}: {_connect_reason(exc, address)}")
-    raise BrokerUnreachableError("could not connect to the broker: " + "; ".join(reasons))
 
+    async def open_address(address: BrokerAddress) -> AbstractConnection:
+        return await aio_pika.connect(
+            host=address.host,
+            port=address.port,
+            login=address.username,
+            password=address.password,
+            virtualhost=address.vhost,
+            ssl=address.tls,
+            ssl_context=ssl_context_for(settings) if address.tls else None,
+            timeout=settings.connect_timeout,
+            client_properties={"connection_name": connection_name(role)},
+        )
 
-def _reply_text(exc: BaseException) -> str:
-    # aiormq puts the broker's reply ("PRECONDITION_FAILED - inequivalent arg ...") first.
-    text = str(exc.args[0] if exc.args else exc)
-    return text.split(" - ", 1)[1] if " - " in text else text
+    return (await connect_first(settings, open_address))[1]
 
 
 class _Declarer:
@@ -125,21 +93,21 @@ class _Declarer:
             return await action(channel)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             self._channel = None
-            raise TopologyConflictError(f"{what}: {_reply_text(exc)}") from exc
+            raise TopologyConflictError(f"{what}: {reply_text(exc)}") from exc
         except aiormq.exceptions.ChannelLockedResource as exc:
             self._channel = None
             raise TopologyConflictError(
-                f"{what}: exclusive to another connection ({_reply_text(exc)})"
+                f"{what}: exclusive to another connection ({reply_text(exc)})"
             ) from exc
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
             self._channel = None
-            raise TopologyError(f"{what}: {_reply_text(exc)}") from exc
+            raise TopologyError(f"{what}: {reply_text(exc)}") from exc
         except aiormq.exceptions.ChannelAccessRefused as exc:
             self._channel = None
-            raise BrokerError(f"{what}: the broker refused: {_reply_text(exc)}") from exc
+            raise BrokerError(f"{what}: the broker refused: {reply_text(exc)}") from exc
         except (aiormq.exceptions.ConnectionClosed, aiormq.exceptions.AMQPConnectionError) as exc:
             raise BrokerUnreachableError(
-                f"{what}: the connection closed: {_reply_text(exc)}"
+                f"{what}: the connection closed: {reply_text(exc)}"
             ) from exc
 
     async def exists(self, what: str, action: Callable[[AbstractChannel], Awaitable[Any]]) -> bool:
@@ -276,7 +244,7 @@ async def _redeclare_existing(
         return None
     except (aiormq.exceptions.ConnectionClosed, aiormq.exceptions.AMQPConnectionError) as exc:
         raise BrokerUnreachableError(
-            f"declaring the topology: the connection closed: {_reply_text(exc)}"
+            f"declaring the topology: the connection closed: {reply_text(exc)}"
         ) from exc
     finally:
         if not channel.is_closed:

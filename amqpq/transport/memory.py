@@ -23,9 +23,10 @@ so a test fast-forwards a one-hour countdown instead of sleeping. A mandatory
 publish that reaches no queue raises :class:`~amqpq.errors.UnroutableError`, as the
 real producers do.
 
-:class:`MemoryDelivery` and :class:`MemoryPublisher` are the worker-facing twins of
-:class:`~amqpq.transport.consume.Delivery` and
-:class:`~amqpq.transport.consume.ConfirmingPublisher`, so the worker's own
+:class:`MemoryDelivery` and :class:`MemoryPublisher` implement the
+:class:`~amqpq.transport.base.Delivery` and
+:class:`~amqpq.transport.base.ConfirmingPublisher` protocols, siblings of the
+aio-pika ones in :mod:`amqpq.transport.consume`, so the worker's own
 message handler runs unchanged on top of this broker (see :mod:`amqpq.testing`).
 """
 
@@ -46,10 +47,9 @@ from amqpq.errors import PublishNackedError, UnroutableError
 from amqpq.topology.infra import effective_topology
 from amqpq.topology.models import Queue, Topology
 from amqpq.topology.routing import Router
-from amqpq.transport.consume import ConfirmingPublisher, Delivery
+from amqpq.wire import DIRECT_REPLY_TO, HEADER_DELIVERY_COUNT, deliveries_before
 
 __all__ = [
-    "DIRECT_REPLY_TO",
     "MemoryBroker",
     "MemoryDelivery",
     "MemoryPublisher",
@@ -58,7 +58,6 @@ __all__ = [
     "shift_body_times",
 ]
 
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 ReplyHandler = Callable[[str | None, bytes], None]
 
@@ -434,43 +433,63 @@ def shift_body_times(body: bytes, seconds: float) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() if changed else body
 
 
-class MemoryDelivery(Delivery):
-    """A :class:`Delivery` taken from a :class:`MemoryBroker` queue."""
-
-    __slots__ = ("_broker",)
+class MemoryDelivery:
+    """A :class:`~amqpq.transport.base.Delivery` taken from a :class:`MemoryBroker` queue."""
 
     def __init__(
         self, broker: MemoryBroker, queue: str, message: StoredMessage, tag: int, consumer: str
     ) -> None:
         self._broker = broker
         shift = (time.time() - message.born_real) - (broker.micros - message.born_virtual) / 1e6
-        self.body = shift_body_times(message.body, shift)
+        self.body: bytes = shift_body_times(message.body, shift)
         headers = dict(message.properties.headers)
         if broker.queues[queue].type == "quorum" and message.deliveries > 1:
-            headers["x-delivery-count"] = message.deliveries - 1
-        self.properties = replace(message.properties, headers=headers)
-        self.exchange = message.exchange
-        self.routing_key = message.routing_key
-        self.redelivered = message.redelivered
-        self.queue = queue
-        self.delivery_tag = tag
-        self.consumer_tag = consumer
+            headers[HEADER_DELIVERY_COUNT] = message.deliveries - 1
+        self.properties: MessageProperties = replace(message.properties, headers=headers)
+        self.exchange: str = message.exchange
+        self.routing_key: str = message.routing_key
+        self.redelivered: bool = message.redelivered
+        self.queue: str = queue
+        self.delivery_tag: int | None = tag
+        self.consumer_tag: str | None = consumer
         self.settled = False
 
-    async def _settle(self, how: str, requeue: bool = False) -> bool:
+    def __repr__(self) -> str:
+        return f"<MemoryDelivery {self.queue}#{self.delivery_tag} id={self.properties.message_id}>"
+
+    @property
+    def channel_open(self) -> bool:
+        """Always True: the memory broker has no channels to lose."""
+        return True
+
+    @property
+    def delivery_count(self) -> int:
+        return deliveries_before(self.properties.headers, self.redelivered)
+
+    async def send_reply(self, message: OutgoingMessage) -> bool:
+        self._broker.publish(message)
+        return True
+
+    async def ack(self) -> bool:
+        return self._settle("ack")
+
+    async def nack(self, requeue: bool = True) -> bool:
+        return self._settle("nack", requeue)
+
+    async def reject(self, requeue: bool = False) -> bool:
+        return self._settle("reject", requeue)
+
+    def _settle(self, how: str, requeue: bool = False) -> bool:
         if self.settled:
             return False
         self.settled = True
         assert self.delivery_tag is not None
         return self._broker.settle(self.delivery_tag, how, requeue)
 
-    async def send_reply(self, message: OutgoingMessage) -> bool:
-        self._broker.publish(message)
-        return True
 
-
-class MemoryPublisher(ConfirmingPublisher):
-    """A :class:`ConfirmingPublisher` into a :class:`MemoryBroker` (the "confirm" is immediate)."""
+class MemoryPublisher:
+    """A :class:`~amqpq.transport.base.ConfirmingPublisher` into a :class:`MemoryBroker`
+    (the "confirm" is immediate)."""
 
     def __init__(self, broker: MemoryBroker) -> None:
         self._memory = broker

@@ -9,14 +9,13 @@ queue). A crash or a lost connection has the same effect, so reading never
 loses a message. Publishes are persistent, mandatory and confirmed, one at a
 time.
 
-pika errors are mapped to :mod:`amqpq.errors` here.
+pika errors become :mod:`amqpq.errors` here, through :mod:`amqpq.transport.pika_mapping`.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -34,20 +33,19 @@ from amqpq.errors import (
     UnroutableError,
 )
 from amqpq.settings import Settings, connection_name
-from amqpq.transport.blocking import describe_error as _describe
-from amqpq.transport.blocking import open_blocking_connection, to_pika_properties
+from amqpq.transport.blocking import open_blocking_connection
+from amqpq.transport.pika_mapping import (
+    CONNECTION_ERRORS,
+    channel_closed_error,
+    describe,
+    from_pika_properties,
+    to_pika_properties,
+)
+from amqpq.transport.wording import CONNECTION_LOST
 
 __all__ = ["GotMessage", "QueueCount", "QueueNotFoundError", "QueueSession"]
 
 log = logging.getLogger("amqpq.transport")
-
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    pika.exceptions.AMQPConnectionError,
-    pika.exceptions.ConnectionWrongStateError,
-    pika.exceptions.StreamLostError,
-    ConnectionError,
-    OSError,
-)
 
 
 class QueueNotFoundError(ConfigError):
@@ -127,15 +125,22 @@ class QueueSession:
             channel = self._connection.channel()
             if which == "publisher":
                 channel.confirm_delivery()
-        except _CONNECTION_ERRORS as exc:
-            raise BrokerUnreachableError(
-                f"the connection to RabbitMQ was lost: {_describe(exc)}"
-            ) from exc
+        except CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from exc
         if which == "reader":
             self._reader = channel
         else:
             self._publisher = channel
         return channel
+
+    def _no_queue(self, queue: str) -> QueueNotFoundError:
+        return QueueNotFoundError(
+            f"queue {queue!r} does not exist in vhost {self.settings.vhost!r}"
+        )
+
+    @staticmethod
+    def _lost(exc: BaseException, during: str = "") -> BrokerUnreachableError:
+        return BrokerUnreachableError(f"{CONNECTION_LOST}{during}: {describe(exc)}")
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -165,22 +170,18 @@ class QueueSession:
         assert self._connection is not None
         try:
             channel = self._connection.channel()
-        except _CONNECTION_ERRORS as exc:
-            raise BrokerUnreachableError(
-                f"the connection to RabbitMQ was lost: {_describe(exc)}"
-            ) from exc
+        except CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from exc
         try:
             return action(channel)
         except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:
-                raise QueueNotFoundError(
-                    f"queue {queue!r} does not exist in vhost {self.settings.vhost!r}"
-                ) from exc
-            raise BrokerError(f"queue {queue!r}: {_describe(exc)}") from exc
-        except _CONNECTION_ERRORS as exc:
-            raise BrokerUnreachableError(
-                f"the connection to RabbitMQ was lost: {_describe(exc)}"
+            raise channel_closed_error(
+                exc,
+                missing=lambda: self._no_queue(queue),
+                other=lambda reason: BrokerError(f"queue {queue!r}: {reason}"),
             ) from exc
+        except CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from exc
         finally:
             if channel.is_open:
                 channel.close()
@@ -198,22 +199,20 @@ class QueueSession:
             method, properties, body = channel.basic_get(queue, auto_ack=False)
         except pika.exceptions.ChannelClosedByBroker as exc:
             self._reader = None
-            if exc.reply_code == 404:
-                raise QueueNotFoundError(
-                    f"queue {queue!r} does not exist in vhost {self.settings.vhost!r}"
-                ) from exc
-            raise BrokerError(f"reading queue {queue!r}: {_describe(exc)}") from exc
-        except _CONNECTION_ERRORS as exc:
-            raise BrokerUnreachableError(
-                f"the connection to RabbitMQ was lost while reading {queue!r}: {_describe(exc)}"
+            raise channel_closed_error(
+                exc,
+                missing=lambda: self._no_queue(queue),
+                other=lambda reason: BrokerError(f"reading queue {queue!r}: {reason}"),
             ) from exc
+        except CONNECTION_ERRORS as exc:
+            raise self._lost(exc, f" while reading {queue!r}") from exc
         if method is None:
             return None
         return GotMessage(
             queue=queue,
             delivery_tag=int(method.delivery_tag),
             body=bytes(body),
-            properties=_from_pika(properties),
+            properties=from_pika_properties(properties),
             exchange=str(method.exchange or ""),
             routing_key=str(method.routing_key or ""),
             redelivered=bool(method.redelivered),
@@ -230,9 +229,9 @@ class QueueSession:
             )
         try:
             channel.basic_ack(message.delivery_tag)
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             raise BrokerUnreachableError(
-                f"the connection to RabbitMQ was lost before an ack ({_describe(exc)}); "
+                f"{CONNECTION_LOST} before an ack ({describe(exc)}); "
                 f"the message is back in {message.queue!r}"
             ) from exc
 
@@ -242,7 +241,7 @@ class QueueSession:
         if channel is not None and channel.is_open:
             try:
                 channel.close()
-            except _CONNECTION_ERRORS:  # the broker requeues them anyway
+            except CONNECTION_ERRORS:  # the broker requeues them anyway
                 log.debug("closing the reader channel failed", exc_info=True)
 
     # -- publishing --------------------------------------------------------------------------
@@ -272,48 +271,15 @@ class QueueSession:
             raise PublishNackedError(f"RabbitMQ refused the message for {where}") from exc
         except pika.exceptions.ChannelClosedByBroker as exc:
             self._publisher = None
-            if exc.reply_code == 404:
-                raise UnroutableError(
+            raise channel_closed_error(
+                exc,
+                missing=lambda: UnroutableError(
                     f"exchange {message.exchange!r} does not exist in vhost {self.settings.vhost!r}"
-                ) from exc
-            raise PublishError(f"RabbitMQ closed the channel: {_describe(exc)}") from exc
-        except _CONNECTION_ERRORS as exc:
-            raise BrokerUnreachableError(
-                f"the connection to RabbitMQ was lost during a publish to {where} "
-                f"({_describe(exc)}); it may or may not have been taken"
+                ),
+                other=lambda reason: PublishError(f"RabbitMQ closed the channel: {reason}"),
             ) from exc
-
-
-def _from_pika(properties: Any) -> MessageProperties:
-    timestamp = properties.timestamp
-    return MessageProperties(
-        message_id=properties.message_id,
-        correlation_id=properties.correlation_id,
-        reply_to=properties.reply_to,
-        content_type=properties.content_type,
-        content_encoding=properties.content_encoding,
-        delivery_mode=int(properties.delivery_mode or 1),
-        priority=properties.priority,
-        timestamp=datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None,
-        expiration=properties.expiration,
-        type=properties.type,
-        app_id=properties.app_id,
-        headers=_plain(dict(properties.headers or {})),
-    )
-
-
-def _plain(value: Any) -> Any:
-    """Header values as plain Python: pika's long subclass -> int, undecodable bytes -> str."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)  # AMQP timestamps are UTC seconds
-    return value
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnreachableError(
+                f"{CONNECTION_LOST} during a publish to {where} "
+                f"({describe(exc)}); it may or may not have been taken"
+            ) from exc

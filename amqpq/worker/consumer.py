@@ -24,7 +24,8 @@ from amqpq.delay import plan_delay
 from amqpq.envelope import PROTOCOL_VERSION, ErrorInfo, Reply, TaskEnvelope, TaskState
 from amqpq.errors import AmqpqError, ArgumentsError, DecodeError
 from amqpq.registry import Request, Task, TaskRegistry
-from amqpq.transport.consume import ConfirmingPublisher, Delivery
+from amqpq.transport.base import ConfirmingPublisher, Delivery
+from amqpq.wire import DIRECT_REPLY_TO_PREFIX, HEADER_TASK
 from amqpq.worker.deadletter import DeadLetterer
 from amqpq.worker.execution import Outcome, RetryRequest, retry_countdown
 from amqpq.worker.hooks import Hooks
@@ -38,8 +39,6 @@ log = logging.getLogger("amqpq.worker")
 
 # An eta this close is run now: re-delaying it would cost more than it saves.
 ETA_TOLERANCE = timedelta(milliseconds=100)
-# What RabbitMQ turns ``amq.rabbitmq.reply-to`` into on the way to a worker.
-DIRECT_REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
 _STATES = {state.value: state for state in TaskState}
 _MAX_DONE_UNACKED = 10_000
 _JSON_CONTENT_TYPES = (CONTENT_TYPE, None, "")
@@ -492,7 +491,7 @@ class MessageHandler:
         if self.observers:
             self._notify(
                 "rejected",
-                envelope.task if envelope else str(props.headers.get("amqpq-task", "-")),
+                envelope.task if envelope else str(props.headers.get(HEADER_TASK, "-")),
                 task_id or "-",
                 queue=delivery.queue,
                 reason=reason,
@@ -502,7 +501,7 @@ class MessageHandler:
             "message rejected queue=%s id=%s task=%s reason=%s: %s",
             delivery.queue,
             task_id,
-            envelope.task if envelope else props.headers.get("amqpq-task", "-"),
+            envelope.task if envelope else props.headers.get(HEADER_TASK, "-"),
             reason,
             message,
         )

@@ -29,7 +29,7 @@ from amqpq.codec import (
 from amqpq.errors import AmqpqError
 from amqpq.topology.infra import dead_letter_exchange_name
 from amqpq.topology.models import Topology
-from amqpq.transport.consume import ConfirmingPublisher, Delivery
+from amqpq.transport.base import ConfirmingPublisher, Delivery
 
 __all__ = ["DeadLetterTarget", "DeadLetterer", "dead_letter_targets"]
 

@@ -18,7 +18,9 @@ from amqpq.settings import Settings
 from amqpq.topology.infra import work_queues
 from amqpq.topology.models import Topology
 from amqpq.transport.aio import AsyncBroker
-from amqpq.transport.consume import ConfirmingPublisher, Delivery, QueueConsumer
+from amqpq.transport.base import ConfirmingPublisher, Consumer, Delivery
+from amqpq.transport.consume import AioConfirmingPublisher, AioQueueConsumer
+from amqpq.wire import control_consumer_tag, worker_consumer_tag
 from amqpq.worker.consumer import MessageHandler
 from amqpq.worker.deadletter import DeadLetterer, dead_letter_targets
 from amqpq.worker.hooks import Hooks
@@ -127,7 +129,7 @@ class Worker:
         self._force = asyncio.Event()
         self._handler: MessageHandler | None = None
         self._redeliveries: RedeliveryBound | None = None
-        self._consumer: QueueConsumer | None = None
+        self._consumer: Consumer | None = None
         self._pool: Pool | None = None
         self._broker: AsyncBroker | None = None
         self._started = time.monotonic()
@@ -142,7 +144,7 @@ class Worker:
         return self._consumer.tasks if self._consumer is not None else set()
 
     def consumer_tag(self, queue: str) -> str:
-        return f"amqpq-worker.{self.hostname}.{os.getpid()}.{queue}"
+        return worker_consumer_tag(self.hostname, os.getpid(), queue)
 
     def _make_pool(self) -> Pool:
         slots = self.options.slots
@@ -219,9 +221,9 @@ class Worker:
             await declare_topology(self.settings, self.topology)
         broker = self._broker = AsyncBroker(self.settings, "worker")
         pool = self._pool = self._make_pool()
-        consumer: QueueConsumer | None = None
-        replies = ConfirmingPublisher(broker)
-        republisher = ConfirmingPublisher(broker)
+        consumer: Consumer | None = None
+        replies = AioConfirmingPublisher(broker)
+        republisher = AioConfirmingPublisher(broker)
         forced = False
         try:
             await broker.connect()
@@ -257,7 +259,7 @@ class Worker:
                     self._redeliveries = RedeliveryBound(
                         republisher, self._handler.deadletters, limits, self.stats
                     )
-                consumer = self._consumer = QueueConsumer(
+                consumer = self._consumer = AioQueueConsumer(
                     broker, prefetch=pool.size, handler=self._handle
                 )
                 if not self._stop.is_set():
@@ -360,7 +362,7 @@ class Worker:
             handlers={"ping": self._ping, "inspect": self._inspect, "revoke": self._revoke},
         )
         try:
-            await control.start(consumer_tag=f"amqpq-control.{self.hostname}.{os.getpid()}")
+            await control.start(consumer_tag=control_consumer_tag(self.hostname, os.getpid()))
         except AmqpqError as exc:
             log.warning("control commands (amqpq inspect, revoke) are off in this worker: %s", exc)
             return

@@ -31,7 +31,8 @@ from typing import Any, Literal
 from amqpq.codec import HEADER_REDELIVERIES, OutgoingMessage
 from amqpq.errors import AmqpqError
 from amqpq.topology.models import Topology
-from amqpq.transport.consume import ConfirmingPublisher, Delivery
+from amqpq.transport.base import ConfirmingPublisher, Delivery
+from amqpq.wire import HEADER_TASK
 from amqpq.worker.deadletter import DeadLetterer
 from amqpq.worker.stats import WorkerStats
 
@@ -119,7 +120,7 @@ class RedeliveryBound:
                 limit,
                 delivery.queue,
                 delivery.properties.message_id,
-                delivery.properties.headers.get("amqpq-task", "-"),
+                delivery.properties.headers.get(HEADER_TASK, "-"),
             )
             await self._deadletters.dead_letter(
                 delivery,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 __all__ = ["WorkerStats"]
 
@@ -24,15 +24,8 @@ class WorkerStats:
     dead_lettered: Counter[str] = field(default_factory=Counter)
 
     def snapshot(self) -> dict[str, object]:
+        """Every counter as plain JSON-ready values (the counter of dead letters as a dict)."""
         return {
-            "received": self.received,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "retried": self.retried,
-            "redelayed": self.redelayed,
-            "requeued": self.requeued,
-            "stale_acks": self.stale_acks,
-            "active": self.active,
-            "revoked": self.revoked,
-            "dead_lettered": dict(self.dead_lettered),
+            f.name: dict(value) if isinstance(value := getattr(self, f.name), Counter) else value
+            for f in fields(self)
         }

@@ -154,7 +154,7 @@ def test_apply_without_management_api_still_refuses_conflicts(
         (
             ["apply", "--url", "amqp://guest:guest@127.0.0.1:1/"],
             {"AMQPQ_MANAGEMENT_URL": "http://127.0.0.1:1"},
-            "error: could not connect to the broker: amqp://guest@127.0.0.1:1/%2F: "
+            "error: cannot connect to RabbitMQ: amqp://guest@127.0.0.1:1/%2F: "
             "connection refused",
         ),
         (
@@ -172,7 +172,7 @@ def test_apply_without_management_api_still_refuses_conflicts(
         (
             ["apply", "--url", "amqp://guest:guest@127.0.0.1/amqpq-no-such-vhost"],
             {"AMQPQ_MANAGEMENT_URL": "http://127.0.0.1:1"},
-            "error: could not connect to the broker: amqp://guest@127.0.0.1:5672/"
+            "error: cannot connect to RabbitMQ: amqp://guest@127.0.0.1:5672/"
             "amqpq-no-such-vhost: vhost 'amqpq-no-such-vhost' does not exist or user 'guest' "
             "may not use it",
         ),

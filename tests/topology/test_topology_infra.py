@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from amqpq.delay import plan_delay
 from amqpq.errors import TopologyError
 from amqpq.topology.definitions import topology_definitions
 from amqpq.topology.graph import render_graph
@@ -15,6 +16,7 @@ from amqpq.topology.infra import (
     dead_letter_exchange_name,
     dead_letter_queue_name,
     delay_exchange_name,
+    delay_queue_name,
     effective_topology,
 )
 from amqpq.topology.loader import load_topology
@@ -26,7 +28,7 @@ from amqpq.topology.plan import (
     plan_topology,
     snapshot_from_management,
 )
-from amqpq.topology.routing import route_targets
+from amqpq.topology.routing import Router, route_targets
 
 Parse = Callable[..., Topology]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "amqpq.yaml"
@@ -335,3 +337,15 @@ def test_graph_draws_routes_exchanges_queues_and_collapses_infrastructure(
     assert dot.startswith("digraph amqpq {")
     assert dot.rstrip().endswith("}")
     assert 'label="user.*"' in dot
+
+
+@pytest.mark.parametrize("ms", [1, 6, 1000, 86_400_000])
+def test_the_declared_delay_levels_route_what_the_sender_plans(example: Topology, ms: int) -> None:
+    # Sender (amqpq.delay) and declarer (topology/infra.py) share the protocol of amqpq.wire:
+    # a planned message enters at its highest set bit and waits in that level's queue.
+    plan = plan_delay(ms, target_queue="pdf")
+    router = Router(effective_topology(example))
+
+    assert router.targets(plan.exchange, "pdf", plan.headers) == {
+        delay_queue_name("amqpq", ms.bit_length() - 1)
+    }
