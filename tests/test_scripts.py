@@ -10,7 +10,8 @@ from pathlib import Path
 import pika
 import pytest
 import yaml
-from brokernode import BrokerNode, rabbitmq_available
+
+from tests.support.brokernode import BrokerNode, rabbitmq_available
 
 ROOT = Path(__file__).resolve().parent.parent
 SHELL_SCRIPTS = [

@@ -7,7 +7,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +14,13 @@ from typing import TypeVar
 
 import httpx
 import pytest
-from ops_helpers import TOPOLOGY
 from prometheus_client.parser import text_string_to_metric_families
 
 from amqpq.app import App
 from amqpq.settings import Settings
 from amqpq.topology.loader import load_topology
+from tests.ops.ops_helpers import HERE, TOPOLOGY
+from tests.support.processes import Processes, amqpq_env
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -151,37 +151,27 @@ def test_each_of_n_worker_processes_serves_its_own_metrics_on_port_plus_index(
 
 
 def test_a_taken_metrics_port_stops_the_command_with_one_line_and_exit_2(
-    declared: Settings, broker_url: str, tmp_path: Path
+    declared: Settings, broker_url: str, amqpq_processes: Processes
 ) -> None:
     # Given port P+1 is taken by someone else
     port = free_port_pair()
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", port + 1))
         taken.listen()
-        env = {**os.environ, "AMQPQ_URL": broker_url, "PYTHONUNBUFFERED": "1"}
-        env.pop("AMQPQ_TOPOLOGY", None)
-        log_path = tmp_path / "taken.log"
-        with log_path.open("wb") as log:
-            # When `--workers 2 --metrics-port P` starts
-            process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "amqpq", "worker", "-A", "ops_tasks"),
-                    *("-f", str(TOPOLOGY), "-Q", "work", "--workers", "2"),
-                    *("--metrics-port", str(port)),
-                ],
-                cwd=Path(__file__).resolve().parent,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                code = process.wait(60)
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+        # When `--workers 2 --metrics-port P` starts
+        process = amqpq_processes.start(
+            "worker",
+            *("-A", "ops_tasks", "-f", str(TOPOLOGY), "-Q", "work", "--workers", "2"),
+            *("--metrics-port", str(port)),
+            env=amqpq_env(broker_url),
+            cwd=HERE,
+        )
+        try:
+            code = process.process.wait(60)
+        finally:
+            process.stop()
     # Then the whole command stops (no restart loop) with exit 2 and a readable reason
-    text = log_path.read_text(errors="replace")
+    text = process.log()
     assert code == 2, text
     assert str(port + 1) in text
     assert "Traceback" not in text

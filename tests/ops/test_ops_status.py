@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ops_helpers import TOPOLOGY, Cli, PlainClient, envelope
+
+from tests.ops.ops_helpers import TOPOLOGY
+from tests.support.cli import Cli
+from tests.support.pika_clients import PlainClient, envelope
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -48,9 +48,9 @@ class Cli:
 
 
 def run_cli(
-    env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 30.0
+    env: dict[str, str] | None, *args: str, cwd: Path | None = None, timeout: float = 30.0
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m amqpq <args>`` to its end, output captured as text."""
+    """``python -m amqpq <args>`` to its end, output captured as text (``env=None``: this process's)."""
     return subprocess.run(
         [sys.executable, "-m", "amqpq", *args],
         cwd=cwd,
