@@ -10,14 +10,24 @@ T = TypeVar("T")
 
 
 def eventually(
-    check: Callable[[], T], timeout: float = 15.0, pause: float = 0.1, what: str = "condition"
+    check: Callable[[], T | None],
+    timeout: float = 15.0,
+    pause: float = 0.1,
+    what: str = "condition",
+    ignoring: tuple[type[Exception], ...] = (),
 ) -> T:
-    """Call ``check()`` until it returns something truthy, and return that."""
+    """Call ``check()`` until it returns something truthy, and return that.
+
+    An exception of a type in ``ignoring`` counts as "not yet" (an endpoint still starting).
+    """
     deadline = time.monotonic() + timeout
     while True:
-        value = check()
+        try:
+            value = check()
+        except ignoring:
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met in {timeout}s")
+            raise AssertionError(f"timed out waiting for {what} ({timeout}s)")
         time.sleep(pause)
