@@ -8,9 +8,6 @@ the real ``amqpq worker`` started as a subprocess.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -20,6 +17,8 @@ from typing import Any
 
 import pika
 import pytest
+
+from tests.support.processes import Processes, amqpq_env
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -150,7 +149,7 @@ def test_a_plain_client_and_a_plain_worker_speak_the_documented_protocol(
 
 
 @pytest.fixture
-def real_worker(broker_url: str, tmp_path: Path) -> Iterator[None]:
+def real_worker(broker_url: str, tmp_path: Path, amqpq_processes: Processes) -> Iterator[None]:
     from amqpq.settings import Settings
     from amqpq.topology.loader import load_topology
     from amqpq.transport.declare import declare_topology_sync
@@ -158,25 +157,12 @@ def real_worker(broker_url: str, tmp_path: Path) -> Iterator[None]:
     (tmp_path / "proto_tasks.py").write_text(TASKS_MODULE)
     (tmp_path / "amqpq.yaml").write_text(TOPOLOGY_YAML)
     declare_topology_sync(Settings(url=broker_url), load_topology(tmp_path / "amqpq.yaml"))
-    env = {**os.environ, "AMQPQ_URL": broker_url, "AMQPQ_TOPOLOGY": str(tmp_path / "amqpq.yaml")}
-    log = (tmp_path / "worker.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "amqpq", "worker", "-A", "proto_tasks", "-c", "2"],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    env = amqpq_env(broker_url, AMQPQ_TOPOLOGY=str(tmp_path / "amqpq.yaml"))
+    worker = amqpq_processes.start("worker", "-A", "proto_tasks", "-c", "2", env=env, cwd=tmp_path)
     try:
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
+        worker.stop(grace=10.0)
 
 
 def test_a_plain_client_gets_results_from_the_real_worker(

@@ -11,7 +11,8 @@ from urllib.parse import quote
 import pika
 import pytest
 import yaml
-from brokernode import BrokerNode, rabbitmq_available
+
+from tests.support.brokernode import BrokerNode, rabbitmq_available
 
 ROOT = Path(__file__).resolve().parent.parent
 SHELL_SCRIPTS = [

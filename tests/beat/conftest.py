@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from beat_helpers import BeatProcess
+
+from tests.beat.beat_helpers import HERE, TOPOLOGY
+from tests.support.processes import AmqpqProcess, Processes, amqpq_env
 
 
 @pytest.fixture
-def start_beat(broker_url: str, tmp_path: Path) -> Iterator[Callable[..., BeatProcess]]:
+def start_beat(broker_url: str, amqpq_processes: Processes) -> Callable[..., AmqpqProcess]:
     """Factory: ``start_beat()`` runs ``amqpq beat -f beat_topology.yaml`` on the test's vhost."""
-    beats: list[BeatProcess] = []
-    env = {**os.environ, "AMQPQ_URL": broker_url, "PYTHONUNBUFFERED": "1"}
-    env.pop("AMQPQ_TOPOLOGY", None)
+    env = amqpq_env(broker_url)
 
-    def start(*args: str) -> BeatProcess:
-        beat = BeatProcess(list(args), env, tmp_path / f"beat-{len(beats)}.log")
-        beats.append(beat)
-        return beat
+    def start(*args: str) -> AmqpqProcess:
+        return amqpq_processes.start("beat", "-f", str(TOPOLOGY), *args, env=env, cwd=HERE)
 
-    yield start
-    for beat in beats:
-        beat.stop()
+    return start

@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import pytest
-from beat_helpers import TOPOLOGY, drain, ids_of, tick_of
 
 from amqpq.app import App
 from amqpq.beat import Beat, BeatOptions, BeatToken
 from amqpq.settings import Settings
 from amqpq.topology.loader import load_topology
+from tests.beat.beat_helpers import TOPOLOGY, ids_of, tick_of
+from tests.support.aio_clients import drain
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 

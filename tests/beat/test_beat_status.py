@@ -10,22 +10,18 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from beat_helpers import TOPOLOGY, BeatProcess
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from amqpq.cli import app
+from tests.beat.beat_helpers import TOPOLOGY
+from tests.support.cli import Cli
+from tests.support.processes import AmqpqProcess
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
 
 def status(broker_url: str, *args: str) -> Result:
-    env: dict[str, str | None] = {
-        "AMQPQ_URL": broker_url,
-        "AMQPQ_TOPOLOGY": str(TOPOLOGY),
-        "AMQPQ_MANAGEMENT_URL": None,
-    }
-    result = CliRunner().invoke(app, ["status", *args], env=env)
-    assert "Traceback" not in result.output, result.output
+    cli = Cli({"AMQPQ_URL": broker_url, "AMQPQ_TOPOLOGY": str(TOPOLOGY), "AMQPQ_MANAGEMENT_URL": None})
+    result = cli("status", *args)
     assert result.exit_code == 0, result.output
     return result
 
@@ -54,7 +50,7 @@ def roles(beats: list[dict[str, Any]]) -> dict[int | None, str]:
 
 
 async def test_status_shows_the_leading_beat_and_the_standby_and_follows_a_handover(
-    start_beat: Callable[..., BeatProcess], broker_url: str
+    start_beat: Callable[..., AmqpqProcess], broker_url: str
 ) -> None:
     # Given a leading beat and a second one that started after it
     first = start_beat()

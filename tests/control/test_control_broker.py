@@ -7,20 +7,27 @@ import json
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from control_helpers import HERE, cli, cli_json, eventually
 
 from amqpq.app import App
 from amqpq.envelope import TaskState
 from amqpq.errors import TaskRevokedError
 from amqpq.topology.loader import load_topology
 from amqpq.transport.declare import declare_topology
+from tests.support.cli import run_cli, run_cli_json
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
+
+HERE = Path(__file__).resolve().parent
+# The CLI runs from this folder, as an operator runs it beside the tasks module.
+cli = partial(run_cli, cwd=HERE)
+cli_json = partial(run_cli_json, cwd=HERE)
 
 
 def _free_port() -> int:
@@ -40,7 +47,7 @@ def test_inspect_shows_a_live_worker_its_active_task_and_the_consumer_timeout_wa
     start_worker, app: App, env: dict[str, str]
 ) -> None:
     # Given a threads worker running a long task
-    worker = start_worker("-c", "2").started()
+    worker = start_worker("-c", "2").started_blocking()
     running = app.send_task("ct.sleep", [10])  # outlasts the CLI calls below on a busy machine
     eventually(lambda: running.state is TaskState.STARTED)
 
@@ -80,7 +87,7 @@ def test_inspect_shows_a_live_worker_its_active_task_and_the_consumer_timeout_wa
     assert running.get(timeout=20) == "slept"  # it ran to the end
 
     # And the worker warned about the task whose time limit exceeds consumer_timeout
-    worker.wait_for_log("task ct.long has a time limit of 3600s, longer than the broker's")
+    worker.wait_for_log_blocking("task ct.long has a time limit of 3600s, longer than the broker's")
 
     # When the worker is gone, inspect says nobody answered and exits 1
     assert worker.terminate() == 0
@@ -93,7 +100,7 @@ def test_revoked_tasks_queued_or_delayed_are_skipped_and_answered_revoked(
     start_worker, app: App, env: dict[str, str]
 ) -> None:
     # Given a one-slot worker kept busy, a task queued behind it and one in a delay
-    start_worker("-c", "1").started()
+    start_worker("-c", "1").started_blocking()
     busy = app.send_task("ct.sleep", [1.5])
     eventually(lambda: busy.state is TaskState.STARTED)
     queued = app.send_task("ct.add", [1, 2])
@@ -132,7 +139,7 @@ def test_a_revoke_issued_before_a_worker_starts_reaches_it(
     # When it is revoked before any worker runs
     doomed.revoke()
     # And a worker starts later
-    start_worker("-c", "1").started()
+    start_worker("-c", "1").started_blocking()
     # Then that worker skips it (it read the revocations stream first)
     with pytest.raises(TaskRevokedError):
         doomed.get(timeout=15)
@@ -142,7 +149,7 @@ def test_a_revoke_issued_before_a_worker_starts_reaches_it(
 def test_terminate_kills_the_task_in_a_processes_pool(
     start_worker, app: App, env: dict[str, str]
 ) -> None:
-    worker = start_worker("--processes", "1").started()
+    worker = start_worker("--processes", "1").started_blocking()
     running = app.send_task("ct.sleep", [30])
     eventually(lambda: running.state is TaskState.STARTED)
 
@@ -151,12 +158,12 @@ def test_terminate_kills_the_task_in_a_processes_pool(
 
     with pytest.raises(TaskRevokedError, match="terminated"):
         running.get(timeout=15)
-    worker.wait_for_log("child process replaced")
+    worker.wait_for_log_blocking("child process replaced")
     assert app.send_task("ct.add", [5, 5]).get(timeout=15) == 10  # the new child runs tasks
 
 
 def test_terminate_cancels_an_async_task(start_worker, app: App, env: dict[str, str]) -> None:
-    worker = start_worker("--pool", "async", "-c", "4").started()
+    worker = start_worker("--pool", "async", "-c", "4").started_blocking()
     running = app.send_task("ct.asleep", [30])
     eventually(lambda: running.state is TaskState.STARTED)
 
@@ -186,7 +193,7 @@ def test_events_metrics_and_hooks_of_one_worker(
         "--metrics-port",
         str(port),
         extra_env={"CT_HOOKS_FILE": str(hooks_file)},
-    ).started()
+    ).started_blocking()
     # Given `amqpq events --json` listening for ct.add
     watcher = subprocess.Popen(
         [sys.executable, "-m", "amqpq", "events", "--json", "--task", "ct.add", "--limit", "4"],
@@ -258,7 +265,7 @@ def test_events_metrics_and_hooks_of_one_worker(
 
 def test_a_rate_limited_task_is_spaced_out(start_worker, app: App) -> None:
     # Given a worker with 6 slots and a task limited to 5/s
-    start_worker("-c", "6").started()
+    start_worker("-c", "6").started_blocking()
     # When 6 are sent at once
     results = [app.send_task("ct.limited", [i]) for i in range(6)]
     starts = sorted(r.get(timeout=20) for r in results)

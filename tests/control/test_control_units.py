@@ -98,7 +98,7 @@ def test_tasks_whose_time_limit_exceeds_the_consumer_timeout_are_found() -> None
     @app.task
     def unlimited() -> None: ...
 
-    assert tasks_over(app.registry, 1800) == [("test_control_units.long", 3600)]
+    assert tasks_over(app.registry, 1800) == [(f"{__name__}.long", 3600)]
     match = _SETTING.search("# comment\nconsumer_timeout = 7200000\n")
     assert match is not None
     assert match.group(1) == "7200000"

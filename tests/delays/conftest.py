@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-from delay_helpers import TOPOLOGY_FILE, Replies, WorkerProcess
 
 from amqpq.app import App
 from amqpq.settings import Settings
 from amqpq.topology.loader import load_topology
 from amqpq.topology.models import Topology
 from amqpq.transport.declare import declare_topology_sync
+from tests.delays.delay_helpers import HERE, TOPOLOGY_FILE
+from tests.support.aio_clients import Replies, named_replies
+from tests.support.processes import AmqpqProcess, Processes, amqpq_env
 
 
 @pytest.fixture
@@ -54,23 +54,19 @@ async def connection(
 
 @pytest.fixture
 async def replies(connection: AbstractRobustConnection) -> Replies:
-    return await Replies(connection).start()
+    return await named_replies(connection)
 
 
 @pytest.fixture
 def start_worker(
-    broker_url: str, declared: Topology, tmp_path: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
+    broker_url: str, declared: Topology, amqpq_processes: Processes
+) -> Callable[..., AmqpqProcess]:
     """Factory: ``start_worker("-Q", "work", "-c", "1")``; killed (with its children) afterwards."""
-    workers: list[WorkerProcess] = []
-    env = {**os.environ, "AMQPQ_URL": broker_url, "PYTHONUNBUFFERED": "1"}
-    env.pop("AMQPQ_TOPOLOGY", None)
+    env = amqpq_env(broker_url)
 
-    def start(*args: str) -> WorkerProcess:
-        worker = WorkerProcess(list(args), env, tmp_path / f"worker-{len(workers)}.log")
-        workers.append(worker)
-        return worker
+    def start(*args: str) -> AmqpqProcess:
+        return amqpq_processes.start(
+            "worker", "-A", "delay_tasks", *args, env=env, cwd=HERE, own_session=True
+        )
 
-    yield start
-    for worker in workers:
-        worker.stop()
+    return start

@@ -1,4 +1,4 @@
-"""A delay survives a broker crash: on a RabbitMQ node of the test's own (tests/brokernode.py)."""
+"""A delay survives a broker crash: on a RabbitMQ node of the test's own (tests/support/brokernode.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pika
 import pytest
-from brokernode import BrokerNode, rabbitmq_available
-from delay_helpers import TOPOLOGY_FILE
 
 from amqpq.app import App
 from amqpq.settings import Settings
 from amqpq.topology.loader import load_topology
 from amqpq.transport.declare import declare_topology_sync
+from tests.delays.delay_helpers import TOPOLOGY_FILE
+from tests.support.brokernode import BrokerNode, rabbitmq_available
+from tests.support.pika_clients import queue_depth
 
 pytestmark = [
     pytest.mark.rabbitmq,
@@ -35,14 +36,6 @@ def node(tmp_path: Path) -> Iterator[BrokerNode]:
             node.kill()  # its data is thrown away: no need for a clean shutdown
 
 
-def _count(url: str, queue: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
-    finally:
-        connection.close()
-
-
 def test_a_countdown_survives_a_broker_crash_and_arrives_after_its_delay(
     node: BrokerNode,
 ) -> None:
@@ -56,7 +49,7 @@ def test_a_countdown_survives_a_broker_crash_and_arrives_after_its_delay(
         result = app.send_task("dt.stamp", ["survivor"], countdown=8, ignore_result=True)
     finally:
         app.close()
-    assert _count(node.url, "amqpq.delay.12") == 1  # 8,000 ms: first 4,096 ms in level 12
+    assert queue_depth(node.url, "amqpq.delay.12") == 1  # 8,000 ms: first 4,096 ms in level 12
 
     # When the node is killed (no clean shutdown) and started again
     node.kill()
@@ -64,7 +57,7 @@ def test_a_countdown_survives_a_broker_crash_and_arrives_after_its_delay(
 
     # Then the task arrives in its queue, after its delay and not before
     deadline = time.monotonic() + 30
-    while (count := _count(node.url, "work")) == 0 and time.monotonic() < deadline:
+    while (count := queue_depth(node.url, "work")) == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     arrived = time.time()
     assert count == 1

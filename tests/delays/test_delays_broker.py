@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,17 +15,12 @@ from pathlib import Path
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-from delay_helpers import (
-    TOPOLOGY_FILE,
-    Replies,
-    delay_level_counts,
-    queue_count,
-    take,
-    wait_count,
-)
 
 from amqpq.app import App
 from amqpq.delay import MAX_DELAY_MS, plan_delay
+from tests.delays.delay_helpers import TOPOLOGY_FILE, delay_level_counts
+from tests.support.aio_clients import Replies, queue_count, take_one, wait_count
+from tests.support.cli import run_cli
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -38,16 +31,6 @@ EARLY = 0.15
 def _death(message: aio_pika.abc.AbstractIncomingMessage, queue: str) -> dict[str, object]:
     deaths = message.headers.get("x-death") or []
     return next(d for d in deaths if d["queue"] == queue)
-
-
-async def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "amqpq", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 # -- countdown and eta ----------------------------------------------------------------------
@@ -105,7 +88,7 @@ async def test_a_delayed_task_lands_in_the_queue_its_route_chose(
     app: App, connection: AbstractRobustConnection, options: dict[str, object], queue: str
 ) -> None:
     sent = await app.asend_task("dt.stamp", [queue], countdown=0.3, ignore_result=True, **options)
-    message = await take(connection, queue, timeout=10)
+    message = await take_one(connection, queue, timeout=10)
     assert json.loads(message.body)["id"] == sent.id
     for other in {"work", "orders", "pdf", "prio", "qwork"} - {queue}:
         assert await queue_count(connection, other) == 0
@@ -139,7 +122,7 @@ async def test_the_cycle_trap_is_real_a_message_that_keeps_its_x_death_is_droppe
     channel = await connection.channel(publisher_confirms=True)
     level = await channel.get_exchange(plan.exchange)
     await level.publish(aio_pika.Message(b"{}", headers=plan.headers), routing_key="x")
-    first = await take(connection, "orders", timeout=10)
+    first = await take_one(connection, "orders", timeout=10)
     assert {d["queue"] for d in first.headers["x-death"]} == {"amqpq.delay.7", "amqpq.delay.6"}
 
     await level.publish(aio_pika.Message(b"{}", headers=dict(first.headers)), routing_key="x")
@@ -176,7 +159,9 @@ async def test_exhausted_retries_end_in_the_dead_letter_queue_and_replay_brings_
 
     # Fix the cause, then replay: it runs again with its retries reset, and succeeds
     flag.write_text("fixed")
-    replay = await _cli("dlq", "replay", "work", "-f", str(TOPOLOGY_FILE), "--url", broker_url)
+    replay = await asyncio.to_thread(
+        run_cli, None, "dlq", "replay", "work", "-f", str(TOPOLOGY_FILE), "--url", broker_url, timeout=60
+    )
     assert replay.returncode == 0, replay.stderr
     assert "replayed 1 dead letter(s) from work.dlq" in replay.stdout
     done = await replies.wait(result.id, {"SUCCESS"}, timeout=20)
@@ -206,7 +191,7 @@ async def test_an_expired_task_never_runs_and_is_dead_lettered_as_expired(
         assert reply["state"] == "EXPIRED"
         assert reply["error"]["type"] == "TaskExpiredError"
     await wait_count(connection, "work.dlq", 2)
-    letters = [await take(connection, "work.dlq") for _ in range(2)]
+    letters = [await take_one(connection, "work.dlq") for _ in range(2)]
     assert {m.headers["amqpq-dead-letter-reason"] for m in letters} == {"expired"}
     assert not marker.exists()
 
@@ -230,7 +215,7 @@ async def test_a_poison_task_on_a_quorum_queue_ends_in_the_dead_letter_queue(
 
     for result in behind:
         assert (await replies.wait(result.id, timeout=40))["state"] == "SUCCESS"
-    dead = await take(connection, "qwork.dlq", timeout=20)
+    dead = await take_one(connection, "qwork.dlq", timeout=20)
     assert json.loads(dead.body)["id"] == poison.id
     assert _death(dead, "qwork")["reason"] == "delivery_limit"
     assert worker.log().count("lost its process") == 3  # delivery_limit 2: 1 + 2 runs
@@ -260,7 +245,7 @@ async def test_a_poison_task_on_a_classic_queue_ends_in_the_dead_letter_queue(
 
     for result in behind:
         assert (await replies.wait(result.id, timeout=40))["state"] == "SUCCESS"
-    dead = await take(connection, "work.dlq", timeout=40)
+    dead = await take_one(connection, "work.dlq", timeout=40)
     assert json.loads(dead.body)["id"] == poison.id
     assert dead.headers["amqpq-dead-letter-reason"] == "delivery_limit"
     assert dead.headers["amqpq-error-type"] == "DeliveryLimitExceeded"

@@ -12,13 +12,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
 
 from amqpq import App
 from amqpq.settings import Settings
+from tests.support.broker import create_vhost, delete_vhost
+from tests.support.processes import AmqpqProcess, amqpq_env
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -28,91 +29,57 @@ for _path in (EXAMPLES, DJANGO_PROJECT):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-BROKER_HOST = os.environ.get("AMQPQ_TEST_HOST", "127.0.0.1")
-
-
-class ExamplesWorker:
-    """``amqpq worker -A web_tasks`` run from examples/, as the examples tell users to."""
-
-    def __init__(self, url: str, log_path: Path) -> None:
-        self.url = url
-        self.log_path = log_path
-        env = {**os.environ, "AMQPQ_URL": url, "PYTHONUNBUFFERED": "1"}
-        env.pop("AMQPQ_TOPOLOGY", None)
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "amqpq", "worker", "-A", "web_tasks",
-             "-Q", "default,high_priority", "-c", "4", "--loglevel", "DEBUG"],
-            cwd=EXAMPLES,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, text: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker exited before logging {text!r}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker did not log {text!r} in {timeout}s:\n{self.log()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
-
 
 @pytest.fixture(scope="module")
 def examples_url(management: httpx.Client) -> Iterator[str]:
     """One vhost for this module (the worker is shared by its tests), deleted afterwards."""
     name = f"amqpq-test-examples-{uuid.uuid4().hex[:6]}"
-    quoted = quote(name, safe="")
-    management.put(f"/vhosts/{quoted}").raise_for_status()
-    management.put(
-        f"/permissions/{quoted}/guest", json={"configure": ".*", "write": ".*", "read": ".*"}
-    ).raise_for_status()
+    url = create_vhost(management, name)
     try:
-        yield f"amqp://guest:guest@{BROKER_HOST}:5672/{quoted}"
+        yield url
     finally:
-        management.delete(f"/vhosts/{quoted}")
+        delete_vhost(management, name)
 
 
 @pytest.fixture(scope="module")
-def worker(examples_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExamplesWorker]:
-    """The worker declares the topology of examples/amqpq.yaml when it starts."""
-    process = ExamplesWorker(examples_url, tmp_path_factory.mktemp("examples") / "worker.log")
+def worker(examples_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AmqpqProcess]:
+    """``amqpq worker -A web_tasks`` run from examples/, as the examples tell users to.
+
+    It declares the topology of examples/amqpq.yaml when it starts.
+    """
+    process = AmqpqProcess(
+        "worker",
+        ["-A", "web_tasks", "-Q", "default,high_priority", "-c", "4", "--loglevel", "DEBUG"],
+        amqpq_env(examples_url),
+        tmp_path_factory.mktemp("examples") / "worker.log",
+        cwd=EXAMPLES,
+    )
     try:
-        process.wait_for_log("worker started")
+        process.wait_for_log_blocking("worker started", timeout=20.0)
         yield process
     finally:
-        process.stop()
+        process.stop(grace=10.0)
 
 
 @pytest.fixture
-def examples_app(worker: ExamplesWorker, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+def examples_app(
+    worker: AmqpqProcess, examples_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[App]:
     """The examples' App (built at import from the environment), aimed at this module's vhost."""
     from web_tasks import app
 
     app.close()
-    monkeypatch.setattr(app, "settings", Settings(url=worker.url))
+    monkeypatch.setattr(app, "settings", Settings(url=examples_url))
     try:
         yield app
     finally:
         app.close()
 
 
-def test_the_script_sends_a_batch_and_prints_every_result(worker: ExamplesWorker) -> None:
-    env = {**os.environ, "AMQPQ_URL": worker.url}
+def test_the_script_sends_a_batch_and_prints_every_result(
+    worker: AmqpqProcess, examples_url: str
+) -> None:
+    env = {**os.environ, "AMQPQ_URL": examples_url}
     env.pop("AMQPQ_TOPOLOGY", None)
 
     done = subprocess.run(
@@ -242,7 +209,7 @@ def django_client(examples_app: App, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_the_django_view_answers_at_once_and_the_worker_sends_the_email(
-    worker: ExamplesWorker, examples_app: App, django_client: Any
+    worker: AmqpqProcess, examples_app: App, django_client: Any
 ) -> None:
 
     examples_app.producer.connect()  # as after the first request of a long-running server
@@ -254,7 +221,7 @@ def test_the_django_view_answers_at_once_and_the_worker_sends_the_email(
     assert response.status_code == 202, response.content
     assert elapsed < 2.0  # a publish and its confirm; the view never waits for the task
     task_id = response.json()["welcome_email_task"]
-    worker.wait_for_log(f"task succeeded task=tasks.send_email id={task_id}")
+    worker.wait_for_log_blocking(f"task succeeded task=tasks.send_email id={task_id}", timeout=20.0)
 
 
 def test_the_django_view_refuses_a_bad_address(django_client: Any) -> None:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pika
 import pytest
-from ops_helpers import HERE, TOPOLOGY, Cli, PlainClient
 
 from amqpq.settings import Settings
 from amqpq.topology.loader import load_topology
 from amqpq.transport.declare import declare_topology_sync
+from tests.ops.ops_helpers import HERE, TOPOLOGY
+from tests.support.cli import Cli
+from tests.support.pika_clients import PlainClient
+from tests.support.processes import Processes, amqpq_env
 
 
 @pytest.fixture(autouse=True)
@@ -47,48 +46,21 @@ def plain(
 
 @pytest.fixture
 def cli(broker_url: str) -> Cli:
-    return Cli(broker_url)
+    """``amqpq ...`` in-process against the test's vhost, with the test topology unless told otherwise."""
+    return Cli({"AMQPQ_URL": broker_url, "AMQPQ_TOPOLOGY": str(TOPOLOGY)})
 
 
 @pytest.fixture
 def start_worker(
-    broker_url: str, tmp_path: Path
-) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Factory: a real ``amqpq worker -A ops_tasks`` on the test's vhost; killed afterwards."""
-    started: list[tuple[subprocess.Popen[bytes], Path]] = []
-    env = {**os.environ, "AMQPQ_URL": broker_url, "PYTHONUNBUFFERED": "1"}
-    env.pop("AMQPQ_TOPOLOGY", None)
+    broker_url: str, amqpq_processes: Processes
+) -> Callable[..., subprocess.Popen[bytes]]:
+    """Factory: a real ``amqpq worker -A ops_tasks``, started, on the test's vhost; killed afterwards."""
+    env = amqpq_env(broker_url)
 
     def start(*args: str) -> subprocess.Popen[bytes]:
-        log_path = tmp_path / f"worker-{len(started)}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "amqpq",
-                    "worker",
-                    "-A",
-                    "ops_tasks",
-                    "-f",
-                    str(TOPOLOGY),
-                    *args,
-                ],
-                cwd=HERE,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        started.append((process, log_path))
-        deadline = time.monotonic() + 30
-        while "worker started" not in log_path.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker did not start:\n{log_path.read_text()}")
-            time.sleep(0.05)
-        return process
+        worker = amqpq_processes.start(
+            "worker", "-A", "ops_tasks", "-f", str(TOPOLOGY), *args, env=env, cwd=HERE
+        )
+        return worker.started_blocking().process
 
-    yield start
-    for process, _ in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+    return start

@@ -6,9 +6,10 @@ import importlib
 import json
 
 import pytest
-from ops_helpers import Cli, PlainClient, envelope
 
 from amqpq import codec
+from tests.support.cli import Cli
+from tests.support.pika_clients import PlainClient, envelope
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -7,25 +7,21 @@ import re
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
-from ops_helpers import TOPOLOGY
 from prometheus_client.parser import text_string_to_metric_families
 
 from amqpq.app import App
 from amqpq.settings import Settings
 from amqpq.topology.loader import load_topology
+from tests.ops.ops_helpers import HERE, TOPOLOGY
+from tests.support.processes import Processes, amqpq_env
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
-
-T = TypeVar("T")
-
 
 def free_port_pair() -> int:
     """A port P such that P and P+1 are both free right now."""
@@ -43,20 +39,6 @@ def free_port_pair() -> int:
                 continue
         return port
     raise AssertionError("no two consecutive free ports")
-
-
-def eventually(read: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = read()
-        except httpx.HTTPError:
-            value = None
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -109,7 +91,10 @@ def test_each_of_n_worker_processes_serves_its_own_metrics_on_port_plus_index(
     def label_on(p: int) -> Callable[[], str]:
         return lambda: worker_label(scrape(p))
 
-    labels = {p: eventually(label_on(p), f"metrics on port {p}") for p in (port, port + 1)}
+    labels = {
+        p: eventually(label_on(p), 30.0, what=f"metrics on port {p}", ignoring=(httpx.HTTPError,))
+        for p in (port, port + 1)
+    }
     assert sorted(labels.values()) == sorted(f"{host}:{pid}" for pid in children)
 
     # When a few tasks run
@@ -122,7 +107,9 @@ def test_each_of_n_worker_processes_serves_its_own_metrics_on_port_plus_index(
         total = sum(succeeded(scrape(p), "ops.add") for p in (port, port + 1))
         return total if total >= 10 else None
 
-    assert eventually(all_counted, "10 succeeded tasks in the metrics") == 10
+    assert eventually(
+        all_counted, 30.0, what="10 succeeded tasks in the metrics", ignoring=(httpx.HTTPError,)
+    ) == 10
     for p in (port, port + 1):
         samples = scrape(p)
         assert {lab["worker"] for lab, _ in samples["amqpq_tasks_total"]} <= {labels[p]}
@@ -136,7 +123,9 @@ def test_each_of_n_worker_processes_serves_its_own_metrics_on_port_plus_index(
         label = worker_label(scrape(port + 1))
         return label if label != f"{host}:{victim}" else None
 
-    new_label = eventually(replaced, "a replacement worker on the same port")
+    new_label = eventually(
+        replaced, 30.0, what="a replacement worker on the same port", ignoring=(httpx.HTTPError,)
+    )
     assert new_label.startswith(f"{host}:")
     assert new_label != labels[port]
     assert worker_label(scrape(port)) == labels[port]
@@ -151,37 +140,27 @@ def test_each_of_n_worker_processes_serves_its_own_metrics_on_port_plus_index(
 
 
 def test_a_taken_metrics_port_stops_the_command_with_one_line_and_exit_2(
-    declared: Settings, broker_url: str, tmp_path: Path
+    declared: Settings, broker_url: str, amqpq_processes: Processes
 ) -> None:
     # Given port P+1 is taken by someone else
     port = free_port_pair()
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", port + 1))
         taken.listen()
-        env = {**os.environ, "AMQPQ_URL": broker_url, "PYTHONUNBUFFERED": "1"}
-        env.pop("AMQPQ_TOPOLOGY", None)
-        log_path = tmp_path / "taken.log"
-        with log_path.open("wb") as log:
-            # When `--workers 2 --metrics-port P` starts
-            process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "amqpq", "worker", "-A", "ops_tasks"),
-                    *("-f", str(TOPOLOGY), "-Q", "work", "--workers", "2"),
-                    *("--metrics-port", str(port)),
-                ],
-                cwd=Path(__file__).resolve().parent,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                code = process.wait(60)
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+        # When `--workers 2 --metrics-port P` starts
+        process = amqpq_processes.start(
+            "worker",
+            *("-A", "ops_tasks", "-f", str(TOPOLOGY), "-Q", "work", "--workers", "2"),
+            *("--metrics-port", str(port)),
+            env=amqpq_env(broker_url),
+            cwd=HERE,
+        )
+        try:
+            code = process.process.wait(60)
+        finally:
+            process.stop()
     # Then the whole command stops (no restart loop) with exit 2 and a readable reason
-    text = log_path.read_text(errors="replace")
+    text = process.log()
     assert code == 2, text
     assert str(port + 1) in text
     assert "Traceback" not in text

@@ -13,17 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ops_helpers import TOPOLOGY, Cli, PlainClient, envelope
+
+from tests.ops.ops_helpers import TOPOLOGY
+from tests.support.cli import Cli
+from tests.support.pika_clients import PlainClient, envelope
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.rabbitmq
-
-
-def _wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_a_task_that_failed_on_a_bug_is_replayed_after_the_fix_and_succeeds(
@@ -51,7 +47,9 @@ def test_a_task_that_failed_on_a_bug_is_replayed_after_the_fix_and_succeeds(
             bool(mine) and queues["work"]["consumers"] == 1 and queues["work"]["dead_letters"] == 1
         )
 
-    _wait_for(caught_up, "the worker and the dead letter in the management statistics")
+    eventually(
+        caught_up, 20.0, what="the worker and the dead letter in the management statistics"
+    )
     [me] = [w for w in seen["workers"] if w["pid"] == worker.pid]
     assert me["name"].startswith("amqpq worker ")
     assert [c["queue"] for c in me["consumers"]] == ["work"]
@@ -72,7 +70,7 @@ def test_a_task_that_failed_on_a_bug_is_replayed_after_the_fix_and_succeeds(
     # Then the task runs and succeeds, and the dead-letter queue stays empty
     assert result.exit_code == 0, result.output
     assert "replayed 1 dead letter(s) from work.dlq" in result.stdout
-    _wait_for(done.exists, "the replayed task to run")
+    eventually(done.exists, 20.0, what="the replayed task to run")
     assert plain.count("work.dlq") == 0
 
     text = cli("status")

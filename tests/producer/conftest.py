@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from producer_helpers import TOPOLOGY, FakeWorker, declare_file_objects
 
 from amqpq.app import App
 from amqpq.settings import Settings
 from amqpq.topology.models import Topology
 from amqpq.transport.declare import declare_topology_sync
+from tests.producer.producer_helpers import TOPOLOGY
+from tests.support.fake_worker import FakeWorker
+from tests.support.pika_clients import declare_file_objects
 
 
 @pytest.fixture

@@ -11,12 +11,13 @@ from urllib.parse import quote
 import httpx
 import pika
 import pytest
-from producer_helpers import FakeWorker, get_message, queue_depth
 
 from amqpq.app import App
 from amqpq.envelope import TaskState
 from amqpq.errors import ArgumentsError, RemoteTaskError, ResultTimeoutError, UnroutableError
 from amqpq.producer import AsyncProducer, TaskCall
+from tests.support.fake_worker import FakeWorker
+from tests.support.pika_clients import get_message, queue_depth
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from producer_helpers import TOPOLOGY, FakeWorker, get_message
 from typer.testing import CliRunner
 
 from amqpq.cli import app as cli
 from amqpq.errors import ExitCode
 from amqpq.topology.models import Topology
+from tests.producer.producer_helpers import TOPOLOGY
+from tests.support.fake_worker import FakeWorker
+from tests.support.pika_clients import get_message
 
 pytestmark = pytest.mark.rabbitmq
 

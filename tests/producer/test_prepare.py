@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from producer_helpers import TOPOLOGY
 
 from amqpq.app import App
 from amqpq.delay import HEADER_DELAY_EXCHANGE, bit_header
@@ -15,6 +14,7 @@ from amqpq.producer import TaskPreparer
 from amqpq.rpc import DIRECT_REPLY_TO
 from amqpq.settings import Settings
 from amqpq.topology.models import Topology
+from tests.producer.producer_helpers import TOPOLOGY
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from urllib.parse import quote
 import httpx
 import pika
 import pytest
-from producer_helpers import FakeWorker, get_message, queue_depth
 
 from amqpq.app import App
 from amqpq.envelope import TaskState
@@ -27,6 +26,8 @@ from amqpq.errors import (
 from amqpq.producer import Producer, TaskCall
 from amqpq.rpc import AsyncResult
 from amqpq.settings import Settings
+from tests.support.fake_worker import FakeWorker
+from tests.support.pika_clients import get_message, queue_depth
 
 pytestmark = pytest.mark.rabbitmq
 

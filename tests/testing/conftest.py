@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from testing_helpers import make_app
 
 from amqpq.app import App
 from amqpq.testing import TestBroker
 from amqpq.topology.models import Topology
+from tests.testing.testing_helpers import make_app
 
 TOPOLOGY: dict[str, Any] = {
     "exchanges": [

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from testing_helpers import SCENARIOS, TASK_SENDS, args_for
 
 from amqpq.app import App
 from amqpq.errors import UnroutableError
 from amqpq.testing import TestBroker
+from tests.testing.testing_helpers import SCENARIOS, TASK_SENDS, args_for
 
 
 @pytest.mark.parametrize(

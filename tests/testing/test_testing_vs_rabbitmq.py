@@ -8,13 +8,13 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from testing_helpers import SCENARIOS, TASK_SENDS, USER_QUEUES, args_for, make_app
 
 from amqpq.errors import UnroutableError
 from amqpq.settings import Settings
 from amqpq.testing import TestBroker
 from amqpq.topology.models import Topology
 from amqpq.transport.declare import declare_topology_sync
+from tests.testing.testing_helpers import SCENARIOS, TASK_SENDS, USER_QUEUES, args_for, make_app
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from amqpq.cli import app
+from tests.support.cli import Cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "amqpq.yaml"
 
@@ -22,10 +22,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Result:
-    result = CliRunner().invoke(app, ["topology", *args], env=env)
-    assert "Traceback" not in result.output
-    assert "Traceback" not in result.stderr
-    return result
+    return Cli(prefix=["topology"])(*args, env=env)
 
 
 def test_validate_prints_a_summary() -> None:

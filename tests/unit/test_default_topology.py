@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from amqpq.app import App
-from amqpq.cli import app as cli
 from amqpq.errors import TopologyError
 from amqpq.settings import Settings
 from amqpq.topology.loader import DEFAULT_SOURCE, resolve_topology
+from tests.support.cli import Cli
 
 
 def test_no_file_anywhere_gives_the_built_in_default(tmp_path: Path) -> None:
@@ -52,6 +51,6 @@ def test_validate_without_a_file_says_it_uses_the_default(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AMQPQ_TOPOLOGY", raising=False)
-    result = CliRunner().invoke(cli, ["topology", "validate"])
+    result = Cli()("topology", "validate")
     assert result.exit_code == 0, result.output
     assert "built-in default topology" in result.output

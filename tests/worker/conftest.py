@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aio_pika
 import pytest
-from worker_helpers import TaskClient, WorkerProcess
+
+from tests.support.aio_clients import TaskClient
+from tests.support.processes import AmqpqProcess, Processes, amqpq_env
+
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
-def start_worker(broker_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(broker_url: str, amqpq_processes: Processes) -> Callable[..., AmqpqProcess]:
     """Factory: ``start_worker("-Q", "work", "-c", "1")`` runs a worker on the test's vhost."""
-    workers: list[WorkerProcess] = []
-    env = {
-        **os.environ,
-        "AMQPQ_URL": broker_url,
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("AMQPQ_TOPOLOGY", None)
+    env = amqpq_env(broker_url)
 
-    def start(*args: str, app: str = "worker_tasks") -> WorkerProcess:
-        log_path = tmp_path / f"worker-{len(workers)}.log"
-        worker = WorkerProcess(["-A", app, *args], env, log_path)
-        workers.append(worker)
-        return worker
+    def start(*args: str, app: str = "worker_tasks") -> AmqpqProcess:
+        return amqpq_processes.start("worker", "-A", app, *args, env=env, cwd=HERE)
 
-    yield start
-    for worker in workers:
-        worker.stop()
+    return start
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from worker_helpers import TaskClient
+
+from tests.support.aio_clients import TaskClient
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -1,0 +1,36 @@
+"""Where the test broker is, and vhosts of the tests' own made through its management API."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import quote
+
+import httpx
+
+BROKER_HOST = os.environ.get("AMQPQ_TEST_HOST", "127.0.0.1")
+MANAGEMENT = f"http://{BROKER_HOST}:15672/api"
+AUTH = ("guest", "guest")
+
+
+def management_client() -> httpx.Client:
+    """A plain HTTP client on the management API (test-side, independent of amqpq's own)."""
+    return httpx.Client(base_url=MANAGEMENT, auth=AUTH, timeout=10.0)
+
+
+def create_vhost(management: httpx.Client, name: str) -> str:
+    """Create ``name`` with full permissions for guest; the AMQP URL of it."""
+    quoted = quote(name, safe="")
+    management.put(f"/vhosts/{quoted}").raise_for_status()
+    management.put(
+        f"/permissions/{quoted}/guest",
+        json={"configure": ".*", "write": ".*", "read": ".*"},
+    ).raise_for_status()
+    return amqp_url(name)
+
+
+def delete_vhost(management: httpx.Client, name: str) -> None:
+    management.delete(f"/vhosts/{quote(name, safe='')}")
+
+
+def amqp_url(vhost: str) -> str:
+    return f"amqp://guest:guest@{BROKER_HOST}:5672/{quote(vhost, safe='')}"
