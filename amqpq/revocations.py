@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -26,10 +26,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from amqpq.codec import CONTENT_TYPE, MessageProperties, OutgoingMessage
 from amqpq.errors import AmqpqError, ConfigError
+from amqpq.settings import connection_name
 from amqpq.topology.infra import revocations_queue_name
 
 if TYPE_CHECKING:
-    from amqpq.app import App
     from amqpq.transport.aio import AsyncBroker
     from amqpq.transport.consume import ConfirmingPublisher
 
@@ -91,27 +91,35 @@ def _message(record: RevocationRecord, prefix: str) -> OutgoingMessage:
 
 
 def _by() -> str:
-    from amqpq.settings import connection_name
-
     return connection_name("revoke").removeprefix("amqpq ")
 
 
-def revoke(app: App, ids: Iterable[str], *, terminate: bool = False) -> None:
-    """Revoke task ids from synchronous code (the App's producer connection)."""
-    message = revocation_message(
-        list(ids), terminate=terminate, prefix=app.topology.infrastructure.prefix, by=_by()
-    )
-    [error] = app.producer.publish_messages([message])
+def revoke(
+    publish: Callable[[list[OutgoingMessage]], list[BaseException | None]],
+    ids: Iterable[str],
+    *,
+    terminate: bool = False,
+    prefix: str = "amqpq",
+) -> None:
+    """Revoke task ids from synchronous code, through ``publish`` (a producer's
+    ``publish_messages``)."""
+    message = revocation_message(list(ids), terminate=terminate, prefix=prefix, by=_by())
+    [error] = publish([message])
     if error is not None:
         raise error
 
 
-async def arevoke(app: App, ids: Iterable[str], *, terminate: bool = False) -> None:
-    """Revoke task ids from asyncio code (the App's async producer connection)."""
-    message = revocation_message(
-        list(ids), terminate=terminate, prefix=app.topology.infrastructure.prefix, by=_by()
-    )
-    await app.aproducer().publish_message(message)
+async def arevoke(
+    publish: Callable[[OutgoingMessage], Awaitable[None]],
+    ids: Iterable[str],
+    *,
+    terminate: bool = False,
+    prefix: str = "amqpq",
+) -> None:
+    """Revoke task ids from asyncio code, through ``publish`` (an async producer's
+    ``publish_message``)."""
+    message = revocation_message(list(ids), terminate=terminate, prefix=prefix, by=_by())
+    await publish(message)
 
 
 class Revocations:
