@@ -737,6 +737,10 @@ class AsyncProducer:
     def __repr__(self) -> str:
         return f"<AsyncProducer {self._rpc.name}>"
 
+    @property
+    def broker(self) -> AsyncSendTransport:
+        return self._rpc
+
     def _lost(self, reason: str) -> None:
         self._router.lose(reason, self._rpc.generation)
 

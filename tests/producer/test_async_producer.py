@@ -140,7 +140,7 @@ async def test_the_async_producer_recovers_after_its_connection_was_closed(
     fake_worker: Callable[..., FakeWorker],
 ) -> None:
     await aproducer.send_task("tasks.add", [1, 2], ignore_result=True)
-    name = aproducer._broker.name
+    name = aproducer.broker.name
     deadline = time.monotonic() + 10
     closed = 0
     while not closed:
@@ -169,7 +169,7 @@ async def test_a_send_right_after_the_broker_closed_the_connection_waits_for_the
 ) -> None:
     """No pause between the close and the send: the client may not have noticed yet."""
     await aproducer.send_task("tasks.add", [0, 0], ignore_result=True)
-    name = aproducer._broker.name
+    name = aproducer.broker.name
     for round_ in range(1, 4):
         deadline = time.monotonic() + 10
         while True:

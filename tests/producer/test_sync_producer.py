@@ -27,6 +27,7 @@ from amqpq.errors import (
 from amqpq.producer import Producer, TaskCall
 from amqpq.rpc import AsyncResult
 from amqpq.settings import Settings
+from amqpq.transport.blocking import BlockingBroker
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -321,6 +322,6 @@ def test_an_eta_in_the_past_is_sent_directly(app: App, broker_url: str) -> None:
 
 
 def test_a_producer_can_be_created_and_closed_without_sending(app: App) -> None:
-    producer = Producer(app)
+    producer = Producer(app.send_context, BlockingBroker(app.settings))
     producer.connect()
     producer.close()
