@@ -161,8 +161,8 @@ class TaskPreparer:
         found = self._targets.get(key)
         if found is None:
             if self._router is None:
-                # The routing matcher is only needed once a task is sent: a worker that
-                # imports this module for nothing else does not load it.
+                # The routing matcher is only needed once a task is sent: a worker, which
+                # imports this module through the App, does not load it.
                 from amqpq.topology.routing import Router
 
                 self._router = Router(self.topology)

@@ -31,6 +31,7 @@ from amqpq.topology.infra import revocations_queue_name
 
 if TYPE_CHECKING:
     from amqpq.transport.aio import AsyncBroker
+    from amqpq.transport.broadcast import StreamReader
     from amqpq.transport.consume import ConfirmingPublisher
 
 __all__ = [
@@ -144,7 +145,7 @@ class Revocations:
         self._nonce = uuid.uuid4().hex
         self._ids: dict[str, datetime] = {}
         self._ready = asyncio.Event()
-        self._reader: object | None = None
+        self._reader: StreamReader | None = None
         self.enabled = False
         self.records = 0
 
@@ -178,6 +179,8 @@ class Revocations:
     async def start(self, publisher: ConfirmingPublisher) -> None:
         """Read the stream from its start; append our marker. Never raises: without the
         stream (``--no-declare`` on an old topology) revocations are off, with a warning."""
+        # aio-pika only where the stream is read (a worker): the App imports this module
+        # for revoke(), and importing the App loads no AMQP client library.
         from amqpq.transport.broadcast import StreamReader
 
         name = revocations_queue_name(self._prefix)
@@ -237,7 +240,4 @@ class Revocations:
     async def close(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
-            from amqpq.transport.broadcast import StreamReader
-
-            assert isinstance(reader, StreamReader)
             await reader.close()
