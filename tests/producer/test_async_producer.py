@@ -14,9 +14,8 @@ import pytest
 from producer_helpers import FakeWorker, get_message, queue_depth
 
 from amqpq.app import App
-from amqpq.envelope import TaskState
 from amqpq.errors import ArgumentsError, RemoteTaskError, ResultTimeoutError, UnroutableError
-from amqpq.producer import AsyncProducer, TaskCall
+from amqpq.producer import AsyncProducer
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -42,15 +41,6 @@ async def test_an_async_send_lands_persistent_in_its_queue(
     assert json.loads(body)["args"] == [3, 4]
 
 
-async def test_adelay_and_aget_return_the_result(
-    app: App, aproducer: AsyncProducer, fake_worker: Callable[..., FakeWorker]
-) -> None:
-    fake_worker()
-    result = await app.registry.get("tasks.add").adelay(3, 4)
-    assert await result.aget(timeout=5) == 7
-    assert result.state is TaskState.SUCCESS
-
-
 async def test_many_coroutines_each_get_their_own_result(
     aproducer: AsyncProducer, fake_worker: Callable[..., FakeWorker]
 ) -> None:
@@ -61,16 +51,6 @@ async def test_many_coroutines_each_get_their_own_result(
         return await result.aget(timeout=10)  # type: ignore[no-any-return]
 
     assert await asyncio.gather(*(call(n) for n in range(200))) == [n + 1000 for n in range(200)]
-
-
-async def test_async_send_many_pipelines_confirms(
-    aproducer: AsyncProducer, fake_worker: Callable[..., FakeWorker]
-) -> None:
-    fake_worker()
-    results = await aproducer.map("tasks.add", [(i, i) for i in range(200)])
-    results += await aproducer.send_many([TaskCall("tasks.add", (1, 2))])
-    values = await asyncio.gather(*(r.aget(timeout=10) for r in results))
-    assert values == [2 * i for i in range(200)] + [3]
 
 
 async def test_async_unroutable_fails_fast_statically_and_on_return(
