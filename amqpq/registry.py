@@ -23,13 +23,16 @@ if TYPE_CHECKING:
     from amqpq.rpc import AsyncResult
 
 __all__ = [
+    "AsyncSendsTasks",
     "Request",
     "Retry",
+    "SendsTasks",
     "Signature",
     "Task",
     "TaskContext",
     "TaskOptions",
     "TaskRegistry",
+    "TaskSender",
     "parse_rate_limit",
 ]
 

@@ -176,25 +176,21 @@ def test_the_cycle_finder_finds_cycles_and_only_cycles(
     assert list(cycles()) == expected, rule
 
 
-def test_importing_the_app_and_the_worker_loads_no_sync_client_http_or_yaml() -> None:
-    # docs/architecture.md "Start-up": the worker does not import what it does not use.
-    code = (
-        "import sys, amqpq.app, amqpq.worker.main, amqpq.worker.supervisor\n"
-        "print(sorted(m for m in ('pika', 'httpx', 'yaml') if m in sys.modules))"
-    )
+def loaded_by(modules: str, libraries: tuple[str, ...]) -> list[str]:
+    """Which of ``libraries`` a fresh interpreter has loaded after importing ``modules``."""
+    code = f"import sys, {modules}\nprint(sorted(m for m in {libraries!r} if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert out.strip() == "[]"
+    return list(ast.literal_eval(out.strip()))
+
+
+def test_importing_the_app_and_the_worker_loads_no_sync_client_http_or_yaml() -> None:
+    # docs/architecture.md "Start-up": the worker does not import what it does not use.
+    modules = "amqpq.app, amqpq.worker.main, amqpq.worker.supervisor"
+    assert loaded_by(modules, ("pika", "httpx", "yaml")) == []
 
 
 def test_importing_the_app_loads_no_amqp_client_library() -> None:
     # Each producer loads its client library on first use.
-    code = (
-        "import sys, amqpq.app\n"
-        "print(sorted(m for m in ('pika', 'aio_pika', 'aiormq') if m in sys.modules))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+    assert loaded_by("amqpq.app", ("pika", "aio_pika", "aiormq")) == []
