@@ -73,11 +73,10 @@ class App:
         self._producer_pid = 0
         self._aproducers: dict[asyncio.AbstractEventLoop, AsyncProducer] = {}
         self._injected: tuple[Producer, AsyncProducer] | None = None
-        self.hooks: dict[str, list[Callable[..., Any]]] = {}
-        """Hook name -> callables, filled by the ``on_*`` decorators (or by hand)."""
+        self._hooks: dict[str, list[Callable[..., Any]]] = {}
         self.send_context = SendContext(
             preparer=TaskPreparer(self.registry, lambda: self.topology),
-            policy=PublishPolicy(self.hooks, send_events=events_enabled_by_default()),
+            policy=PublishPolicy(self._hooks, send_events=events_enabled_by_default()),
             links=ResultLinks(
                 revoke=self._revoke,
                 arevoke=self._arevoke,
@@ -86,6 +85,15 @@ class App:
         )
         """What this App's producers are built with (tests build producers with it too)."""
         self._sender = TaskSender(producer=lambda: self.producer, aproducer=self.aproducer)
+
+    @property
+    def hooks(self) -> dict[str, list[Callable[..., Any]]]:
+        """Hook name -> callables, filled by the ``on_*`` decorators (or by hand)."""
+        return self._hooks
+
+    @hooks.setter
+    def hooks(self, value: dict[str, list[Callable[..., Any]]]) -> None:
+        self._hooks = self.send_context.policy.hooks = value
 
     @property
     def send_events(self) -> bool:

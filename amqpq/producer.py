@@ -710,7 +710,7 @@ class _QueueResults:
 
 
 class AsyncProducer:
-    """The asyncio producer (FastAPI, async code), on one robust aio-pika connection.
+    """The asyncio producer (FastAPI, async code), on one robust connection (aio-pika by default).
 
     Concurrent ``send_task`` calls from many coroutines keep their confirms in flight.
     Use it from the event loop it was created on.

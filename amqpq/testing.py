@@ -281,7 +281,7 @@ class TestBroker:
         return self
 
     def close(self) -> None:
-        """Give the App its real producers back and stop the in-process worker."""
+        """Give the App its own producers back and stop the in-process worker."""
         if self._open:
             self.app.use_producers(None)
             self._open = False
