@@ -45,11 +45,11 @@ from amqpq.rpc import (
     deadline_after,
     remaining,
 )
+from amqpq.topology.routing import Router
 
 if TYPE_CHECKING:
     from amqpq.registry import Task, TaskOptions, TaskRegistry
     from amqpq.topology.models import Route, Topology
-    from amqpq.topology.routing import Router
     from amqpq.transport.base import AsyncSendTransport, SyncSendTransport
 
 __all__ = [
@@ -161,10 +161,6 @@ class TaskPreparer:
         found = self._targets.get(key)
         if found is None:
             if self._router is None:
-                # The routing matcher is only needed once a task is sent: a worker, which
-                # imports this module through the App, does not load it.
-                from amqpq.topology.routing import Router
-
                 self._router = Router(self.topology)
             found = self._targets[key] = frozenset(
                 self._router.targets(exchange, routing_key, headers)
