@@ -1,23 +1,32 @@
-"""The App: tasks, topology and settings in one object, and the way to send work."""
+"""The App: tasks, topology and settings in one object, and the composition root of sending.
+
+The App builds what sends work and hands each piece only what it needs: the
+producers get a :class:`~amqpq.producer.SendContext` (the preparer over the
+registry and the topology, the publish policy, the links of result handles)
+and a transport built from the URL; tasks get a
+:class:`~amqpq.registry.TaskSender`; result handles get
+:class:`~amqpq.rpc.ResultLinks` (revoke, result conversion). Nothing below the
+App imports it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from amqpq.errors import ConfigError
-from amqpq.registry import Task, TaskOptions, TaskRegistry, task_name_for
+from amqpq.events import events_enabled_by_default
+from amqpq.producer import AsyncProducer, Producer, PublishPolicy, SendContext, TaskPreparer
+from amqpq.registry import Task, TaskOptions, TaskRegistry, TaskSender, task_name_for
+from amqpq.revocations import arevoke, revoke
+from amqpq.rpc import AsyncResult, ResultLinks
 from amqpq.settings import Settings, load_settings
 from amqpq.topology.loader import load_topology, resolve_topology
 from amqpq.topology.models import Topology
-
-if TYPE_CHECKING:
-    from amqpq.producer import AsyncProducer, Producer
-    from amqpq.rpc import AsyncResult
 
 __all__ = ["App"]
 
@@ -64,12 +73,36 @@ class App:
         self._producer_pid = 0
         self._aproducers: dict[asyncio.AbstractEventLoop, AsyncProducer] = {}
         self._injected: tuple[Producer, AsyncProducer] | None = None
-        self.hooks: dict[str, list[Callable[..., Any]]] = {}
-        """Hook name -> callables, filled by the ``on_*`` decorators (or by hand)."""
-        from amqpq.events import events_enabled_by_default
+        self._hooks: dict[str, list[Callable[..., Any]]] = {}
+        self.send_context = SendContext(
+            preparer=TaskPreparer(self.registry, lambda: self.topology),
+            policy=PublishPolicy(self._hooks, send_events=events_enabled_by_default()),
+            links=ResultLinks(
+                revoke=self._revoke,
+                arevoke=self._arevoke,
+                result_from_wire=self._result_from_wire,
+            ),
+        )
+        """What this App's producers are built with (tests build producers with it too)."""
+        self._sender = TaskSender(producer=lambda: self.producer, aproducer=self.aproducer)
 
-        self.send_events = events_enabled_by_default()
+    @property
+    def hooks(self) -> dict[str, list[Callable[..., Any]]]:
+        """Hook name -> callables, filled by the ``on_*`` decorators (or by hand)."""
+        return self._hooks
+
+    @hooks.setter
+    def hooks(self, value: dict[str, list[Callable[..., Any]]]) -> None:
+        self._hooks = self.send_context.policy.hooks = value
+
+    @property
+    def send_events(self) -> bool:
         """Publish a ``task.sent`` event for each task sent (``AMQPQ_EVENTS=1``)."""
+        return self.send_context.policy.send_events
+
+    @send_events.setter
+    def send_events(self, value: bool) -> None:
+        self.send_context.policy.send_events = value
 
     def __repr__(self) -> str:
         return f"<App {self.main or '?'}: {len(self.registry)} tasks>"
@@ -139,7 +172,7 @@ class App:
                 task_options = TaskOptions(name=task_name, **options)
             except TypeError as exc:
                 raise ConfigError(f"task {task_name}: {exc}") from exc
-            task: Task[P, R] = Task(function, task_options, self)
+            task: Task[P, R] = Task(function, task_options, self._sender)
             self.registry.add(task)
             return task
 
@@ -157,16 +190,15 @@ class App:
             return injected[0]
         with self._lock:
             if self._producer is None or self._producer_pid != os.getpid():
-                from amqpq.producer import Producer
+                # pika is loaded by the first sync send, not by importing the App.
+                from amqpq.transport.blocking import BlockingBroker
 
-                self._producer = Producer(self)
+                self._producer = Producer(self.send_context, BlockingBroker(self.settings))
                 self._producer_pid = os.getpid()
             return self._producer
 
     def aproducer(self) -> AsyncProducer:
         """The asyncio producer (aio-pika) of the running event loop."""
-        from amqpq.producer import AsyncProducer
-
         injected = self._injected
         if injected is not None:
             return injected[1]
@@ -175,13 +207,17 @@ class App:
         if producer is None:
             for stale in [lp for lp in self._aproducers if lp.is_closed()]:
                 del self._aproducers[stale]
-            producer = self._aproducers[loop] = AsyncProducer(self)
+            # aio-pika is loaded by the first async send, not by importing the App.
+            from amqpq.transport.aio import AsyncSendChannel
+
+            producer = AsyncProducer(self.send_context, AsyncSendChannel(self.settings))
+            self._aproducers[loop] = producer
         return producer
 
     def use_producers(self, producers: tuple[Producer, AsyncProducer] | None) -> None:
         """Send through these (sync, async) producers instead of the broker's; None undoes it.
 
-        ``amqpq.testing`` installs its in-memory twins here.
+        ``amqpq.testing`` installs producers over its memory transport here.
         """
         self._injected = producers
 
@@ -203,6 +239,28 @@ class App:
         **options: Any,
     ) -> AsyncResult:
         return await self.aproducer().send_task(name, args, kwargs or {}, **options)
+
+    # -- what result handles reach (ResultLinks) --------------------------------------------
+
+    def _revoke(self, ids: Sequence[str], terminate: bool) -> None:
+        revoke(
+            self.producer.publish_messages,
+            ids,
+            terminate=terminate,
+            prefix=self.topology.infrastructure.prefix,
+        )
+
+    async def _arevoke(self, ids: Sequence[str], terminate: bool) -> None:
+        await arevoke(
+            self.aproducer().publish_message,
+            ids,
+            terminate=terminate,
+            prefix=self.topology.infrastructure.prefix,
+        )
+
+    def _result_from_wire(self, task: str, value: Any) -> Any:
+        found = self.registry.find(task)
+        return found.signature.result_from_wire(value) if found is not None else value
 
     def close(self) -> None:
         """Close the synchronous producer's connection (async ones: ``await app.aclose()``)."""

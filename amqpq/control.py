@@ -35,6 +35,9 @@ from amqpq.codec import CONTENT_TYPE, MessageProperties, OutgoingMessage
 from amqpq.errors import AmqpqError
 from amqpq.settings import Settings
 from amqpq.topology.infra import control_exchange_name
+from amqpq.transport.aio import AsyncBroker, ReplyChannel
+from amqpq.transport.broadcast import FireAndForget, Subscription, exchange_exists
+from amqpq.wire import DIRECT_REPLY_TO
 
 __all__ = [
     "COMMAND_TTL_MS",
@@ -81,15 +84,13 @@ class ControlServer:
 
     def __init__(
         self,
-        broker: Any,
+        broker: AsyncBroker,
         *,
         prefix: str,
         worker_name: str,
         queue: str,
         handlers: Mapping[str, Handler],
     ) -> None:
-        from amqpq.transport.broadcast import FireAndForget, Subscription
-
         self._worker = worker_name
         self._handlers = dict(handlers)
         self._replies = FireAndForget(broker)
@@ -161,10 +162,6 @@ async def broadcast(
     An empty list when no worker is listening. Raises :class:`UnroutableError`
     when the control exchange does not exist (the topology was never applied).
     """
-    from amqpq.transport.aio import AsyncBroker, ReplyChannel
-    from amqpq.transport.broadcast import exchange_exists
-    from amqpq.wire import DIRECT_REPLY_TO
-
     request_id = uuid.uuid4().hex
     replies: list[ControlReply] = []
     arrived = asyncio.Event()

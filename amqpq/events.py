@@ -109,6 +109,8 @@ class EventPublisher:
         heartbeat_fields: Callable[[], Mapping[str, Any]] | None = None,
         max_pending: int = _MAX_PENDING,
     ) -> None:
+        # aio-pika only where events are published by a worker: the producers import this
+        # module for event_message(), and importing them loads no AMQP client library.
         from amqpq.transport.broadcast import FireAndForget
 
         self._prefix = prefix

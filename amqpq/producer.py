@@ -6,10 +6,14 @@ arguments when the task is registered here, resolves the route from the
 topology, refuses a route that reaches no queue of the topology file, and turns
 ``countdown``/``eta`` into a publish to the broker-side delay levels.
 
-Both producers publish persistent, mandatory, confirmed messages on one
-connection per process, reconnect by themselves, and return :class:`AsyncResult`
-handles whose replies come back over RabbitMQ direct reply-to, or through a
-durable result queue when ``result_queue=`` is given.
+Both producers publish persistent, mandatory, confirmed messages through a
+transport (:mod:`amqpq.transport.base`: RabbitMQ by default, memory under
+:class:`amqpq.testing.TestBroker`), run the App's publish hooks, publish the
+``task.sent`` events, and return :class:`AsyncResult` handles whose replies come
+back over direct reply-to, or through a durable result queue when
+``result_queue=`` is given. They know nothing of the App: it hands each a
+:class:`SendContext` (the preparer, the publish policy, the links of result
+handles) and a transport.
 """
 
 from __future__ import annotations
@@ -31,27 +35,30 @@ from amqpq.codec import OutgoingMessage, encode_task
 from amqpq.delay import plan_delay
 from amqpq.envelope import TaskEnvelope, new_task_id, utcnow
 from amqpq.errors import ArgumentsError, ConfigError, UnroutableError
+from amqpq.events import event_message
 from amqpq.rpc import (
     DIRECT_REPLY_TO,
     AsyncResult,
     PendingResult,
     ReplyRouter,
+    ResultLinks,
     deadline_after,
     remaining,
 )
+from amqpq.topology.routing import Router
 
 if TYPE_CHECKING:
-    from amqpq.app import App
-    from amqpq.registry import Task, TaskOptions
-    from amqpq.topology.models import Route
-    from amqpq.transport.aio import AsyncBroker, ReplyChannel
-    from amqpq.transport.blocking import BlockingBroker
+    from amqpq.registry import Task, TaskOptions, TaskRegistry
+    from amqpq.topology.models import Route, Topology
+    from amqpq.transport.base import AsyncSendTransport, SyncSendTransport
 
 __all__ = [
     "SEND_OPTIONS",
     "AsyncProducer",
     "PreparedTask",
     "Producer",
+    "PublishPolicy",
+    "SendContext",
     "TaskCall",
     "TaskPreparer",
     "publish_hooks",
@@ -116,20 +123,35 @@ class PreparedTask:
 class TaskPreparer:
     """Name, arguments and options -> :class:`PreparedTask`. Pure; caches route lookups.
 
-    The topology is read once: routes and the static routing check are cached
-    per (exchange, routing key, headers), so a publish costs no topology work.
+    ``registry`` validates the arguments of the tasks it knows; ``topology`` is
+    called once, on the first task prepared (an App reads its file lazily). Routes
+    and the static routing check are cached per (exchange, routing key, headers),
+    so a publish costs no topology work.
     """
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, registry: TaskRegistry, topology: Callable[[], Topology]) -> None:
+        self.registry = registry
+        self._load_topology = topology
+        self._topology: Topology | None = None
         self._routes: dict[str, Route] = {}
         self._targets: dict[tuple[str, str, str], frozenset[str]] = {}
-        self._router: Any = None
+        self._router: Router | None = None
+
+    @property
+    def topology(self) -> Topology:
+        if self._topology is None:
+            self._topology = self._load_topology()
+        return self._topology
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of amqpq's own broker objects (delay levels, events exchange)."""
+        return self.topology.infrastructure.prefix
 
     def route(self, name: str) -> Route:
         route = self._routes.get(name)
         if route is None:
-            route = self._routes[name] = self.app.topology.route_for(name)
+            route = self._routes[name] = self.topology.route_for(name)
         return route
 
     def targets(
@@ -139,9 +161,7 @@ class TaskPreparer:
         found = self._targets.get(key)
         if found is None:
             if self._router is None:
-                from amqpq.topology.routing import Router
-
-                self._router = Router(self.app.topology)
+                self._router = Router(self.topology)
             found = self._targets[key] = frozenset(
                 self._router.targets(exchange, routing_key, headers)
             )
@@ -163,7 +183,7 @@ class TaskPreparer:
             )
         if not isinstance(name, str) or not 0 < len(name) <= 255:
             raise ConfigError(f"task name must be 1 to 255 characters, got {name!r}")
-        task = self.app.registry.find(name)
+        task = self.registry.find(name)
         if isinstance(args, str | bytes | Mapping):
             raise ArgumentsError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
         if task is not None:
@@ -229,7 +249,7 @@ class TaskPreparer:
                 # otherwise it ends at the exchange, which routes by key and headers.
                 plan = plan_delay(
                     delay_ms,
-                    prefix=self.app.topology.infrastructure.prefix,
+                    prefix=self.prefix,
                     target_exchange=exchange or None,
                     target_queue=routing_key if exchange == "" else None,
                 )
@@ -329,14 +349,12 @@ def _when(value: Any, now: datetime, what: str, *, relative: bool = True) -> dat
     raise ConfigError(f"{what} must be {expected}, got {value!r}")
 
 
-def sent_event(app: App, prepared: PreparedTask) -> OutgoingMessage:
+def sent_event(prefix: str, prepared: PreparedTask) -> OutgoingMessage:
     """The ``task.sent`` event of a task (published next to it when events are on)."""
-    from amqpq.events import event_message
-
     envelope = prepared.envelope
     return event_message(
         "task.sent",
-        prefix=app.topology.infrastructure.prefix,
+        prefix=prefix,
         task=envelope.task,
         id=envelope.id,
         exchange=prepared.message.exchange,
@@ -346,17 +364,43 @@ def sent_event(app: App, prepared: PreparedTask) -> OutgoingMessage:
     )
 
 
+class PublishPolicy:
+    """What runs around each publish, shared by an App and all its producers (hooks
+    registered and ``send_events`` switched later apply to producers made earlier)."""
+
+    __slots__ = ("hooks", "send_events")
+
+    def __init__(
+        self, hooks: Mapping[str, list[Callable[..., Any]]], *, send_events: bool = False
+    ) -> None:
+        self.hooks = hooks
+        """Hook name -> callables: ``before_publish`` and ``after_publish`` run here."""
+        self.send_events = send_events
+        """Publish a ``task.sent`` event with each task."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendContext:
+    """What a producer needs from its App, which builds it once and hands it to each."""
+
+    preparer: TaskPreparer
+    """The registry and the routing view: name, arguments, options -> message."""
+    policy: PublishPolicy
+    links: ResultLinks | None = None
+    """Given to each result handle (revoke, result conversion)."""
+
+
 def publish_hooks(
-    app: App,
+    hooks: Mapping[str, list[Callable[..., Any]]],
     name: str,
     prepared: list[PreparedTask],
     results: list[AsyncResult] | None = None,
 ) -> None:
-    """Call the App's ``before_publish`` / ``after_publish`` hooks (errors logged, ignored).
+    """Call the ``before_publish`` / ``after_publish`` hooks (errors logged, ignored).
 
     ``after_publish`` is called for the tasks the broker confirmed (``results``)."""
-    hooks = app.hooks_for(name) if hasattr(app, "hooks_for") else []
-    if not hooks:
+    found = hooks.get(name)
+    if not found:
         return
     by_id = {r.id: r for r in results} if results is not None else None
     for p in prepared:
@@ -373,7 +417,7 @@ def publish_hooks(
             if result is None:  # refused by the broker: not published
                 continue
             kwargs["result"] = result
-        for hook in hooks:
+        for hook in found:
             try:
                 hook(**kwargs)
             except Exception:
@@ -409,25 +453,19 @@ def _task_name(task: str | Task[Any, Any]) -> str:
 
 
 class Producer:
-    """The synchronous producer (Django, Flask, scripts), on one pika connection.
+    """The synchronous producer (Django, Flask, scripts), on one connection (pika by default).
 
-    Thread-safe: pika calls happen under one lock. Threads waiting for results
+    Thread-safe: transport calls happen under its lock. Threads waiting for results
     take turns pumping the connection, and every reply wakes its own waiter.
     """
 
-    def __init__(self, app: App, *, confirm_timeout: float = 30.0) -> None:
-        from amqpq.transport.blocking import BlockingBroker
-
-        self.app = app
-        self.preparer = TaskPreparer(app)
+    def __init__(self, context: SendContext, transport: SyncSendTransport) -> None:
+        self.preparer = context.preparer
+        self._policy = context.policy
+        self._links = context.links
         self._router = ReplyRouter()
-        self._broker: BlockingBroker = BlockingBroker(
-            app.settings,
-            "producer",
-            on_reply=self._router.dispatch,
-            on_lost=self._lost,
-            confirm_timeout=confirm_timeout,
-        )
+        self._broker = transport
+        transport.listen(self._router.dispatch, self._lost)
         self._queues: dict[str, _QueueResults] = {}
         self._pumping = False
         self._contenders = 0
@@ -436,14 +474,14 @@ class Producer:
         return f"<Producer {self._broker.name}>"
 
     @property
-    def broker(self) -> BlockingBroker:
+    def broker(self) -> SyncSendTransport:
         return self._broker
 
     def _lost(self, reason: str) -> None:
         self._router.lose(reason, self._broker.generation)
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[BlockingBroker]:
+    def _locked(self) -> Iterator[SyncSendTransport]:
         """The connection lock; a thread pumping for replies is asked to let go first."""
         self._contenders += 1
         try:
@@ -511,15 +549,17 @@ class Producer:
     def _publish(
         self, prepared: list[PreparedTask]
     ) -> tuple[list[AsyncResult], list[BaseException]]:
-        publish_hooks(self.app, "before_publish", prepared)
+        hooks = self._policy.hooks
+        publish_hooks(hooks, "before_publish", prepared)
         pendings = [self._pending_for(p) for p in prepared]
         errors: list[BaseException] = []
         with self._locked() as broker:
             for queue in {p.result_queue for p in prepared if p.result_queue}:
                 broker.ensure_queue(queue)
             messages = [p.message for p in prepared]
-            if getattr(self.app, "send_events", False):
-                messages += [sent_event(self.app, p) for p in prepared]
+            if self._policy.send_events:
+                prefix = self.preparer.prefix
+                messages += [sent_event(prefix, p) for p in prepared]
             outcomes = broker.publish_many(messages)[: len(prepared)]
             results = []
             for p, pending, (error, generation) in zip(prepared, pendings, outcomes, strict=True):
@@ -533,7 +573,7 @@ class Producer:
                     if generation != broker.generation or not broker.is_connected:
                         pending.lost = "the connection it was sent on closed"
                 results.append(self._result(p, pending))
-        publish_hooks(self.app, "after_publish", prepared, results)
+        publish_hooks(hooks, "after_publish", prepared, results)
         return results, errors
 
     def _pending_for(self, prepared: PreparedTask) -> PendingResult | None:
@@ -558,7 +598,7 @@ class Producer:
             task=prepared.envelope.task,
             backend=backend,
             pending=pending,
-            app=self.app,
+            links=self._links,
         )
 
     def _queue_results(self, queue: str) -> _QueueResults:
@@ -572,11 +612,13 @@ class Producer:
         results = self._queue_results(queue)
         pending = PendingResult(task_id, None)
         results.router.add(pending)
-        return AsyncResult(task_id, backend=results, pending=pending, app=self.app)
+        return AsyncResult(task_id, backend=results, pending=pending, links=self._links)
 
     # -- waiting over direct reply-to (ResultBackend) ----------------------------------------
 
     def wait(self, pending: PendingResult, timeout: float | None) -> None:
+        if not pending.settled:
+            self._broker.expect_replies(pending.id, pending.task, pending.state.value)
         deadline = deadline_after(timeout)
         changed = self._router.changed
         lock = self._broker.lock
@@ -639,8 +681,10 @@ class _QueueResults:
     def wait(self, pending: PendingResult, timeout: float | None) -> None:
         deadline = deadline_after(timeout)
         pause = 0.005
+        self._poll()
+        if not pending.settled:
+            self.producer._broker.expect_replies(pending.id, pending.task, pending.state.value)
         while True:
-            self._poll()
             if pending.settled:
                 return
             left = remaining(deadline)
@@ -648,6 +692,7 @@ class _QueueResults:
                 return
             time.sleep(pause if left is None else min(pause, left))
             pause = min(pause * 2, 0.25)
+            self._poll()
 
     async def await_(self, pending: PendingResult, timeout: float | None) -> None:
         await asyncio.to_thread(self.wait, pending, timeout)
@@ -661,48 +706,46 @@ class _QueueResults:
 
 
 class AsyncProducer:
-    """The asyncio producer (FastAPI, async code), on one robust aio-pika connection.
+    """The asyncio producer (FastAPI, async code), on one robust connection (aio-pika by default).
 
     Concurrent ``send_task`` calls from many coroutines keep their confirms in flight.
     Use it from the event loop it was created on.
     """
 
-    def __init__(self, app: App, *, confirm_timeout: float = 30.0) -> None:
-        from amqpq.transport.aio import AsyncBroker, ReplyChannel
-
-        self.app = app
-        self.preparer = TaskPreparer(app)
+    def __init__(
+        self,
+        context: SendContext,
+        transport: AsyncSendTransport,
+        *,
+        confirm_timeout: float = 30.0,
+    ) -> None:
+        self.preparer = context.preparer
+        self._policy = context.policy
+        self._links = context.links
         self.confirm_timeout = confirm_timeout
         self._router = ReplyRouter()
-        self._broker: AsyncBroker = AsyncBroker(app.settings, "producer")
-        self._rpc: ReplyChannel = ReplyChannel(
-            self._broker, on_reply=self._router.dispatch, on_lost=self._lost
-        )
-        self._broker.on_reconnect.append(self._reconnected)
+        self._rpc = transport
+        transport.listen(self._router.dispatch, self._lost)
         self._queues: dict[str, _AsyncQueueResults] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
-        return f"<AsyncProducer {self._broker.name}>"
+        return f"<AsyncProducer {self._rpc.name}>"
+
+    @property
+    def broker(self) -> AsyncSendTransport:
+        return self._rpc
 
     def _lost(self, reason: str) -> None:
         self._router.lose(reason, self._rpc.generation)
 
-    async def _reconnected(self) -> None:
-        # Re-attach the reply consumer now, so results lost with the old channel fail fast.
-        try:
-            await self._rpc.ready()
-        except Exception as exc:
-            log.warning("re-opening the reply channel failed: %s", exc)
-
     async def connect(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await self._rpc.ready()
+        await self._rpc.connect()
 
     async def close(self) -> None:
         await self._rpc.close()
-        await self._broker.close()
 
     async def __aenter__(self) -> AsyncProducer:
         await self.connect()
@@ -747,7 +790,7 @@ class AsyncProducer:
 
     async def publish_message(self, message: OutgoingMessage) -> None:
         """Publish a prepared message that is not a task (a revocation), confirmed."""
-        await self._broker.publish(message, timeout=self.confirm_timeout)
+        await self._rpc.publish_plain(message, timeout=self.confirm_timeout)
 
     async def map(
         self, task: str | Task[Any, Any], iterable: Iterable[Any], **options: Any
@@ -758,7 +801,8 @@ class AsyncProducer:
     async def _send(self, prepared: PreparedTask) -> AsyncResult:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        publish_hooks(self.app, "before_publish", [prepared])
+        hooks = self._policy.hooks
+        publish_hooks(hooks, "before_publish", [prepared])
         queue = prepared.result_queue
         pending: PendingResult | None = None
         backend: Any = None
@@ -790,17 +834,17 @@ class AsyncProducer:
             task=prepared.envelope.task,
             backend=backend,
             pending=pending,
-            app=self.app,
+            links=self._links,
         )
-        publish_hooks(self.app, "after_publish", [prepared], [result])
-        if getattr(self.app, "send_events", False):
-            self._send_event(sent_event(self.app, prepared))
+        publish_hooks(hooks, "after_publish", [prepared], [result])
+        if self._policy.send_events:
+            self._send_event(sent_event(self.preparer.prefix, prepared))
         return result
 
     def _send_event(self, message: OutgoingMessage) -> None:
         async def publish() -> None:
             try:
-                await self._broker.publish(message, timeout=self.confirm_timeout)
+                await self._rpc.publish_plain(message, timeout=self.confirm_timeout)
             except Exception as exc:  # an event is never worth an error in the caller
                 log.debug("task.sent event not published: %s", exc)
 
@@ -819,7 +863,7 @@ class AsyncProducer:
         results = self._queue_results(queue)
         pending = PendingResult(task_id, None)
         results.router.add(pending)
-        return AsyncResult(task_id, backend=results, pending=pending, app=self.app)
+        return AsyncResult(task_id, backend=results, pending=pending, links=self._links)
 
     # -- waiting over direct reply-to (ResultBackend) ----------------------------------------
 
@@ -828,12 +872,16 @@ class AsyncProducer:
             pending.event = asyncio.Event()
         if pending.settled:
             return
+        self._rpc.expect_replies(pending.id, pending.task, pending.state.value)
         with contextlib.suppress(TimeoutError):
             while not pending.settled:  # intermediate replies set the event too
                 pending.event.clear()
                 await asyncio.wait_for(pending.event.wait(), timeout)
 
     def wait(self, pending: PendingResult, timeout: float | None) -> None:
+        if pending.settled:
+            return
+        self._rpc.expect_replies(pending.id, pending.task, pending.state.value)
         _wait_from_thread(self._loop, self.await_(pending, timeout))
 
     def refresh(self, pending: PendingResult) -> None:
@@ -857,8 +905,10 @@ class _AsyncQueueResults:
     async def await_(self, pending: PendingResult, timeout: float | None) -> None:
         deadline = deadline_after(timeout)
         pause = 0.005
+        await self._poll()
+        if not pending.settled:
+            self.producer._rpc.expect_replies(pending.id, pending.task, pending.state.value)
         while True:
-            await self._poll()
             if pending.settled:
                 return
             left = remaining(deadline)
@@ -866,6 +916,7 @@ class _AsyncQueueResults:
                 return
             await asyncio.sleep(pause if left is None else min(pause, left))
             pause = min(pause * 2, 0.25)
+            await self._poll()
 
     def wait(self, pending: PendingResult, timeout: float | None) -> None:
         _wait_from_thread(self.producer._loop, self.await_(pending, timeout))

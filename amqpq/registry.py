@@ -23,13 +23,16 @@ if TYPE_CHECKING:
     from amqpq.rpc import AsyncResult
 
 __all__ = [
+    "AsyncSendsTasks",
     "Request",
     "Retry",
+    "SendsTasks",
     "Signature",
     "Task",
     "TaskContext",
     "TaskOptions",
     "TaskRegistry",
+    "TaskSender",
     "parse_rate_limit",
 ]
 
@@ -267,22 +270,38 @@ class Signature:
             return value
 
 
-class _Sender(Protocol):
-    """What a Task needs from its App (kept abstract so registry imports nothing above it)."""
+class SendsTasks(Protocol):
+    """What a Task sends through: a producer (``amqpq.producer.Producer``)."""
 
     def send_task(
         self, name: str, args: Any = ..., kwargs: Any = ..., **options: Any
     ) -> AsyncResult: ...
 
-    async def asend_task(
+
+class AsyncSendsTasks(Protocol):
+    """What a Task sends through from asyncio code (``amqpq.producer.AsyncProducer``)."""
+
+    async def send_task(
         self, name: str, args: Any = ..., kwargs: Any = ..., **options: Any
     ) -> AsyncResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSender:
+    """How a Task finds the producers to send with, handed to it by its App.
+
+    Callables, not producers: the App's producer is created on first use, per
+    process, per event loop, and swapped by :class:`amqpq.testing.TestBroker`.
+    """
+
+    producer: Callable[[], SendsTasks]
+    aproducer: Callable[[], AsyncSendsTasks]
 
 
 class Task(Generic[P, R]):
     """A registered task. Calling it runs the function here; ``delay`` sends it to a worker."""
 
-    def __init__(self, func: Callable[P, R], options: TaskOptions, sender: _Sender) -> None:
+    def __init__(self, func: Callable[P, R], options: TaskOptions, sender: TaskSender) -> None:
         self.func = func
         self.options = options
         self.name = options.name
@@ -301,7 +320,7 @@ class Task(Generic[P, R]):
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
         """Send with default options: ``add.delay(3, 4).get(timeout=10)``."""
-        return self._sender.send_task(self.name, args, kwargs)
+        return self._sender.producer().send_task(self.name, args, kwargs)
 
     def apply_async(
         self,
@@ -311,11 +330,11 @@ class Task(Generic[P, R]):
     ) -> AsyncResult:
         """Send with options: countdown, eta, expires, priority, task_id, routing_key,
         exchange, headers, result_queue, ignore_result."""
-        return self._sender.send_task(self.name, args, kwargs, **options)
+        return self._sender.producer().send_task(self.name, args, kwargs, **options)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
         """``delay`` for asyncio code (FastAPI handlers): ``await add.adelay(3, 4)``."""
-        return await self._sender.asend_task(self.name, args, kwargs)
+        return await self._sender.aproducer().send_task(self.name, args, kwargs)
 
     async def aapply_async(
         self,
@@ -323,7 +342,7 @@ class Task(Generic[P, R]):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> AsyncResult:
-        return await self._sender.asend_task(self.name, args, kwargs, **options)
+        return await self._sender.aproducer().send_task(self.name, args, kwargs, **options)
 
 
 class TaskRegistry:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -26,13 +26,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from amqpq.codec import CONTENT_TYPE, MessageProperties, OutgoingMessage
 from amqpq.errors import AmqpqError, ConfigError
+from amqpq.settings import connection_name
 from amqpq.topology.infra import revocations_queue_name
 from amqpq.wire import revocations_consumer_tag
 
 if TYPE_CHECKING:
-    from amqpq.app import App
     from amqpq.transport.aio import AsyncBroker
     from amqpq.transport.base import ConfirmingPublisher
+    from amqpq.transport.broadcast import StreamReader
 
 __all__ = [
     "RETENTION",
@@ -92,27 +93,35 @@ def _message(record: RevocationRecord, prefix: str) -> OutgoingMessage:
 
 
 def _by() -> str:
-    from amqpq.settings import connection_name
-
     return connection_name("revoke").removeprefix("amqpq ")
 
 
-def revoke(app: App, ids: Iterable[str], *, terminate: bool = False) -> None:
-    """Revoke task ids from synchronous code (the App's producer connection)."""
-    message = revocation_message(
-        list(ids), terminate=terminate, prefix=app.topology.infrastructure.prefix, by=_by()
-    )
-    [error] = app.producer.publish_messages([message])
+def revoke(
+    publish: Callable[[list[OutgoingMessage]], list[BaseException | None]],
+    ids: Iterable[str],
+    *,
+    terminate: bool = False,
+    prefix: str = "amqpq",
+) -> None:
+    """Revoke task ids from synchronous code, through ``publish`` (a producer's
+    ``publish_messages``)."""
+    message = revocation_message(list(ids), terminate=terminate, prefix=prefix, by=_by())
+    [error] = publish([message])
     if error is not None:
         raise error
 
 
-async def arevoke(app: App, ids: Iterable[str], *, terminate: bool = False) -> None:
-    """Revoke task ids from asyncio code (the App's async producer connection)."""
-    message = revocation_message(
-        list(ids), terminate=terminate, prefix=app.topology.infrastructure.prefix, by=_by()
-    )
-    await app.aproducer().publish_message(message)
+async def arevoke(
+    publish: Callable[[OutgoingMessage], Awaitable[None]],
+    ids: Iterable[str],
+    *,
+    terminate: bool = False,
+    prefix: str = "amqpq",
+) -> None:
+    """Revoke task ids from asyncio code, through ``publish`` (an async producer's
+    ``publish_message``)."""
+    message = revocation_message(list(ids), terminate=terminate, prefix=prefix, by=_by())
+    await publish(message)
 
 
 class Revocations:
@@ -137,7 +146,7 @@ class Revocations:
         self._nonce = uuid.uuid4().hex
         self._ids: dict[str, datetime] = {}
         self._ready = asyncio.Event()
-        self._reader: object | None = None
+        self._reader: StreamReader | None = None
         self.enabled = False
         self.records = 0
 
@@ -171,6 +180,8 @@ class Revocations:
     async def start(self, publisher: ConfirmingPublisher) -> None:
         """Read the stream from its start; append our marker. Never raises: without the
         stream (``--no-declare`` on an old topology) revocations are off, with a warning."""
+        # aio-pika only where the stream is read (a worker): the App imports this module
+        # for revoke(), and importing the App loads no AMQP client library.
         from amqpq.transport.broadcast import StreamReader
 
         name = revocations_queue_name(self._prefix)
@@ -230,7 +241,4 @@ class Revocations:
     async def close(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
-            from amqpq.transport.broadcast import StreamReader
-
-            assert isinstance(reader, StreamReader)
             await reader.close()

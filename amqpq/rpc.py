@@ -19,8 +19,9 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 from amqpq.codec import decode_reply
 from amqpq.envelope import FINAL_STATES, Reply, TaskState
@@ -36,15 +37,13 @@ from amqpq.errors import (
 )
 from amqpq.wire import DIRECT_REPLY_TO
 
-if TYPE_CHECKING:
-    from amqpq.app import App
-
 __all__ = [
     "DIRECT_REPLY_TO",
     "AsyncResult",
     "PendingResult",
     "ReplyRouter",
     "ResultBackend",
+    "ResultLinks",
     "remote_error",
 ]
 
@@ -170,6 +169,30 @@ class ResultBackend(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ResultLinks:
+    """What a result handle reaches beyond its reply path; the App builds one and hands
+    it to its producers, which give it to every handle they create."""
+
+    revoke: Callable[[Sequence[str], bool], None]
+    """``(task ids, terminate)``: revoke from synchronous code."""
+    arevoke: Callable[[Sequence[str], bool], Awaitable[None]]
+    """``(task ids, terminate)``: revoke from asyncio code."""
+    result_from_wire: Callable[[str, Any], Any]
+    """``(task name, JSON value)`` -> the task's return value (typed by its hints when known)."""
+
+
+class _HasProducer(Protocol):
+    """Where :meth:`AsyncResult.from_queue` finds a producer (an App)."""
+
+    @property
+    def producer(self) -> _QueueResultSource: ...
+
+
+class _QueueResultSource(Protocol):
+    def result_from_queue(self, task_id: str, queue: str) -> AsyncResult: ...
+
+
 class AsyncResult:
     """The handle on a sent task: ``r.get(timeout=10)``, ``r.state``, ``r.info``.
 
@@ -187,11 +210,11 @@ class AsyncResult:
         task: str | None = None,
         backend: ResultBackend | None = None,
         pending: PendingResult | None = None,
-        app: App | None = None,
+        links: ResultLinks | None = None,
     ) -> None:
         self.id = task_id
         self.task_name = task
-        self.app = app
+        self._links = links
         self._backend = backend
         self._pending = pending or PendingResult(task_id, task)
 
@@ -199,7 +222,7 @@ class AsyncResult:
         return f"<AsyncResult {self.id} {self.task_name or '?'} {self.state.value}>"
 
     @classmethod
-    def from_queue(cls, app: App, task_id: str, queue: str) -> AsyncResult:
+    def from_queue(cls, app: _HasProducer, task_id: str, queue: str) -> AsyncResult:
         """Collect the result of ``task_id`` from a durable result queue, e.g. in another
         process than the one that sent the task (``apply_async(..., result_queue=queue)``)."""
         return app.producer.result_from_queue(task_id, queue)
@@ -265,10 +288,11 @@ class AsyncResult:
 
     def _value(self, reply: Reply) -> Any:
         convert = self._pending.convert
-        if convert is None and self.app is not None and reply.task:
-            task = self.app.registry.find(reply.task)
-            convert = task.signature.result_from_wire if task is not None else None
-        return convert(reply.result) if convert is not None else reply.result
+        if convert is not None:
+            return convert(reply.result)
+        if self._links is not None and reply.task:
+            return self._links.result_from_wire(reply.task, reply.result)
+        return reply.result
 
     # -- waiting ----------------------------------------------------------------------------
 
@@ -340,20 +364,18 @@ class AsyncResult:
         if hook is not None:
             hook(self, terminate)
             return
-        from amqpq.revocations import revoke
-
-        revoke(self._need_app(), [self.id], terminate=terminate)
+        self._need_links().revoke([self.id], terminate)
 
     async def arevoke(self, terminate: bool = False) -> None:
         """:meth:`revoke` for asyncio code."""
-        from amqpq.revocations import arevoke
+        await self._need_links().arevoke([self.id], terminate)
 
-        await arevoke(self._need_app(), [self.id], terminate=terminate)
-
-    def _need_app(self) -> App:
-        if self.app is None:
-            raise ConfigError(f"task {self.id}: revoking needs the App (AsyncResult(app=...))")
-        return self.app
+    def _need_links(self) -> ResultLinks:
+        if self._links is None:
+            raise ConfigError(
+                f"task {self.id}: revoking needs the App; use a handle its producers returned"
+            )
+        return self._links
 
 
 def deadline_after(timeout: float | None) -> float | None:

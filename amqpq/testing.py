@@ -11,10 +11,11 @@
             broker.run_all()                   # run them in-process, as a worker would
             assert outbox == ["ada@example.com"]
 
-:class:`TestBroker` swaps the App's producers for in-memory twins. Tasks are
-prepared exactly as the real producers prepare them (argument validation,
-routes, options, the static "reaches no queue" check) and published into a
-:class:`~amqpq.transport.memory.MemoryBroker`, which routes them with the
+:class:`TestBroker` gives the App producers over a memory transport: the real
+:class:`~amqpq.producer.Producer` and :class:`~amqpq.producer.AsyncProducer`
+prepare each task (argument validation, routes, options, the static "reaches no
+queue" check), run the publish hooks and ``task.sent`` events, and publish into
+a :class:`~amqpq.transport.memory.MemoryBroker`, which routes them with the
 topology's own matcher and keeps them in queues. :meth:`TestBroker.run_all`
 consumes those queues with the worker's own message handler, so validation of
 arguments from type hints, ``bind=True`` (``self.request``, ``self.retry``,
@@ -35,8 +36,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -44,6 +46,7 @@ from typing import TYPE_CHECKING, Any, cast
 from amqpq.codec import (
     HEADER_ERROR_MESSAGE,
     HEADER_ERROR_TYPE,
+    HEADER_PROTOCOL,
     HEADER_REASON,
     HEADER_TASK,
     MessageProperties,
@@ -51,13 +54,19 @@ from amqpq.codec import (
     decode_task,
     fresh_headers,
 )
-from amqpq.delay import HEADER_DELAY_EXCHANGE
+from amqpq.delay import HEADER_DELAY_EXCHANGE, HEADER_DELAY_QUEUE
 from amqpq.envelope import TaskEnvelope
-from amqpq.errors import AmqpqError, ConfigError, DecodeError, ResultTimeoutError
-from amqpq.producer import PreparedTask, TaskCall, TaskPreparer
-from amqpq.rpc import AsyncResult, PendingResult, ReplyRouter
+from amqpq.errors import AmqpqError, ConfigError, DecodeError
+from amqpq.producer import AsyncProducer, Producer
 from amqpq.topology.infra import dead_letter_queue_name
-from amqpq.transport.memory import MemoryBroker, MemoryDelivery, MemoryPublisher, StoredMessage
+from amqpq.transport.memory import (
+    MemoryAsyncSendTransport,
+    MemoryBroker,
+    MemoryDelivery,
+    MemoryPublisher,
+    MemorySendTransport,
+    StoredMessage,
+)
 from amqpq.worker.consumer import MessageHandler
 from amqpq.worker.deadletter import DeadLetterer, dead_letter_targets
 from amqpq.worker.hooks import Hooks
@@ -67,8 +76,6 @@ from amqpq.worker.stats import WorkerStats
 
 if TYPE_CHECKING:
     from amqpq.app import App
-    from amqpq.producer import AsyncProducer, Producer
-    from amqpq.registry import Task
 
 __all__ = ["Message", "QueueView", "SentTask", "TestBroker"]
 
@@ -78,6 +85,12 @@ log = logging.getLogger("amqpq.testing")
 # mode run it inline (a sync task waits in its thread while the inner one takes another).
 _SLOTS = 8
 _DEFAULT_LIMIT = 10_000
+# Headers the codec adds to every task: not part of its route.
+_ENVELOPE_HEADERS = frozenset({HEADER_PROTOCOL, HEADER_TASK})
+_NOT_RUN_YET = (
+    "the test broker runs tasks only when asked; call broker.run_all() (fast_forward=True "
+    "for countdowns and retries) before get(), or use TestBroker(app, eager=True)"
+)
 
 
 class Message:
@@ -234,12 +247,20 @@ class TestBroker:
         self.queues = resolve_queues(app.topology, queues or ())
         self.stats = WorkerStats()
         self.sent: list[SentTask] = []
-        self.producer = MemoryProducer(self)
-        self.aproducer = MemoryAsyncProducer(self)
-        self._replies = ReplyRouter()
-        self._direct = _DirectResults(self)
-        self._result_queues: dict[str, _QueueResults] = {}
-        self.memory.on_direct_reply = self._replies.dispatch
+        self.producer = Producer(
+            app.send_context,
+            MemorySendTransport(
+                self.memory, on_published=self._published, name="testing", hint=_NOT_RUN_YET
+            ),
+        )
+        """The App's synchronous producer while the broker is open (``app.producer``)."""
+        self.aproducer = AsyncProducer(
+            app.send_context,
+            MemoryAsyncSendTransport(
+                self.memory, on_published=self._apublished, name="testing", hint=_NOT_RUN_YET
+            ),
+        )
+        """The App's asyncio producer while the broker is open (``app.aproducer()``)."""
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -255,14 +276,12 @@ class TestBroker:
 
     def start(self) -> TestBroker:
         """Route the App's producers into this broker (``with`` does it for you)."""
-        self.app.use_producers(
-            (cast("Producer", self.producer), cast("AsyncProducer", self.aproducer))
-        )
+        self.app.use_producers((self.producer, self.aproducer))
         self._open = True
         return self
 
     def close(self) -> None:
-        """Give the App its real producers back and stop the in-process worker."""
+        """Give the App its own producers back and stop the in-process worker."""
         if self._open:
             self.app.use_producers(None)
             self._open = False
@@ -524,64 +543,44 @@ class TestBroker:
                 if item is not None:
                     await self._handle(*item)
 
-    # -- sending (used by the memory producers) -----------------------------------------------
+    # -- what the producers publish (their memory transports report it) ------------------------
 
-    def _publish(self, prepared: PreparedTask) -> tuple[AsyncResult, dict[str, int]]:
-        pending: PendingResult | None = None
-        backend: _DirectResults | _QueueResults | None = None
-        router = self._replies
-        if prepared.reply_to is not None:
-            pending = PendingResult(
-                prepared.envelope.id, prepared.envelope.task, prepared.convert()
-            )
-            queue = prepared.result_queue
-            if queue:
-                self.memory.declare_queue(queue)
-                backend = self._queue_results(queue)
-                router = backend.router
-            else:
-                backend = self._direct
-            router.add(pending)
-        try:
-            copies = self.memory.publish(prepared.message)
-        except BaseException:
-            if pending is not None:
-                router.discard(pending)
-            raise
-        message = prepared.message
+    def _published(self, message: OutgoingMessage, copies: Mapping[str, int]) -> None:
+        if self._record(message):
+            self._eager_sync(copies)
+
+    async def _apublished(self, message: OutgoingMessage, copies: Mapping[str, int]) -> None:
+        if self._record(message):
+            await self._eager_async(copies)
+
+    def _record(self, message: OutgoingMessage) -> bool:
+        """Add a published task to :attr:`sent`; False for anything else (an event)."""
         headers = message.properties.headers
+        if HEADER_TASK not in headers:
+            return False
+        envelope = decode_task(message.body, message.properties)
+        delayed = HEADER_DELAY_EXCHANGE in headers or HEADER_DELAY_QUEUE in headers
+        route_exchange = headers.get(HEADER_DELAY_EXCHANGE, "" if delayed else message.exchange)
+        route_headers = {
+            k: v for k, v in fresh_headers(headers).items() if k not in _ENVELOPE_HEADERS
+        }
+        delay_ms = 0
+        if delayed and envelope.eta is not None and envelope.created_at is not None:
+            delay_ms = math.ceil((envelope.eta - envelope.created_at).total_seconds() * 1000)
         self.sent.append(
             SentTask(
-                envelope=prepared.envelope,
+                envelope=envelope,
                 exchange=str(headers.get(HEADER_DELAY_EXCHANGE, message.exchange)),
                 routing_key=message.routing_key,
                 headers=fresh_headers(headers),
-                queues=prepared.targets,
-                delay=prepared.delay_ms / 1000,
+                queues=self.producer.preparer.targets(
+                    str(route_exchange), message.routing_key, route_headers
+                ),
+                delay=delay_ms / 1000,
                 message=message,
             )
         )
-        result = AsyncResult(
-            prepared.envelope.id,
-            task=prepared.envelope.task,
-            backend=backend,
-            pending=pending,
-            app=self.app,
-        )
-        return result, copies
-
-    def _queue_results(self, queue: str) -> _QueueResults:
-        results = self._result_queues.get(queue)
-        if results is None:
-            results = self._result_queues[queue] = _QueueResults(self, queue)
-        return results
-
-    def _result_from_queue(self, task_id: str, queue: str) -> AsyncResult:
-        self.memory.declare_queue(queue)
-        results = self._queue_results(queue)
-        pending = PendingResult(task_id, None)
-        results.router.add(pending)
-        return AsyncResult(task_id, backend=results, pending=pending, app=self.app)
+        return True
 
     def _eager_sync(self, copies: Mapping[str, int]) -> None:
         if not self.eager:
@@ -610,200 +609,3 @@ class TestBroker:
             )
         else:
             await self.arun_all(fast_forward=True)
-
-
-def _not_ready(pending: PendingResult) -> ResultTimeoutError:
-    return ResultTimeoutError(
-        f"no result for task {pending.id} ({pending.task or 'unknown task'}) yet (state "
-        f"{pending.state.value}): the test broker runs tasks only when asked; call "
-        "broker.run_all() (fast_forward=True for countdowns and retries) before get(), "
-        "or use TestBroker(app, eager=True)"
-    )
-
-
-class _DirectResults:
-    """The ResultBackend of direct reply-to results: replies arrive while tasks run."""
-
-    def __init__(self, broker: TestBroker) -> None:
-        self.broker = broker
-
-    def wait(self, pending: PendingResult, timeout: float | None) -> None:
-        if not pending.settled:
-            raise _not_ready(pending)
-
-    async def await_(self, pending: PendingResult, timeout: float | None) -> None:
-        self.wait(pending, timeout)
-
-    def refresh(self, pending: PendingResult) -> None:
-        return None
-
-
-class _QueueResults:
-    """Results collected from a durable result queue held by the memory broker."""
-
-    def __init__(self, broker: TestBroker, queue: str) -> None:
-        self.broker = broker
-        self.queue = queue
-        self.router = ReplyRouter()
-
-    def _collect(self) -> None:
-        wanted = self.router.wanted()
-        if not wanted:
-            return
-        memory = self.broker.memory
-        with memory.lock:
-            queue = memory.queue(self.queue)
-            found = [m for m in queue.ready if m.properties.correlation_id in wanted]
-            for message in found:
-                queue.ready.remove(message)
-        for message in found:
-            self.router.dispatch(message.properties.correlation_id, message.body)
-
-    def wait(self, pending: PendingResult, timeout: float | None) -> None:
-        self._collect()
-        if not pending.settled:
-            raise _not_ready(pending)
-
-    async def await_(self, pending: PendingResult, timeout: float | None) -> None:
-        self.wait(pending, timeout)
-
-    def refresh(self, pending: PendingResult) -> None:
-        self._collect()
-
-
-def _raise_first(errors: list[BaseException], total: int) -> None:
-    if errors:
-        if total > 1:
-            errors[0].add_note(
-                f"{len(errors)} of {total} tasks in this batch were not sent; the rest were"
-            )
-        raise errors[0]
-
-
-def _calls(name: str, iterable: Iterable[Any], options: Mapping[str, Any]) -> list[TaskCall]:
-    calls = []
-    for item in iterable:
-        if isinstance(item, Mapping):
-            calls.append(TaskCall(name, (), item, options))
-        elif isinstance(item, list | tuple):
-            calls.append(TaskCall(name, item, {}, options))
-        else:
-            calls.append(TaskCall(name, (item,), {}, options))
-    return calls
-
-
-class MemoryProducer:
-    """The in-memory twin of :class:`amqpq.producer.Producer` (what ``app.producer`` returns
-    inside a :class:`TestBroker`)."""
-
-    def __init__(self, broker: TestBroker) -> None:
-        self.app = broker.app
-        self.preparer = TaskPreparer(broker.app)
-        self._broker = broker
-
-    def __repr__(self) -> str:
-        return f"<MemoryProducer {self.app!r}>"
-
-    def connect(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-    def send_task(
-        self,
-        name: str,
-        args: Iterable[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> AsyncResult:
-        prepared = self.preparer.prepare(name, args, kwargs, options)
-        result, copies = self._broker._publish(prepared)
-        self._broker._eager_sync(copies)
-        return result
-
-    def send_many(self, calls: Iterable[TaskCall]) -> list[AsyncResult]:
-        prepared = [self.preparer.prepare(c.name, c.args, c.kwargs, c.options) for c in calls]
-        results: list[AsyncResult] = []
-        errors: list[BaseException] = []
-        for p in prepared:
-            try:
-                result, copies = self._broker._publish(p)
-            except AmqpqError as exc:
-                errors.append(exc)
-                continue
-            results.append(result)
-            self._broker._eager_sync(copies)
-        _raise_first(errors, len(prepared))
-        return results
-
-    def map(
-        self, task: str | Task[Any, Any], iterable: Iterable[Any], **options: Any
-    ) -> list[AsyncResult]:
-        name = task if isinstance(task, str) else task.name
-        return self.send_many(_calls(name, iterable, options))
-
-    def result_from_queue(self, task_id: str, queue: str) -> AsyncResult:
-        return self._broker._result_from_queue(task_id, queue)
-
-
-class MemoryAsyncProducer:
-    """The in-memory twin of :class:`amqpq.producer.AsyncProducer`."""
-
-    def __init__(self, broker: TestBroker) -> None:
-        self.app = broker.app
-        self.preparer = TaskPreparer(broker.app)
-        self._broker = broker
-
-    def __repr__(self) -> str:
-        return f"<MemoryAsyncProducer {self.app!r}>"
-
-    async def connect(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> MemoryAsyncProducer:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
-
-    async def send_task(
-        self,
-        name: str,
-        args: Iterable[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> AsyncResult:
-        prepared = self.preparer.prepare(name, args, kwargs, options)
-        result, copies = self._broker._publish(prepared)
-        await self._broker._eager_async(copies)
-        return result
-
-    async def send_many(
-        self, calls: Iterable[TaskCall], *, concurrency: int = 1000
-    ) -> list[AsyncResult]:
-        prepared = [self.preparer.prepare(c.name, c.args, c.kwargs, c.options) for c in calls]
-        results: list[AsyncResult] = []
-        errors: list[BaseException] = []
-        for p in prepared:
-            try:
-                result, copies = self._broker._publish(p)
-            except AmqpqError as exc:
-                errors.append(exc)
-                continue
-            results.append(result)
-            await self._broker._eager_async(copies)
-        _raise_first(errors, len(prepared))
-        return results
-
-    async def map(
-        self, task: str | Task[Any, Any], iterable: Iterable[Any], **options: Any
-    ) -> list[AsyncResult]:
-        name = task if isinstance(task, str) else task.name
-        return await self.send_many(_calls(name, iterable, options))
-
-    def result_from_queue(self, task_id: str, queue: str) -> AsyncResult:
-        return self._broker._result_from_queue(task_id, queue)

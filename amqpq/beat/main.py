@@ -113,11 +113,7 @@ class Beat:
         self.queue = beat_leader_queue_name(topology.infrastructure.prefix)
         self._clock = clock or (lambda: datetime.now(UTC))
         # Routes come from this topology, argument checks from the App's tasks (if any).
-        from amqpq.app import App
-
-        routing = App(app.main, settings=settings, topology=topology)
-        routing.registry = app.registry
-        self._preparer = TaskPreparer(routing)
+        self._preparer = TaskPreparer(app.registry, lambda: topology)
         self._stop = asyncio.Event()
         self._arrived = asyncio.Event()
         self._held: list[_Held] = []

@@ -47,6 +47,7 @@ from amqpq.wire import DIRECT_REPLY_TO
 __all__ = [
     "AioConfirmingPublisher",
     "AsyncBroker",
+    "AsyncSendChannel",
     "ReplyChannel",
     "publish_on",
     "retry_once_after_connection_loss",
@@ -509,3 +510,54 @@ class ReplyChannel:
                 await channel.close()
             except Exception:
                 log.debug("closing the reply channel failed", exc_info=True)
+
+
+# -- the async producer's transport (amqpq.transport.base.AsyncSendTransport) ------------------
+
+
+def _no_reply_handler(_correlation_id: str | None, _body: bytes) -> None:
+    return None
+
+
+def _no_lost_handler(_reason: str) -> None:
+    return None
+
+
+class AsyncSendChannel(ReplyChannel):
+    """A :class:`ReplyChannel` on a connection of its own: what an async producer sends on.
+
+    After the robust connection recovers, the reply consumer is re-attached at
+    once, so results lost with the old channel fail fast instead of at the next send.
+    """
+
+    def __init__(self, settings: Settings, role: str = "producer") -> None:
+        super().__init__(
+            AsyncBroker(settings, role), on_reply=_no_reply_handler, on_lost=_no_lost_handler
+        )
+        self.name = self.broker.name
+        self.broker.on_reconnect.append(self._reconnected)
+
+    def listen(self, on_reply: ReplyCallback, on_lost: LostCallback) -> None:
+        self._on_reply = on_reply
+        self._on_lost = on_lost
+
+    async def _reconnected(self) -> None:
+        try:
+            await self.ready()
+        except Exception as exc:
+            log.warning("re-opening the reply channel failed: %s", exc)
+
+    async def connect(self) -> None:
+        await self.ready()
+
+    def publish_plain(
+        self, message: OutgoingMessage, *, timeout: float | None = 30.0
+    ) -> Awaitable[None]:
+        return self.broker.publish(message, timeout=timeout)
+
+    def expect_replies(self, task_id: str, task: str | None, state: str) -> None:
+        """Replies arrive on the event loop while a caller awaits: waiting makes sense."""
+
+    async def close(self) -> None:
+        await super().close()
+        await self.broker.close()

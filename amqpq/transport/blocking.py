@@ -119,6 +119,14 @@ class BlockingBroker:
         """Bumped each time a new publishing channel opens (its reply-to address changes)."""
         self.reconnects = 0
 
+    def listen(self, on_reply: ReplyCallback, on_lost: LostCallback) -> None:
+        """Where direct replies go and who hears they were lost (the producer's router)."""
+        self._on_reply = on_reply
+        self._on_lost = on_lost
+
+    def expect_replies(self, task_id: str, task: str | None, state: str) -> None:
+        """Replies arrive while a waiter pumps: waiting always makes sense here."""
+
     # -- connection --------------------------------------------------------------------------
 
     @property

@@ -37,23 +37,25 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from amqpq.codec import MessageProperties, OutgoingMessage
-from amqpq.errors import PublishNackedError, UnroutableError
+from amqpq.errors import AmqpqError, PublishNackedError, ResultTimeoutError, UnroutableError
 from amqpq.topology.infra import effective_topology
 from amqpq.topology.models import Queue, Topology
 from amqpq.topology.routing import Router
 from amqpq.wire import DIRECT_REPLY_TO, HEADER_DELIVERY_COUNT, deliveries_before
 
 __all__ = [
+    "MemoryAsyncSendTransport",
     "MemoryBroker",
     "MemoryDelivery",
     "MemoryPublisher",
     "MemoryQueue",
+    "MemorySendTransport",
     "StoredMessage",
     "shift_body_times",
 ]
@@ -499,3 +501,158 @@ class MemoryPublisher:
 
     async def close(self) -> None:
         return None
+
+
+# -- the producers' transports (amqpq.transport.base: SyncSendTransport, AsyncSendTransport) ----
+
+Published = Callable[[OutgoingMessage, Mapping[str, int]], None]
+"""Told of each message a producer published: the message and the queues' copies (``seq``)."""
+AsyncPublished = Callable[[OutgoingMessage, Mapping[str, int]], Awaitable[None]]
+
+_NO_REPLY_HINT = "replies arrive only while tasks run on this broker"
+
+
+class _FreeLock:
+    """The producer's transport lock, free: the memory broker locks itself, and a task run
+    inside a publish (eager mode) may send from another thread meanwhile."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return True
+
+    def release(self) -> None:
+        return
+
+
+class _MemorySending:
+    """What both producer transports into a :class:`MemoryBroker` share: the reply path.
+
+    Direct replies are handed over while the tasks run, never while a caller
+    waits, so waiting for one that has not come raises at once (with ``hint``).
+    """
+
+    def __init__(self, broker: MemoryBroker, *, name: str, hint: str) -> None:
+        self.memory = broker
+        self.name = name
+        self.generation = 1
+        self.hint = hint
+
+    def listen(self, on_reply: ReplyHandler, on_lost: Callable[[str], None]) -> None:
+        previous = self.memory.on_direct_reply
+        if previous is None:
+            self.memory.on_direct_reply = on_reply
+            return
+
+        def both(correlation_id: str | None, body: bytes) -> None:
+            previous(correlation_id, body)
+            on_reply(correlation_id, body)
+
+        self.memory.on_direct_reply = both
+
+    def expect_replies(self, task_id: str, task: str | None, state: str) -> None:
+        raise ResultTimeoutError(
+            f"no result for task {task_id} ({task or 'unknown task'}) yet (state {state}): "
+            f"{self.hint}"
+        )
+
+    def _ensure_queue(self, name: str) -> None:
+        self.memory.declare_queue(name)
+
+    def _collect(self, queue: str, wanted: Container[str]) -> list[tuple[str | None, bytes]]:
+        memory = self.memory
+        memory.declare_queue(queue)
+        with memory.lock:
+            ready = memory.queue(queue).ready
+            found = [m for m in ready if m.properties.correlation_id in wanted]
+            for message in found:
+                ready.remove(message)
+        return [(m.properties.correlation_id, m.body) for m in found]
+
+
+class MemorySendTransport(_MemorySending):
+    """A synchronous producer's transport into a :class:`MemoryBroker`: every publish is
+    confirmed (or refused) at once; ``on_published`` hears of each one."""
+
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        *,
+        on_published: Published | None = None,
+        name: str = "memory",
+        hint: str = _NO_REPLY_HINT,
+    ) -> None:
+        super().__init__(broker, name=name, hint=hint)
+        self.lock = _FreeLock()
+        self.is_connected = True
+        self._on_published = on_published
+
+    def connect(self) -> None:
+        return
+
+    def close(self) -> None:
+        return
+
+    def publish_many(
+        self, messages: Sequence[OutgoingMessage]
+    ) -> list[tuple[BaseException | None, int]]:
+        outcomes: list[tuple[BaseException | None, int]] = []
+        for message in messages:
+            try:
+                copies = self.memory.publish(message)
+            except AmqpqError as exc:
+                outcomes.append((exc, self.generation))
+                continue
+            outcomes.append((None, self.generation))
+            if self._on_published is not None:
+                self._on_published(message, copies)
+        return outcomes
+
+    def pump(self, time_limit: float) -> None:
+        return
+
+    def wake_pump(self) -> None:
+        return
+
+    def ensure_queue(self, name: str) -> None:
+        self._ensure_queue(name)
+
+    def collect(self, queue: str, wanted: Container[str]) -> list[tuple[str | None, bytes]]:
+        return self._collect(queue, wanted)
+
+
+class MemoryAsyncSendTransport(_MemorySending):
+    """An asyncio producer's transport into a :class:`MemoryBroker` (see
+    :class:`MemorySendTransport`); ``on_published`` is awaited after each publish."""
+
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        *,
+        on_published: AsyncPublished | None = None,
+        name: str = "memory",
+        hint: str = _NO_REPLY_HINT,
+    ) -> None:
+        super().__init__(broker, name=name, hint=hint)
+        self._on_published = on_published
+
+    async def connect(self) -> None:
+        return
+
+    async def close(self) -> None:
+        return
+
+    async def publish(self, message: OutgoingMessage, *, timeout: float | None = 30.0) -> int:
+        copies = self.memory.publish(message)
+        if self._on_published is not None:
+            await self._on_published(message, copies)
+        return self.generation
+
+    async def publish_plain(
+        self, message: OutgoingMessage, *, timeout: float | None = 30.0
+    ) -> None:
+        self.memory.publish(message)
+
+    async def ensure_queue(self, name: str) -> None:
+        self._ensure_queue(name)
+
+    async def collect(self, queue: str, wanted: Container[str]) -> list[tuple[str | None, bytes]]:
+        return self._collect(queue, wanted)

@@ -13,9 +13,8 @@ import pika
 import pytest
 
 from amqpq.app import App
-from amqpq.envelope import TaskState
 from amqpq.errors import ArgumentsError, RemoteTaskError, ResultTimeoutError, UnroutableError
-from amqpq.producer import AsyncProducer, TaskCall
+from amqpq.producer import AsyncProducer
 from tests.support.fake_worker import FakeWorker
 from tests.support.pika_clients import get_message, queue_depth
 
@@ -43,15 +42,6 @@ async def test_an_async_send_lands_persistent_in_its_queue(
     assert json.loads(body)["args"] == [3, 4]
 
 
-async def test_adelay_and_aget_return_the_result(
-    app: App, aproducer: AsyncProducer, fake_worker: Callable[..., FakeWorker]
-) -> None:
-    fake_worker()
-    result = await app.registry.get("tasks.add").adelay(3, 4)
-    assert await result.aget(timeout=5) == 7
-    assert result.state is TaskState.SUCCESS
-
-
 async def test_many_coroutines_each_get_their_own_result(
     aproducer: AsyncProducer, fake_worker: Callable[..., FakeWorker]
 ) -> None:
@@ -62,16 +52,6 @@ async def test_many_coroutines_each_get_their_own_result(
         return await result.aget(timeout=10)  # type: ignore[no-any-return]
 
     assert await asyncio.gather(*(call(n) for n in range(200))) == [n + 1000 for n in range(200)]
-
-
-async def test_async_send_many_pipelines_confirms(
-    aproducer: AsyncProducer, fake_worker: Callable[..., FakeWorker]
-) -> None:
-    fake_worker()
-    results = await aproducer.map("tasks.add", [(i, i) for i in range(200)])
-    results += await aproducer.send_many([TaskCall("tasks.add", (1, 2))])
-    values = await asyncio.gather(*(r.aget(timeout=10) for r in results))
-    assert values == [2 * i for i in range(200)] + [3]
 
 
 async def test_async_unroutable_fails_fast_statically_and_on_return(
@@ -141,7 +121,7 @@ async def test_the_async_producer_recovers_after_its_connection_was_closed(
     fake_worker: Callable[..., FakeWorker],
 ) -> None:
     await aproducer.send_task("tasks.add", [1, 2], ignore_result=True)
-    name = aproducer._broker.name
+    name = aproducer.broker.name
     deadline = time.monotonic() + 10
     closed = 0
     while not closed:
@@ -170,7 +150,7 @@ async def test_a_send_right_after_the_broker_closed_the_connection_waits_for_the
 ) -> None:
     """No pause between the close and the send: the client may not have noticed yet."""
     await aproducer.send_task("tasks.add", [0, 0], ignore_result=True)
-    name = aproducer._broker.name
+    name = aproducer.broker.name
     for round_ in range(1, 4):
         deadline = time.monotonic() + 10
         while True:

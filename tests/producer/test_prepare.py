@@ -33,7 +33,7 @@ def preparer() -> TaskPreparer:
     def when(at: datetime) -> None:
         return None
 
-    return TaskPreparer(app)
+    return app.send_context.preparer
 
 
 def test_a_known_task_is_validated_and_routed_by_the_default_route(

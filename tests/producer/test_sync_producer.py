@@ -16,16 +16,16 @@ import pytest
 from amqpq.app import App
 from amqpq.envelope import TaskState
 from amqpq.errors import (
-    ArgumentsError,
     BrokerError,
     RemoteTaskError,
     ResultTimeoutError,
     TaskRevokedError,
     UnroutableError,
 )
-from amqpq.producer import Producer, TaskCall
+from amqpq.producer import Producer
 from amqpq.rpc import AsyncResult
 from amqpq.settings import Settings
+from amqpq.transport.blocking import BlockingBroker
 from tests.support.fake_worker import FakeWorker
 from tests.support.pika_clients import get_message, queue_depth
 
@@ -58,25 +58,6 @@ def test_a_sent_task_lands_persistent_in_its_queue_with_the_documented_propertie
     assert "created_at" in envelope
 
 
-def test_routes_send_each_task_to_its_queue(app: App, broker_url: str) -> None:
-    app.send_task("tasks.send_email", ["a@b.c"], ignore_result=True)
-    app.send_task("reports.monthly", [], ignore_result=True)
-    app.send_task("tasks.add", [1, 2], routing_key="high", ignore_result=True)
-
-    _, properties, _ = get_message(broker_url, "high")
-    assert properties.reply_to is None
-    assert json.loads(get_message(broker_url, "high")[2])["task"] == "tasks.add"
-    _, properties, _ = get_message(broker_url, "pdf")
-    assert properties.headers["format"] == "pdf"
-
-
-def test_a_route_that_reaches_no_queue_in_the_file_fails_at_once(app: App) -> None:
-    started = time.monotonic()
-    with pytest.raises(UnroutableError, match="no-such-key"):
-        app.send_task("tasks.nowhere", [])
-    assert time.monotonic() - started < 1
-
-
 def test_a_message_the_broker_returns_raises_unroutable_fast(app: App, broker_url: str) -> None:
     # Given a route the file says works, but the binding is missing on the broker
     connection = pika.BlockingConnection(pika.URLParameters(broker_url))
@@ -104,27 +85,6 @@ def test_publishing_to_an_exchange_missing_on_the_broker_says_so(app: App, broke
     with pytest.raises(UnroutableError, match="no binding in the topology file"):
         app.send_task("tasks.add", [1, 2], exchange="ghost", routing_key="x")
     app.send_task("tasks.add", [1, 1], ignore_result=True)
-
-
-def test_arguments_are_validated_at_send_time_for_known_tasks(app: App, broker_url: str) -> None:
-    with pytest.raises(ArgumentsError, match="x"):
-        app.send_task("tasks.add", ["not a number", 2])
-    with pytest.raises(ArgumentsError):
-        app.send_task("tasks.add", [1, 2, 3])
-    assert queue_depth(broker_url, "default") == 0
-
-
-def test_delay_returns_the_result(app: App, fake_worker: Callable[..., FakeWorker]) -> None:
-    fake_worker()
-    add = app.registry.get("tasks.add")
-    result = add.delay(3, 4)
-    assert result.get(timeout=5) == 7
-    assert result.state is TaskState.SUCCESS
-    assert result.ready()
-    assert result.successful()
-    assert not result.failed()
-    assert result.info == 7
-    assert result.result == 7
 
 
 def test_a_failed_task_raises_a_remote_error(
@@ -178,14 +138,6 @@ def test_unknown_and_late_replies_are_ignored(
     assert app.send_task("tasks.add", [2, 2]).get(timeout=5) == 4
 
 
-def test_ignore_result_sends_no_reply_address(app: App, broker_url: str) -> None:
-    result = app.send_task("tasks.add", [1, 2], ignore_result=True)
-    _, properties, _ = get_message(broker_url, "default")
-    assert properties.reply_to is None
-    with pytest.raises(Exception, match="ignore_result"):
-        result.get(timeout=1)
-
-
 def test_many_threads_share_one_connection_and_each_get_their_own_result(
     app: App, fake_worker: Callable[..., FakeWorker]
 ) -> None:
@@ -207,22 +159,6 @@ def test_many_threads_share_one_connection_and_each_get_their_own_result(
         thread.join(20)
     assert not errors
     assert results == {n * 100 + i: n + i for n in range(16) for i in range(5)}
-
-
-def test_send_many_keeps_confirms_in_flight_and_every_result_comes_back(
-    app: App, fake_worker: Callable[..., FakeWorker]
-) -> None:
-    fake_worker()
-    results = app.producer.map("tasks.add", [(i, 1) for i in range(300)])
-    more = app.producer.send_many([TaskCall("tasks.add", (1,), {"y": 2})])
-    assert [r.get(timeout=10) for r in results] == [i + 1 for i in range(300)]
-    assert more[0].get(timeout=5) == 3
-
-
-def test_send_many_validates_everything_before_sending_anything(app: App, broker_url: str) -> None:
-    with pytest.raises(ArgumentsError):
-        app.producer.map("tasks.add", [(1, 2), ("x", 2)])
-    assert queue_depth(broker_url, "default") == 0
 
 
 def _close_connections(management: httpx.Client, vhost: str, name: str) -> int:
@@ -322,6 +258,6 @@ def test_an_eta_in_the_past_is_sent_directly(app: App, broker_url: str) -> None:
 
 
 def test_a_producer_can_be_created_and_closed_without_sending(app: App) -> None:
-    producer = Producer(app)
+    producer = Producer(app.send_context, BlockingBroker(app.settings))
     producer.connect()
     producer.close()

@@ -334,3 +334,71 @@ def test_rate_limits_are_not_applied_in_eager_mode_either(app: App) -> None:
         started = broker.now
         assert [throttled.delay(n).get() for n in range(3)] == [0, 2, 4]
         assert broker.now == started
+
+
+# -- one send path: the real producers over the memory transport -------------------------------
+
+
+def test_the_broker_sends_with_the_apps_real_producers(app: App, broker: TestBroker) -> None:
+    from amqpq.producer import AsyncProducer, Producer
+
+    assert type(app.producer) is Producer
+    assert type(broker.aproducer) is AsyncProducer
+
+
+def test_publish_hooks_run_under_the_test_broker_and_can_add_headers(
+    app: App, broker: TestBroker
+) -> None:
+    # Given publish hooks, one of them adding a header
+    seen: list[tuple[str, str, str]] = []
+
+    @app.before_publish
+    def stamp(envelope: Any, exchange: str, routing_key: str, headers: dict[str, Any]) -> None:
+        headers["x-tenant"] = "acme"
+        seen.append(("before", envelope.task, routing_key))
+
+    @app.after_publish
+    def confirmed(envelope: Any, exchange: str, routing_key: str, result: Any) -> None:
+        seen.append(("after", envelope.task, result.id))
+
+    # When a task is sent
+    result = task(app, "tests.add").delay(1, 2)
+
+    # Then both hooks ran, in order, and the header travelled with the message
+    assert seen == [("before", "tests.add", "default"), ("after", "tests.add", result.id)]
+    assert broker.queue("default").messages[0].headers["x-tenant"] == "acme"
+
+
+async def test_publish_hooks_run_for_the_async_producer_too(app: App) -> None:
+    seen: list[str] = []
+    app.after_publish(lambda **kw: seen.append(kw["envelope"].task))
+
+    async with TestBroker(app):
+        await task(app, "tests.add").adelay(1, 2)
+
+    assert seen == ["tests.add"]
+
+
+def test_a_task_sent_event_is_published_when_events_are_on(
+    app: App, broker: TestBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given events switched on, and every publish into memory watched
+    app.send_events = True
+    published: list[Any] = []
+    publish = broker.memory.publish
+
+    def watch(message: Any) -> dict[str, int]:
+        published.append(message)
+        return publish(message)
+
+    monkeypatch.setattr(broker.memory, "publish", watch)
+
+    # When a task is sent
+    result = task(app, "tests.add").delay(1, 2)
+
+    # Then a task.sent event went to the events exchange next to it
+    [event] = [m for m in published if m.exchange == "amqpq.events"]
+    assert event.routing_key == "task.sent.tests.add"
+    assert result.id in event.body.decode()
+    assert broker.sent[-1].id == result.id  # the event is not a sent task
+    assert len(broker.sent) == 1

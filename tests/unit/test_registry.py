@@ -9,7 +9,14 @@ import pytest
 from pydantic import BaseModel
 
 from amqpq.errors import ArgumentsError, ConfigError, TaskNotFoundError
-from amqpq.registry import Signature, Task, TaskOptions, TaskRegistry, parse_rate_limit
+from amqpq.registry import (
+    Signature,
+    Task,
+    TaskOptions,
+    TaskRegistry,
+    TaskSender,
+    parse_rate_limit,
+)
 
 
 class Invoice(BaseModel):
@@ -114,3 +121,44 @@ def test_task_options_are_checked_when_declared() -> None:
         TaskOptions(name="x", max_retries=-1)
     with pytest.raises(ConfigError, match="time limits"):
         TaskOptions(name="x", time_limit=0)
+
+
+class _RecordingProducer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def send_task(self, name: str, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
+        self.calls.append((name, tuple(args), kwargs, options))
+        return "sync-result"
+
+
+class _RecordingAsyncProducer(_RecordingProducer):
+    async def send_task(  # type: ignore[override]
+        self, name: str, args: Any = (), kwargs: Any = None, **options: Any
+    ) -> Any:
+        self.calls.append((name, tuple(args), kwargs, options))
+        return "async-result"
+
+
+async def test_a_task_sends_through_the_producers_its_sender_finds_at_send_time() -> None:
+    # Given a task whose sender looks its producers up on each send (as the App's does)
+    sync, asynchronous = _RecordingProducer(), _RecordingAsyncProducer()
+    sender = TaskSender(producer=lambda: sync, aproducer=lambda: asynchronous)
+
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    task = Task(add, TaskOptions(name="t.add"), sender)
+
+    # When it is sent in each of its four ways
+    assert task.delay(1, 2) == "sync-result"
+    assert task.apply_async((3, 4), countdown=5) == "sync-result"
+    assert await task.adelay(5, 6) == "async-result"
+    assert await task.aapply_async((7, 8), priority=1) == "async-result"
+
+    # Then each went to the producer of its kind, with its options
+    assert sync.calls == [("t.add", (1, 2), {}, {}), ("t.add", (3, 4), None, {"countdown": 5})]
+    assert asynchronous.calls == [
+        ("t.add", (5, 6), {}, {}),
+        ("t.add", (7, 8), None, {"priority": 1}),
+    ]
