@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     app: typer.Typer
 
-__all__ = ["app", "main", "version_line"]
+__all__ = ["app", "main"]
 
 
 def __getattr__(name: str) -> Any:
@@ -29,18 +29,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def version_line() -> str:
-    """What ``amqpq --version`` prints: the package and the Python it runs on."""
-    import platform
-
-    from amqpq import __version__
-
-    return f"amqpq {__version__} (Python {platform.python_version()})"
-
-
 def main() -> None:
     argv = sys.argv[1:]
     if argv == ["--version"]:
+        from amqpq.cli.version import version_line
+
         print(version_line())
         return
     if argv[:1] == ["worker"]:

@@ -69,7 +69,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from amqpq.cli import version_line
+        from amqpq.cli.version import version_line
 
         typer.echo(version_line())
         raise typer.Exit()

@@ -31,8 +31,8 @@ def test_amqpq_version_prints_one_line_and_exits_0() -> None:
 def test_the_typer_app_answers_version_the_same_way() -> None:
     from typer.testing import CliRunner
 
-    from amqpq.cli import version_line
     from amqpq.cli.commands import app
+    from amqpq.cli.version import version_line
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0
