@@ -25,7 +25,7 @@ from amqpq.worker.execution import (
     retry_countdown,
 )
 from amqpq.worker.hooks import Hooks
-from amqpq.worker.pools import read_frame, write_frame
+from amqpq.worker.pools.frames import read_frame, write_frame
 
 TOPOLOGY = Topology.model_validate(
     {
