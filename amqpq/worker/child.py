@@ -20,6 +20,7 @@ from typing import Any
 
 from amqpq.worker.execution import (
     Outcome,
+    Status,
     call_async_task,
     call_sync_task,
     error_info,
@@ -94,7 +95,7 @@ def main(argv: list[str]) -> int:
             else:
                 outcome = call_sync_task(task, args, kwargs, request, progress, hooks)
         except Exception as exc:
-            outcome = Outcome(status="failure", error=error_info(exc))
+            outcome = Outcome(status=Status.FAILURE, error=error_info(exc))
         finally:
             if soft_limit:
                 signal.setitimer(signal.ITIMER_REAL, 0)

@@ -19,7 +19,7 @@ from typing import Any
 
 from amqpq.envelope import ErrorInfo
 from amqpq.registry import Request
-from amqpq.worker.execution import Outcome, call_async_task, call_sync_task
+from amqpq.worker.execution import Outcome, Status, call_async_task, call_sync_task
 from amqpq.worker.hooks import Hooks
 from amqpq.worker.limits import SoftTimeLimitExceeded, TimeLimitExceeded
 from amqpq.worker.pools.base import Job
@@ -124,7 +124,7 @@ class LocalPool:
             if job not in self._terminating or (current is not None and current.cancelling()):
                 raise  # the worker itself is being stopped
             outcome = Outcome(
-                status="failure",
+                status=Status.FAILURE,
                 error=ErrorInfo(type="TaskRevokedError", message="terminated while running"),
             )
         finally:

@@ -18,7 +18,7 @@ from typing import Any
 
 from amqpq.envelope import ErrorInfo
 from amqpq.errors import ConfigError
-from amqpq.worker.execution import Outcome, request_to_json
+from amqpq.worker.execution import Outcome, Status, request_to_json
 from amqpq.worker.limits import TimeLimitExceeded
 from amqpq.worker.pools.base import Job
 from amqpq.worker.pools.frames import encode_frame, receive_frame
@@ -209,7 +209,7 @@ class ProcessPool:
             )
             self._replace()
             return Outcome(
-                status="failure",
+                status=Status.FAILURE,
                 error=ErrorInfo(
                     type=TimeLimitExceeded.__name__,
                     message=f"task {job.task.name} ran longer than {options.time_limit}s",
@@ -221,7 +221,7 @@ class ProcessPool:
             self._children.discard(child)
             self._replace()
             return Outcome(
-                status="crashed",
+                status=Status.CRASHED,
                 error=ErrorInfo(
                     type="WorkerLostError",
                     message=f"child process pid={child.pid} died while running the task "
