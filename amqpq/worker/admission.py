@@ -1,10 +1,11 @@
 """Admission: whether a delivery may run, and with which task and arguments.
 
 Checks in this order, each cheap before the next: body size, decoding, revoked,
-expiry, an eta still ahead, task lookup, arguments. The outcome is a job to run
-(the task and its validated arguments), a :class:`Refusal` with its reason (the
-message is dead-lettered), :data:`REVOKED` (acked without running) or a
-:class:`Redelay` (sent back to the delay levels). A task with a rate limit then
+expiry, an eta still ahead, task lookup (:meth:`Admission.check`), arguments
+(:meth:`Admission.arguments`). The outcome is a job to run (the task and its
+validated arguments), a :class:`Refusal` with its reason (the message is
+dead-lettered), :data:`REVOKED` (acked without running) or a :class:`Redelay`
+(sent back to the delay levels). A task with a rate limit then
 waits its turn in :meth:`Admission.throttle`, before it takes an execution slot.
 Nothing here publishes or acks: that is :mod:`amqpq.worker.outcomes`.
 """
@@ -28,7 +29,7 @@ __all__ = [
     "ETA_TOLERANCE",
     "REVOKED",
     "Admission",
-    "Admitted",
+    "Arguments",
     "Redelay",
     "Refusal",
     "RevokedIds",
@@ -38,8 +39,8 @@ __all__ = [
 ETA_TOLERANCE = timedelta(milliseconds=100)
 _JSON_CONTENT_TYPES = (CONTENT_TYPE, None, "")
 
-Admitted = tuple[Task[Any, Any], list[Any], dict[str, Any]]
-"""A job to run: the task and its validated positional and keyword arguments."""
+Arguments = tuple[list[Any], dict[str, Any]]
+"""A task's validated positional and keyword arguments."""
 
 
 class RevokedIds(Protocol):
@@ -136,8 +137,8 @@ class Admission:
                     return envelope
         return decode_task(delivery.body, delivery.properties)
 
-    def check(self, envelope: TaskEnvelope) -> Admitted | Refusal | Redelay | _Revoked:
-        """Revoked, expired, not due yet, unknown task, bad arguments, or a job to run.
+    def check(self, envelope: TaskEnvelope) -> Task[Any, Any] | Refusal | Redelay | _Revoked:
+        """Revoked, expired, not due yet, unknown task, or the task to run.
 
         Call it once the revocations are read (``revoked.ready``).
         """
@@ -166,14 +167,16 @@ class Admission:
                 "TaskNotFoundError",
                 f"no task named {envelope.task!r} is registered in this worker",
             )
+        return task
+
+    def arguments(self, task: Task[Any, Any], envelope: TaskEnvelope) -> Arguments | Refusal:
+        """The envelope's arguments validated against the task's signature."""
         try:
             if envelope.args or envelope.kwargs or not self._takes_no_arguments(task):
-                args, kwargs = task.signature.from_wire(envelope.args, envelope.kwargs)
-            else:
-                args, kwargs = [], {}
+                return task.signature.from_wire(envelope.args, envelope.kwargs)
         except ArgumentsError as exc:
             return Refusal("bad_arguments", "ArgumentsError", str(exc))
-        return task, args, kwargs
+        return [], {}
 
     def _takes_no_arguments(self, task: Task[Any, Any]) -> bool:
         known = self._no_arguments.get(task.name)

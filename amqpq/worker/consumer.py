@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from amqpq.envelope import ErrorInfo, TaskEnvelope, TaskState
+from amqpq.envelope import TaskState
 from amqpq.registry import Request, Task
 from amqpq.transport.consume import Delivery
 from amqpq.worker.admission import ETA_TOLERANCE, REVOKED, Admission, Refusal, RevokedIds
-from amqpq.worker.execution import Status
 from amqpq.worker.fanout import TaskEvents, TaskObserver
 from amqpq.worker.outcomes import Outcomes
 from amqpq.worker.pools import Job, Pool
@@ -100,16 +99,20 @@ class MessageHandler:
         revoked = admission.revoked
         if revoked is not None and not revoked.ready:
             await revoked.wait_ready()  # a worker just started: read the revocations first
-        verdict = admission.check(envelope)
-        if not isinstance(verdict, tuple):
-            if verdict is REVOKED:
+        task = admission.check(envelope)
+        if not isinstance(task, Task):
+            if task is REVOKED:
                 await outcomes.revoke(delivery, envelope)
-            elif isinstance(verdict, Refusal):
-                await outcomes.reject(delivery, envelope, verdict)
+            elif isinstance(task, Refusal):
+                await outcomes.reject(delivery, envelope, task)
             else:
-                await outcomes.redelay(delivery, envelope, verdict.wait)
+                await outcomes.redelay(delivery, envelope, task.wait)
             return
-        task, args, kwargs = verdict
+        arguments = admission.arguments(task, envelope)
+        if isinstance(arguments, Refusal):
+            await outcomes.reject(delivery, envelope, arguments)
+            return
+        args, kwargs = arguments
         if admission.throttled(task) and not await admission.throttle(task, envelope.id):
             await outcomes.revoke(delivery, envelope)
             return
@@ -126,92 +129,66 @@ class MessageHandler:
                 )
                 await outcomes.ack(delivery)
                 return
-            await self._execute(delivery, envelope, task, args, kwargs)
+            props = delivery.properties
+            reply_to = props.reply_to
+            options = task.options
 
-    async def _execute(
-        self,
-        delivery: Delivery,
-        envelope: TaskEnvelope,
-        task: Task[Any, Any],
-        args: list[Any],
-        kwargs: dict[str, Any],
-    ) -> None:
-        props = delivery.properties
-        reply_to = props.reply_to
-        options = task.options
-        outcomes = self._outcomes
+            def request() -> Request:
+                return Request(
+                    id=envelope.id,
+                    task=envelope.task,
+                    args=tuple(envelope.args),
+                    kwargs=envelope.kwargs,
+                    retries=envelope.retries,
+                    eta=envelope.eta,
+                    expires=envelope.expires,
+                    parent_id=envelope.parent_id,
+                    root_id=envelope.root_id,
+                    reply_to=reply_to,
+                    correlation_id=props.correlation_id,
+                    headers=props.headers,
+                    queue=delivery.queue,
+                    exchange=delivery.exchange,
+                    routing_key=delivery.routing_key,
+                    redelivered=delivery.redelivered,
+                    hostname=self._worker,
+                )
 
-        def request() -> Request:
-            return Request(
-                id=envelope.id,
-                task=envelope.task,
-                args=tuple(envelope.args),
-                kwargs=envelope.kwargs,
-                retries=envelope.retries,
-                eta=envelope.eta,
-                expires=envelope.expires,
-                parent_id=envelope.parent_id,
-                root_id=envelope.root_id,
-                reply_to=reply_to,
-                correlation_id=props.correlation_id,
-                headers=props.headers,
-                queue=delivery.queue,
-                exchange=delivery.exchange,
-                routing_key=delivery.routing_key,
-                redelivered=delivery.redelivered,
-                hostname=self._worker,
-            )
+            if not options.acks_late:
+                await outcomes.ack(delivery)
+            if reply_to and options.track_started:
+                await outcomes.reply(delivery, reply_to, envelope, TaskState.STARTED)
 
-        if not options.acks_late:
-            await outcomes.ack(delivery)
-        if reply_to and options.track_started:
-            await outcomes.reply(delivery, reply_to, envelope, TaskState.STARTED)
+            async def progress(state: str, meta: dict[str, Any] | None) -> None:
+                if reply_to:
+                    known = _STATES.get(state)
+                    if known is None or known.is_final:
+                        meta = {**(meta or {}), "state": state}
+                        known = TaskState.PROGRESS
+                    await outcomes.reply(delivery, reply_to, envelope, known, meta=meta)
 
-        async def progress(state: str, meta: dict[str, Any] | None) -> None:
-            if reply_to:
-                known = _STATES.get(state)
-                if known is None or known.is_final:
-                    meta = {**(meta or {}), "state": state}
-                    known = TaskState.PROGRESS
-                await outcomes.reply(delivery, reply_to, envelope, known, meta=meta)
-
-        job = Job(task, args, kwargs, envelope.args, envelope.kwargs, request, progress)
-        started = time.monotonic()
-        self.active[envelope.id] = ActiveTask(
-            envelope.id,
-            envelope.task,
-            delivery.queue,
-            envelope.retries,
-            datetime.now(UTC),
-            started,
-            job,
-        )
-        self._events.started(envelope.task, envelope.id, delivery.queue)
-        try:
-            outcome = await self._pool.run(job)
-        finally:
-            self._events.ended()
-            self.active.pop(envelope.id, None)
-        runtime = time.monotonic() - started
-        status = outcome.status
-        if self._terminated and envelope.id in self._terminated:
-            self._terminated.discard(envelope.id)
-            await outcomes.revoke(delivery, envelope, terminated=True, runtime=runtime)
-        elif status is Status.SUCCESS:
-            await outcomes.succeed(delivery, envelope, task, outcome.result, runtime)
-        elif status is Status.RETRY:
-            await outcomes.retry(delivery, envelope, task, outcome, job.request)
-        elif status is Status.CRASHED:
-            log.error(
-                "task %s id=%s lost its process: %s; message requeued",
-                envelope.task,
+            job = Job(task, args, kwargs, envelope.args, envelope.kwargs, request, progress)
+            started = time.monotonic()
+            self.active[envelope.id] = ActiveTask(
                 envelope.id,
-                outcome.error.message if outcome.error else "",
+                envelope.task,
+                delivery.queue,
+                envelope.retries,
+                datetime.now(UTC),
+                started,
+                job,
             )
-            await outcomes.requeue(delivery)
-        else:
-            error = outcome.error or ErrorInfo(type="Exception")
-            await outcomes.fail(delivery, envelope, error, "failed", runtime=runtime)
+            events.started(envelope.task, envelope.id, delivery.queue)
+            try:
+                outcome = await self._pool.run(job)
+            finally:
+                events.ended()
+                self.active.pop(envelope.id, None)
+            runtime = time.monotonic() - started
+            terminated = bool(self._terminated) and envelope.id in self._terminated
+            if terminated:
+                self._terminated.discard(envelope.id)
+            await outcomes.settle(delivery, envelope, job, outcome, runtime, terminated=terminated)
 
     def terminate(self, task_id: str) -> str:
         """Stop a running task if the pool can: "terminated", or why not."""

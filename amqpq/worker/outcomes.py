@@ -28,8 +28,9 @@ from amqpq.registry import Request, Task
 from amqpq.transport.consume import ConfirmingPublisher, Delivery
 from amqpq.worker.admission import Refusal
 from amqpq.worker.deadletter import DeadLetterer
-from amqpq.worker.execution import Outcome, RetryRequest, retry_countdown
+from amqpq.worker.execution import Outcome, RetryRequest, Status, retry_countdown
 from amqpq.worker.fanout import TaskEvents
+from amqpq.worker.pools import Job
 
 __all__ = ["DelayLevels", "Outcomes", "Publishers"]
 
@@ -75,19 +76,42 @@ class Outcomes:
 
     # -- the outcomes -----------------------------------------------------------------------
 
-    async def succeed(
+    async def settle(
         self,
         delivery: Delivery,
         envelope: TaskEnvelope,
-        task: Task[Any, Any],
-        result: Any,
+        job: Job,
+        outcome: Outcome,
         runtime: float,
+        *,
+        terminated: bool,
     ) -> None:
-        self._events.succeeded(envelope.task, envelope.id, delivery.queue, runtime)
-        reply_to = delivery.properties.reply_to
-        if reply_to and not task.options.ignore_result:
-            await self.reply(delivery, reply_to, envelope, TaskState.SUCCESS, result=result)
-        await self.ack(delivery)
+        """After the pool ran ``job``: success, retry, failure, requeue (its process was
+        lost) or revoked (terminated while running), as its status calls for."""
+        status = outcome.status
+        if terminated:
+            await self.revoke(delivery, envelope, terminated=True, runtime=runtime)
+        elif status is Status.SUCCESS:  # written out here: the hot path awaits no more
+            self._events.succeeded(envelope.task, envelope.id, delivery.queue, runtime)
+            reply_to = delivery.properties.reply_to
+            if reply_to and not job.task.options.ignore_result:
+                await self.reply(
+                    delivery, reply_to, envelope, TaskState.SUCCESS, result=outcome.result
+                )
+            await self.ack(delivery)
+        elif status is Status.RETRY:
+            await self.retry(delivery, envelope, job.task, outcome, job.request)
+        elif status is Status.CRASHED:
+            log.error(
+                "task %s id=%s lost its process: %s; message requeued",
+                envelope.task,
+                envelope.id,
+                outcome.error.message if outcome.error else "",
+            )
+            await self.requeue(delivery)
+        else:
+            error = outcome.error or ErrorInfo(type="Exception")
+            await self.fail(delivery, envelope, error, "failed", runtime=runtime)
 
     async def retry(
         self,
