@@ -20,12 +20,13 @@ from typing import Any
 from amqpq.envelope import TaskState
 from amqpq.registry import Request, Task
 from amqpq.transport.consume import Delivery
-from amqpq.worker.admission import ETA_TOLERANCE, REVOKED, Admission, Refusal, RevokedIds
+from amqpq.worker.admission import REVOKED, Admission, Refusal
 from amqpq.worker.fanout import TaskEvents, TaskObserver
 from amqpq.worker.outcomes import Outcomes
 from amqpq.worker.pools import Job, Pool
 
-__all__ = ["ETA_TOLERANCE", "ActiveTask", "MessageHandler", "RevokedIds", "TaskObserver"]
+# TaskObserver lives in amqpq.worker.fanout; named here too for amqpq.events, which cites it.
+__all__ = ["ActiveTask", "MessageHandler", "TaskObserver"]
 
 log = logging.getLogger("amqpq.worker")
 
@@ -76,15 +77,10 @@ class MessageHandler:
         self._slots = asyncio.Semaphore(concurrency)
         self._worker = worker_name
         self.deadletters = outcomes.deadletters
-        self.stats = events.stats
         self.stopping = False
         self.active: dict[str, ActiveTask] = {}  # task id -> running now
         self._terminated: set[str] = set()
         self.terminated_ids: OrderedDict[str, None] = OrderedDict()  # recently, for replies
-
-    @property
-    def revoked(self) -> RevokedIds | None:
-        return self._admission.revoked
 
     async def __call__(self, delivery: Delivery) -> None:
         events = self._events

@@ -19,7 +19,7 @@ from amqpq.settings import Settings
 from amqpq.topology.models import Topology
 from amqpq.transport.aio import AsyncBroker
 from amqpq.transport.consume import ConfirmingPublisher, QueueConsumer
-from amqpq.worker.factory import DeliveryGuard, HandlerOptions, PoolSpec, build_handler, make_pool
+from amqpq.worker.factory import HandlerOptions, PoolSpec, build_handler, make_pool
 from amqpq.worker.hooks import Hooks
 from amqpq.worker.operations import WorkerIdentity, WorkerOperations
 from amqpq.worker.options import (
@@ -76,7 +76,6 @@ class Worker:
         self.hooks = Hooks(app)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
-        self._deliver: DeliveryGuard | None = None
         self._consumer: QueueConsumer | None = None
         infra = topology.infrastructure
         self.operations = WorkerOperations(
@@ -166,7 +165,7 @@ class Worker:
             await broker.connect()
             await pool.start()
             observers = operations.setup(broker, pool)
-            deliver = self._deliver = build_handler(
+            deliver = build_handler(
                 registry=self.app.registry,
                 topology=self.topology,
                 hooks=self.hooks,

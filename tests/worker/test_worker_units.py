@@ -203,9 +203,7 @@ def test_admission_refuses_bodies_over_the_limit_and_bodies_that_are_not_envelop
     assert envelope.task == "units.add"
 
 
-def test_admission_says_revoked_expired_not_due_unknown_or_which_task_with_which_arguments() -> (
-    None
-):
+def test_admission_says_revoked_expired_not_due_unknown_or_the_task_and_arguments() -> None:
     app = _admission_app()
     admission = Admission(
         app.registry, max_body_size=1024, delay_enabled=True, revoked=_Revoked("gone")
