@@ -49,6 +49,9 @@ class Status(StrEnum):
     """The process running it died (processes pool): requeued, not failed."""
 
 
+# Read once: an enum member read through its class is a descriptor call, on every task.
+_SUCCESS = Status.SUCCESS
+
 _MAX_TRACEBACK = 16_000
 
 
@@ -183,7 +186,7 @@ def call_sync_task(
         hooks("task_prerun", request=request, task=task)
     try:
         value = task.func(*_args_for(task, request, args, progress), **kwargs)
-        outcome = Outcome(status=Status.SUCCESS, result=task.signature.result_to_wire(value))
+        outcome = Outcome(status=_SUCCESS, result=task.signature.result_to_wire(value))
         if hooks is not None and hooks.task_success:
             hooks("task_success", request=request, task=task, result=outcome.result)
     except (SoftTimeLimitExceeded, TimeLimitExceeded) as exc:
@@ -215,7 +218,7 @@ async def call_async_task(
     try:
         coroutine = task.func(*_args_for(task, request, args, progress), **kwargs)
         value = await (asyncio.wait_for(coroutine, limit) if limit else coroutine)
-        outcome = Outcome(status=Status.SUCCESS, result=task.signature.result_to_wire(value))
+        outcome = Outcome(status=_SUCCESS, result=task.signature.result_to_wire(value))
         if hooks is not None and hooks.task_success:
             hooks("task_success", request=request, task=task, result=outcome.result)
     except TimeoutError as exc:

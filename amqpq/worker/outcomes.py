@@ -39,6 +39,8 @@ log = logging.getLogger("amqpq.worker")
 # What RabbitMQ turns ``amq.rabbitmq.reply-to`` into on the way to a worker.
 DIRECT_REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
 _MAX_DONE_UNACKED = 10_000
+# Read once: an enum member read through its class is a descriptor call, on every task.
+_SUCCESS, _RETRY, _CRASHED = Status.SUCCESS, Status.RETRY, Status.CRASHED
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,7 @@ class Outcomes:
         status = outcome.status
         if terminated:
             await self.revoke(delivery, envelope, terminated=True, runtime=runtime)
-        elif status is Status.SUCCESS:  # written out here: the hot path awaits no more
+        elif status is _SUCCESS:  # written out here: the hot path awaits no more
             self._events.succeeded(envelope.task, envelope.id, delivery.queue, runtime)
             reply_to = delivery.properties.reply_to
             if reply_to and not job.task.options.ignore_result:
@@ -99,9 +101,9 @@ class Outcomes:
                     delivery, reply_to, envelope, TaskState.SUCCESS, result=outcome.result
                 )
             await self.ack(delivery)
-        elif status is Status.RETRY:
+        elif status is _RETRY:
             await self.retry(delivery, envelope, job.task, outcome, job.request)
-        elif status is Status.CRASHED:
+        elif status is _CRASHED:
             log.error(
                 "task %s id=%s lost its process: %s; message requeued",
                 envelope.task,
