@@ -105,15 +105,26 @@ class Admission:
 
     def read(self, delivery: Delivery) -> TaskEnvelope | Refusal:
         """The envelope of a delivery, or why it cannot be read (size, JSON, schema)."""
-        size = len(delivery.body)
-        if size > self._max_body_size:
+        body = delivery.body
+        if len(body) > self._max_body_size:
             return Refusal(
                 "too_large",
                 "MessageTooLarge",
-                f"body of {size} bytes is over the worker's limit of {self._max_body_size} bytes",
+                f"body of {len(body)} bytes is over the worker's limit of "
+                f"{self._max_body_size} bytes",
             )
+        # Fast path: pydantic parses the JSON itself. Anything unusual (no id in the body,
+        # a newer protocol, not JSON at all) goes through decode_task for its error.
+        if delivery.properties.content_type in _JSON_CONTENT_TYPES:
+            try:
+                envelope = TaskEnvelope.model_validate_json(body)
+            except ValueError:
+                pass
+            else:
+                if envelope.protocol <= PROTOCOL_VERSION:
+                    return envelope
         try:
-            return self._decode(delivery)
+            return decode_task(body, delivery.properties)
         except DecodeError as exc:
             cause = exc.__cause__
             reason = (
@@ -122,20 +133,6 @@ class Admission:
                 else "bad_envelope"
             )
             return Refusal(reason, "DecodeError", str(exc))
-
-    @staticmethod
-    def _decode(delivery: Delivery) -> TaskEnvelope:
-        # Fast path: pydantic parses the JSON itself. Anything unusual (no id in the body,
-        # a newer protocol, not JSON at all) goes through decode_task for its error.
-        if delivery.properties.content_type in _JSON_CONTENT_TYPES:
-            try:
-                envelope = TaskEnvelope.model_validate_json(delivery.body)
-            except ValueError:
-                pass
-            else:
-                if envelope.protocol <= PROTOCOL_VERSION:
-                    return envelope
-        return decode_task(delivery.body, delivery.properties)
 
     def check(self, envelope: TaskEnvelope) -> Task[Any, Any] | Refusal | Redelay | _Revoked:
         """Revoked, expired, not due yet, unknown task, or the task to run.
@@ -190,12 +187,9 @@ class Admission:
             self._no_arguments[task.name] = known
         return known
 
-    def throttled(self, task: Task[Any, Any]) -> bool:
-        """Whether ``task`` must wait for its rate limit first (:meth:`throttle`)."""
-        return self.rate_limiter is not None and task.options.rate_limit is not None
-
     async def throttle(self, task: Task[Any, Any], task_id: str) -> bool:
-        """Wait for the task's rate limit; False when it was revoked meanwhile.
+        """Wait for the rate limit of a task that has one (with a ``rate_limiter``); False
+        when it was revoked meanwhile.
 
         Waits before taking an execution slot: only this message's prefetch is held.
         """

@@ -109,14 +109,18 @@ class MessageHandler:
             await outcomes.reject(delivery, envelope, arguments)
             return
         args, kwargs = arguments
-        if admission.throttled(task) and not await admission.throttle(task, envelope.id):
+        if (
+            admission.rate_limiter is not None
+            and task.options.rate_limit is not None
+            and not await admission.throttle(task, envelope.id)
+        ):
             await outcomes.revoke(delivery, envelope)
             return
         async with self._slots:
             if self.stopping:  # received while shutting down, never started: give it back
                 await outcomes.requeue(delivery)
                 return
-            if outcomes.already_ran(delivery, envelope.id):
+            if delivery.redelivered and outcomes.already_ran(envelope.id):
                 # Checked once the slot is ours: the first run may have just finished.
                 log.info(
                     "redelivered task id=%s already ran here (its ack was dropped by a "

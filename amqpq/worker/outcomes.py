@@ -351,10 +351,10 @@ class Outcomes:
                 if len(self._done_unacked) > _MAX_DONE_UNACKED:
                     self._done_unacked.popitem(last=False)
 
-    def already_ran(self, delivery: Delivery, task_id: str) -> bool:
-        """A redelivery of a task that finished here but whose ack was dropped (forgotten
-        once asked: the caller acks it without running it again)."""
-        if delivery.redelivered and task_id in self._done_unacked:
+    def already_ran(self, task_id: str) -> bool:
+        """Whether a redelivered task finished here but its ack was dropped (forgotten once
+        asked: the caller acks it without running it again)."""
+        if task_id in self._done_unacked:
             del self._done_unacked[task_id]
             return True
         return False
