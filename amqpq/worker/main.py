@@ -13,7 +13,6 @@ import signal
 import socket
 from typing import TYPE_CHECKING, Any
 
-from amqpq.app import App
 from amqpq.errors import ConfigError
 from amqpq.settings import Settings
 from amqpq.topology.models import Topology
@@ -25,6 +24,7 @@ from amqpq.worker.operations import WorkerIdentity, WorkerOperations
 from amqpq.worker.options import (
     DEFAULT_MAX_BODY_SIZE,
     PoolKind,
+    WorkerApp,
     WorkerOptions,
     default_concurrency,
     resolve_queues,
@@ -56,7 +56,7 @@ class Worker:
     """
 
     def __init__(
-        self, app: App, options: WorkerOptions, *, settings: Settings, topology: Topology
+        self, app: WorkerApp, options: WorkerOptions, *, settings: Settings, topology: Topology
     ) -> None:
         if options.slots < 1:
             raise ConfigError("concurrency must be at least 1")

@@ -1,19 +1,21 @@
-"""What ``amqpq worker`` is asked to do: its options, their defaults, its queues."""
+"""What ``amqpq worker`` is asked to do: its options, their defaults, its queues, its App."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from amqpq.errors import ConfigError
+from amqpq.registry import TaskRegistry
 from amqpq.topology.infra import work_queues
 from amqpq.topology.models import Topology
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "PoolKind",
+    "WorkerApp",
     "WorkerOptions",
     "default_concurrency",
     "resolve_queues",
@@ -21,6 +23,13 @@ __all__ = [
 
 PoolKind = Literal["threads", "processes", "async", "solo"]
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+
+
+class WorkerApp(Protocol):
+    """What a worker reads of the App: its name and its tasks (``Hooks`` reads its hooks)."""
+
+    main: str | None
+    registry: TaskRegistry
 
 
 def default_concurrency(pool: PoolKind) -> int:
