@@ -67,11 +67,11 @@ from amqpq.transport.memory import (
     MemorySendTransport,
     StoredMessage,
 )
-from amqpq.worker.consumer import MessageHandler
-from amqpq.worker.deadletter import DeadLetterer, dead_letter_targets
+from amqpq.worker.deadletter import dead_letter_targets
+from amqpq.worker.factory import DeliveryGuard, HandlerOptions, PoolSpec, build_handler, make_pool
 from amqpq.worker.hooks import Hooks
-from amqpq.worker.main import DEFAULT_MAX_BODY_SIZE, resolve_queues
-from amqpq.worker.pools import LocalPool
+from amqpq.worker.options import resolve_queues
+from amqpq.worker.pools import Pool
 from amqpq.worker.stats import WorkerStats
 
 if TYPE_CHECKING:
@@ -264,8 +264,8 @@ class TestBroker:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._pool: LocalPool | None = None
-        self._handler: MessageHandler | None = None
+        self._pool: Pool | None = None
+        self._deliver: DeliveryGuard | None = None
         self._draining = 0
         self._open = False
 
@@ -286,7 +286,7 @@ class TestBroker:
             self.app.use_producers(None)
             self._open = False
         loop, thread, pool = self._loop, self._thread, self._pool
-        self._loop = self._thread = self._pool = self._handler = None
+        self._loop = self._thread = self._pool = self._deliver = None
         if loop is None:
             return
         if pool is not None:
@@ -462,26 +462,24 @@ class TestBroker:
 
     async def _start_handler(self) -> None:
         hooks = Hooks(self.app)
-        pool = LocalPool("threads", _SLOTS, _SLOTS, hooks)
+        pool = make_pool(PoolSpec("threads", _SLOTS), hooks)
         await pool.start()
         publisher = MemoryPublisher(self.memory)
-        infra = self.app.topology.infrastructure
         self._pool = pool
-        self._handler = MessageHandler(
+        self._deliver = build_handler(
             registry=self.app.registry,
+            topology=self.app.topology,
+            hooks=hooks,
             pool=pool,
+            stats=self.stats,
             replies=publisher,
             republisher=publisher,
-            deadletters=DeadLetterer(
-                publisher, dead_letter_targets(self.app.topology, self.queues)
+            options=HandlerOptions(
+                worker_name=self.worker_name,
+                queues=self.queues,
+                rate_limits=False,
+                bound_redeliveries=False,
             ),
-            stats=self.stats,
-            hooks=hooks,
-            concurrency=_SLOTS,
-            worker_name=self.worker_name,
-            max_body_size=DEFAULT_MAX_BODY_SIZE,
-            delay_prefix=infra.prefix,
-            delay_enabled=infra.delay,
         )
 
     def _consumed(self, queues: Sequence[str] | None) -> list[str]:
@@ -516,24 +514,11 @@ class TestBroker:
             self._draining -= 1
 
     async def _handle(self, queue: str, message: StoredMessage, tag: int) -> None:
-        handler = self._handler
-        assert handler is not None
-        delivery = MemoryDelivery(self.memory, queue, message, tag, f"{self.worker_name}.{queue}")
-        try:
-            await handler(delivery)
-        except Exception:
-            # As the worker does: log, requeue once, dead-letter when it fails again.
-            log.exception("unexpected error handling a message queue=%s", queue)
-            if not delivery.settled:
-                if delivery.redelivered:
-                    await handler.deadletters.dead_letter(
-                        delivery,
-                        "worker_error",
-                        "WorkerError",
-                        "the worker failed twice on this message",
-                    )
-                else:
-                    await delivery.nack(requeue=True)
+        deliver = self._deliver
+        assert deliver is not None
+        await deliver(
+            MemoryDelivery(self.memory, queue, message, tag, f"{self.worker_name}.{queue}")
+        )
 
     async def _run_copies(self, copies: Mapping[str, int]) -> None:
         """Run the copies one publish put into consumed queues, now (eager, inside a task)."""

@@ -4,12 +4,8 @@ It imports the app itself (no pickled state crosses the pipe), then reads
 length-prefixed JSON frames on stdin and answers on the original stdout. Its
 own prints go to stderr so they cannot corrupt the protocol. It ignores SIGINT
 and SIGTERM: the worker decides when children stop (end of input), and kills
-them for hard time limits or an immediate stop.
-
-Frames: worker -> child ``{"op": "run", "task", "args", "kwargs", "request",
-"soft_time_limit"}``; child -> worker ``{"op": "ready", "pid", "tasks"}`` once,
-then per task any number of ``{"op": "progress", "state", "meta"}`` and one
-``{"op": "done", "outcome"}``.
+them for hard time limits or an immediate stop. The frames are described in
+:mod:`amqpq.worker.pools.frames`, which both sides use.
 """
 
 from __future__ import annotations
@@ -24,6 +20,7 @@ from typing import Any
 
 from amqpq.worker.execution import (
     Outcome,
+    Status,
     call_async_task,
     call_sync_task,
     error_info,
@@ -32,7 +29,7 @@ from amqpq.worker.execution import (
 from amqpq.worker.hooks import Hooks
 from amqpq.worker.limits import SoftTimeLimitExceeded
 from amqpq.worker.loader import load_app
-from amqpq.worker.pools import read_frame, write_frame
+from amqpq.worker.pools.frames import read_frame, write_frame
 
 log = logging.getLogger("amqpq.worker.child")
 
@@ -98,7 +95,7 @@ def main(argv: list[str]) -> int:
             else:
                 outcome = call_sync_task(task, args, kwargs, request, progress, hooks)
         except Exception as exc:
-            outcome = Outcome(status="failure", error=error_info(exc))
+            outcome = Outcome(status=Status.FAILURE, error=error_info(exc))
         finally:
             if soft_limit:
                 signal.setitimer(signal.ITIMER_REAL, 0)

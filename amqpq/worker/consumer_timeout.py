@@ -15,6 +15,7 @@ looks, in order, at:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -25,7 +26,12 @@ from amqpq.errors import AmqpqError
 from amqpq.registry import TaskRegistry
 from amqpq.settings import Settings
 
-__all__ = ["DEFAULT_CONSUMER_TIMEOUT", "broker_consumer_timeout", "tasks_over"]
+__all__ = [
+    "DEFAULT_CONSUMER_TIMEOUT",
+    "broker_consumer_timeout",
+    "tasks_over",
+    "warn_about_long_tasks",
+]
 
 log = logging.getLogger("amqpq.worker")
 
@@ -79,3 +85,33 @@ def tasks_over(
         if limits and max(limits) > limit:
             found.append((name, max(limits)))
     return found
+
+
+async def warn_about_long_tasks(registry: TaskRegistry, settings: Settings) -> None:
+    """Warn about tasks whose time limit exceeds the broker's consumer_timeout."""
+    if not tasks_over(registry, 0):
+        # No task has a time limit: nothing to compare, so no HTTP client and no
+        # management API call at start-up.
+        return
+    try:
+        # Bounded: a management API slow to answer (a busy broker) must not hold back
+        # the warning; RabbitMQ's default is the best guess then.
+        limit, source = await asyncio.wait_for(
+            asyncio.to_thread(broker_consumer_timeout, settings), 10.0
+        )
+    except TimeoutError:
+        limit = DEFAULT_CONSUMER_TIMEOUT
+        source = "RabbitMQ's default; the management API did not answer within 10s"
+    except Exception:
+        log.debug("consumer_timeout check failed", exc_info=True)
+        return
+    for name, task_limit in tasks_over(registry, limit):
+        log.warning(
+            "task %s has a time limit of %.0fs, longer than the broker's consumer_timeout "
+            "of %.0fs (%s): RabbitMQ would close the channel and requeue the message while "
+            "the task still runs; raise consumer_timeout (docs/workers.md) or lower the limit",
+            name,
+            task_limit,
+            limit,
+            source,
+        )

@@ -14,7 +14,8 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from amqpq.envelope import ErrorInfo
 from amqpq.registry import Request, Retry, Task, TaskOptions
@@ -25,6 +26,7 @@ __all__ = [
     "Outcome",
     "ProgressFn",
     "RetryRequest",
+    "Status",
     "WorkerTaskContext",
     "call_async_task",
     "call_sync_task",
@@ -35,7 +37,20 @@ __all__ = [
 ]
 
 ProgressFn = Callable[[str, dict[str, Any] | None], None]
-Status = Literal["success", "failure", "retry", "crashed"]
+
+
+class Status(StrEnum):
+    """How a task's run ended, as a pool reports it (the child sends the value)."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    RETRY = "retry"
+    CRASHED = "crashed"
+    """The process running it died (processes pool): requeued, not failed."""
+
+
+# Read once: an enum member read through its class is a descriptor call, on every task.
+_SUCCESS = Status.SUCCESS
 
 _MAX_TRACEBACK = 16_000
 
@@ -87,7 +102,7 @@ class Outcome:
         error = data.get("error")
         retry = data.get("retry")
         return cls(
-            status=data["status"],
+            status=Status(data["status"]),
             result=data.get("result"),
             error=ErrorInfo.model_validate(error) if error else None,
             retry=RetryRequest.from_json(retry) if retry else None,
@@ -146,13 +161,13 @@ def _outcome_for_exception(task: Task[Any, Any], exc: BaseException) -> Outcome:
     if isinstance(exc, Retry):
         cause = exc.exc
         return Outcome(
-            status="retry",
+            status=Status.RETRY,
             error=error_info(cause) if cause is not None else None,
             retry=RetryRequest(countdown=exc.countdown, eta=exc.eta, max_retries=exc.max_retries),
         )
     if task.options.autoretry_for and isinstance(exc, task.options.autoretry_for):
-        return Outcome(status="retry", error=error_info(exc), retry=RetryRequest())
-    return Outcome(status="failure", error=error_info(exc))
+        return Outcome(status=Status.RETRY, error=error_info(exc), retry=RetryRequest())
+    return Outcome(status=Status.FAILURE, error=error_info(exc))
 
 
 def call_sync_task(
@@ -171,15 +186,15 @@ def call_sync_task(
         hooks("task_prerun", request=request, task=task)
     try:
         value = task.func(*_args_for(task, request, args, progress), **kwargs)
-        outcome = Outcome(status="success", result=task.signature.result_to_wire(value))
+        outcome = Outcome(status=_SUCCESS, result=task.signature.result_to_wire(value))
         if hooks is not None and hooks.task_success:
             hooks("task_success", request=request, task=task, result=outcome.result)
     except (SoftTimeLimitExceeded, TimeLimitExceeded) as exc:
-        outcome = Outcome(status="failure", error=error_info(exc))
+        outcome = Outcome(status=Status.FAILURE, error=error_info(exc))
         _failure_hook(hooks, request, task, exc)
     except Exception as exc:
         outcome = _outcome_for_exception(task, exc)
-        if outcome.status == "failure":
+        if outcome.status is Status.FAILURE:
             _failure_hook(hooks, request, task, exc)
     if hooks is not None and hooks.task_postrun:
         hooks(
@@ -203,7 +218,7 @@ async def call_async_task(
     try:
         coroutine = task.func(*_args_for(task, request, args, progress), **kwargs)
         value = await (asyncio.wait_for(coroutine, limit) if limit else coroutine)
-        outcome = Outcome(status="success", result=task.signature.result_to_wire(value))
+        outcome = Outcome(status=_SUCCESS, result=task.signature.result_to_wire(value))
         if hooks is not None and hooks.task_success:
             hooks("task_success", request=request, task=task, result=outcome.result)
     except TimeoutError as exc:
@@ -211,11 +226,13 @@ async def call_async_task(
             outcome = _outcome_for_exception(task, exc)
         else:
             limit_exc = TimeLimitExceeded(f"task {task.name} ran longer than {limit}s")
-            outcome = Outcome(status="failure", error=error_info(limit_exc, with_traceback=False))
+            outcome = Outcome(
+                status=Status.FAILURE, error=error_info(limit_exc, with_traceback=False)
+            )
             _failure_hook(hooks, request, task, limit_exc)
     except Exception as exc:
         outcome = _outcome_for_exception(task, exc)
-        if outcome.status == "failure":
+        if outcome.status is Status.FAILURE:
             _failure_hook(hooks, request, task, exc)
     if hooks is not None and hooks.task_postrun:
         hooks(

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from amqpq.worker.execution import Outcome
-from amqpq.worker.pools import SlotThreads
+from amqpq.worker.pools.handoff import SlotThreads
 
 
 def _quick() -> Outcome:

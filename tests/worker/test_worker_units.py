@@ -1,21 +1,28 @@
-"""Worker logic that needs no broker: app loading, queues, dead-letter targets, retries, frames."""
+"""Worker logic that needs no broker: app loading, queues, dead-letter targets, retries,
+frames, admission and the event fan-out."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from amqpq.app import App
 from amqpq.cli.worker import parse_size
-from amqpq.envelope import ErrorInfo
+from amqpq.codec import MessageProperties
+from amqpq.envelope import ErrorInfo, TaskEnvelope, TaskState
 from amqpq.errors import ConfigError
 from amqpq.registry import Request, TaskOptions
+from amqpq.settings import Settings
 from amqpq.topology.models import Topology
 from amqpq.worker import load_app, resolve_queues
+from amqpq.worker.admission import ETA_TOLERANCE, REVOKED, Admission, Redelay, Refusal
 from amqpq.worker.deadletter import DeadLetterTarget, dead_letter_targets
 from amqpq.worker.execution import (
     Outcome,
@@ -24,8 +31,10 @@ from amqpq.worker.execution import (
     request_to_json,
     retry_countdown,
 )
+from amqpq.worker.fanout import TaskEvent, TaskEvents
 from amqpq.worker.hooks import Hooks
-from amqpq.worker.pools import read_frame, write_frame
+from amqpq.worker.pools.frames import encode_frame, read_frame, receive_frame, write_frame
+from amqpq.worker.stats import WorkerStats
 
 TOPOLOGY = Topology.model_validate(
     {
@@ -142,3 +151,170 @@ def test_the_app_is_found_by_module_name_attribute_or_as_the_only_instance(
         load_app("wu_tasks_missing", cwd=str(tmp_path))
     with pytest.raises(ConfigError, match="no attribute"):
         load_app("wu_tasks_a:nope", cwd=str(tmp_path))
+
+
+# -- admission, the event fan-out, the frame codec ---------------------------------------------
+
+
+def _delivery(body: bytes, content_type: str | None = "application/json") -> Any:
+    return SimpleNamespace(body=body, properties=MessageProperties(content_type=content_type))
+
+
+def _admission_app() -> Any:
+    app = App(
+        "units", settings=Settings(url="amqp://guest:guest@127.0.0.1:1/none"), topology=TOPOLOGY
+    )
+
+    @app.task(name="units.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    return app
+
+
+class _Revoked:
+    ready = True
+
+    def __init__(self, *ids: str) -> None:
+        self._ids = set(ids)
+
+    async def wait_ready(self) -> None:
+        return None
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._ids
+
+
+def test_admission_refuses_bodies_over_the_limit_and_bodies_that_are_not_envelopes() -> None:
+    admission = Admission(_admission_app().registry, max_body_size=64, delay_enabled=True)
+
+    too_large = admission.read(_delivery(b"x" * 65))
+    not_json = admission.read(_delivery(b"{nope"))
+    not_an_envelope = admission.read(_delivery(b'{"id": "1"}'))
+    envelope = admission.read(_delivery(b'{"id": "1", "task": "units.add", "args": [1, 2]}'))
+
+    assert isinstance(too_large, Refusal)
+    assert too_large.reason == "too_large"
+    assert isinstance(not_json, Refusal)
+    assert not_json.reason == "bad_json"
+    assert isinstance(not_an_envelope, Refusal)
+    assert not_an_envelope.reason == "bad_envelope"
+    assert isinstance(envelope, TaskEnvelope)
+    assert envelope.task == "units.add"
+
+
+def test_admission_says_revoked_expired_not_due_unknown_or_the_task_and_arguments() -> None:
+    app = _admission_app()
+    admission = Admission(
+        app.registry, max_body_size=1024, delay_enabled=True, revoked=_Revoked("gone")
+    )
+    now = datetime.now(UTC)
+
+    def check(**fields: Any) -> Any:
+        return admission.check(TaskEnvelope(id=fields.pop("id", "1"), **fields))
+
+    expired = check(task="units.add", expires=now - timedelta(seconds=1))
+    later = check(task="units.add", eta=now + timedelta(hours=1))
+    unknown = check(task="units.nope")
+    task = check(task="units.add", eta=now + ETA_TOLERANCE / 2)
+
+    assert check(id="gone", task="units.add") is REVOKED
+    assert isinstance(expired, Refusal)
+    assert (expired.reason, expired.state) == ("expired", TaskState.EXPIRED)
+    assert isinstance(later, Redelay)
+    assert later.wait > timedelta(minutes=59)
+    assert isinstance(unknown, Refusal)
+    assert unknown.reason == "unknown_task"
+    assert task is app.registry.find("units.add")
+    assert admission.arguments(task, TaskEnvelope(id="1", task="units.add", args=[1, 2])) == (
+        [1, 2],
+        {},
+    )
+    bad = admission.arguments(task, TaskEnvelope(id="1", task="units.add", args=["a"]))
+    assert isinstance(bad, Refusal)
+    assert bad.reason == "bad_arguments"
+
+
+def test_without_delay_levels_an_eta_ahead_runs_now() -> None:
+    admission = Admission(_admission_app().registry, max_body_size=1024, delay_enabled=False)
+    eta = datetime.now(UTC) + timedelta(hours=1)
+
+    assert not isinstance(admission.check(TaskEnvelope(id="1", task="units.add", eta=eta)), Redelay)
+
+
+def test_one_fan_out_call_per_state_change_counts_tells_observers_and_calls_hooks() -> None:
+    seen: list[tuple[str, str, str, dict[str, Any]]] = []
+    retried: list[dict[str, Any]] = []
+
+    class Observer:
+        def task_event(self, state: str, task: str, task_id: str, fields: Any) -> None:
+            seen.append((state, task, task_id, dict(fields)))
+
+    class Broken:
+        def task_event(self, state: str, task: str, task_id: str, fields: Any) -> None:
+            raise RuntimeError("observers never stop a worker")
+
+    app = _admission_app()
+    app.hooks["task_retry"] = lambda **kwargs: retried.append(kwargs)
+    stats = WorkerStats()
+    events = TaskEvents(stats, Hooks(app), [Broken(), Observer()])
+    task = app.registry.get("units.add")
+
+    events.delivered()
+    events.received("units.add", "1", "default")
+    events.started("units.add", "1", "default")
+    events.ended()
+    events.succeeded("units.add", "1", "default", runtime=0.25)
+    events.retried(
+        task,
+        "2",
+        "default",
+        retries=1,
+        countdown=3.0,
+        error=None,
+        request=Request(id="2", task="units.add"),
+    )
+    events.failed(
+        "units.add",
+        "3",
+        "default",
+        reason="failed",
+        error=ErrorInfo(type="ValueError", message="no"),
+        runtime=None,
+    )
+    events.rejected("-", None, "default", reason="bad_json", message="not JSON")
+    events.revoked("units.add", "4", "default", terminated=True, runtime=1.0)
+
+    assert [state for state, *_ in seen] == [
+        TaskEvent.RECEIVED,
+        TaskEvent.STARTED,
+        TaskEvent.SUCCEEDED,
+        TaskEvent.RETRIED,
+        TaskEvent.FAILED,
+        TaskEvent.REJECTED,
+        TaskEvent.REVOKED,
+    ]
+    assert seen[2][3] == {"queue": "default", "runtime": 0.25}
+    assert seen[5][2] == "-"
+    assert seen[6][3]["terminated"] is True
+    assert (stats.received, stats.active, stats.succeeded, stats.retried) == (1, 0, 1, 1)
+    assert (stats.failed, stats.revoked) == (1, 1)
+    assert stats.dead_lettered == {"failed": 1, "bad_json": 1}
+    assert [call["countdown"] for call in retried] == [3.0]
+
+
+async def test_the_worker_reads_the_frames_a_child_writes() -> None:
+    read_fd, write_fd = os.pipe()
+    try:
+        write_frame(write_fd, {"op": "done", "outcome": {"status": "success"}})
+        reader = asyncio.StreamReader()
+        reader.feed_data(os.read(read_fd, 1024))
+        reader.feed_eof()
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+    assert await receive_frame(reader) == {"op": "done", "outcome": {"status": "success"}}
+    assert encode_frame({"op": "run"})[4:] == b'{"op":"run"}'
+    with pytest.raises(asyncio.IncompleteReadError):
+        await receive_frame(reader)

@@ -1,0 +1,200 @@
+"""Admission: whether a delivery may run, and with which task and arguments.
+
+Checks in this order, each cheap before the next: body size, decoding, revoked,
+expiry, an eta still ahead, task lookup (:meth:`Admission.check`), arguments
+(:meth:`Admission.arguments`). The outcome is a job to run (the task and its
+validated arguments), a :class:`Refusal` with its reason (the message is
+dead-lettered), :data:`REVOKED` (acked without running) or a :class:`Redelay`
+(sent back to the delay levels). A task with a rate limit then
+waits its turn in :meth:`Admission.throttle`, before it takes an execution slot.
+Nothing here publishes or acks: that is :mod:`amqpq.worker.outcomes`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol
+
+from amqpq.codec import CONTENT_TYPE, decode_task
+from amqpq.envelope import PROTOCOL_VERSION, TaskEnvelope, TaskState
+from amqpq.errors import ArgumentsError, DecodeError
+from amqpq.registry import Task, TaskRegistry
+from amqpq.transport.base import Delivery
+from amqpq.worker.ratelimit import RateLimiter
+
+__all__ = [
+    "ETA_TOLERANCE",
+    "REVOKED",
+    "Admission",
+    "Arguments",
+    "Redelay",
+    "Refusal",
+    "RevokedIds",
+]
+
+# An eta this close is run now: re-delaying it would cost more than it saves.
+ETA_TOLERANCE = timedelta(milliseconds=100)
+_JSON_CONTENT_TYPES = (CONTENT_TYPE, None, "")
+
+Arguments = tuple[list[Any], dict[str, Any]]
+"""A task's validated positional and keyword arguments."""
+
+
+class RevokedIds(Protocol):
+    """The revoked task ids (``amqpq.revocations.Revocations``)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def wait_ready(self) -> None: ...
+
+    def __contains__(self, task_id: object) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Bad input: dead-lettered with ``reason``, the caller answered with ``state``."""
+
+    reason: str  # too_large, bad_json, bad_envelope, expired, unknown_task, bad_arguments
+    error_type: str
+    message: str
+    state: TaskState = TaskState.REJECTED
+
+
+@dataclass(frozen=True, slots=True)
+class Redelay:
+    """An eta still ahead: wait ``wait`` more on the broker (a delay cut short, a plain
+    client)."""
+
+    wait: timedelta
+
+
+class _Revoked(enum.Enum):
+    REVOKED = "revoked"
+
+
+REVOKED: Final = _Revoked.REVOKED
+"""The task id is revoked: acked without running, answered REVOKED."""
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class Admission:
+    """The checks of one worker; ``revoked`` and ``rate_limiter`` are optional."""
+
+    def __init__(
+        self,
+        registry: TaskRegistry,
+        *,
+        max_body_size: int,
+        delay_enabled: bool,
+        revoked: RevokedIds | None = None,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        self._registry = registry
+        self._max_body_size = max_body_size
+        self._delay_enabled = delay_enabled
+        self.revoked = revoked
+        self.rate_limiter = rate_limiter
+        self._no_arguments: dict[str, bool] = {}  # task name -> callable without arguments
+
+    def read(self, delivery: Delivery) -> TaskEnvelope | Refusal:
+        """The envelope of a delivery, or why it cannot be read (size, JSON, schema)."""
+        body = delivery.body
+        if len(body) > self._max_body_size:
+            return Refusal(
+                "too_large",
+                "MessageTooLarge",
+                f"body of {len(body)} bytes is over the worker's limit of "
+                f"{self._max_body_size} bytes",
+            )
+        # Fast path: pydantic parses the JSON itself. Anything unusual (no id in the body,
+        # a newer protocol, not JSON at all) goes through decode_task for its error.
+        if delivery.properties.content_type in _JSON_CONTENT_TYPES:
+            try:
+                envelope = TaskEnvelope.model_validate_json(body)
+            except ValueError:
+                pass
+            else:
+                if envelope.protocol <= PROTOCOL_VERSION:
+                    return envelope
+        try:
+            return decode_task(body, delivery.properties)
+        except DecodeError as exc:
+            cause = exc.__cause__
+            reason = (
+                "bad_json"
+                if isinstance(cause, UnicodeDecodeError | json.JSONDecodeError)
+                else "bad_envelope"
+            )
+            return Refusal(reason, "DecodeError", str(exc))
+
+    def check(self, envelope: TaskEnvelope) -> Task[Any, Any] | Refusal | Redelay | _Revoked:
+        """Revoked, expired, not due yet, unknown task, or the task to run.
+
+        Call it once the revocations are read (``revoked.ready``).
+        """
+        revoked = self.revoked
+        if revoked is not None and envelope.id in revoked:
+            return REVOKED
+        if envelope.eta is not None or envelope.expires is not None:
+            now = datetime.now(UTC)
+            if envelope.expires is not None and _utc(envelope.expires) <= now:
+                return Refusal(
+                    "expired",
+                    "TaskExpiredError",
+                    f"task expired at {_utc(envelope.expires).isoformat()}",
+                    TaskState.EXPIRED,
+                )
+            if (
+                envelope.eta is not None
+                and self._delay_enabled
+                and _utc(envelope.eta) - now > ETA_TOLERANCE
+            ):
+                return Redelay(_utc(envelope.eta) - now)
+        task = self._registry.find(envelope.task)
+        if task is None:
+            return Refusal(
+                "unknown_task",
+                "TaskNotFoundError",
+                f"no task named {envelope.task!r} is registered in this worker",
+            )
+        return task
+
+    def arguments(self, task: Task[Any, Any], envelope: TaskEnvelope) -> Arguments | Refusal:
+        """The envelope's arguments validated against the task's signature."""
+        try:
+            if envelope.args or envelope.kwargs or not self._takes_no_arguments(task):
+                return task.signature.from_wire(envelope.args, envelope.kwargs)
+        except ArgumentsError as exc:
+            return Refusal("bad_arguments", "ArgumentsError", str(exc))
+        return [], {}
+
+    def _takes_no_arguments(self, task: Task[Any, Any]) -> bool:
+        known = self._no_arguments.get(task.name)
+        if known is None:
+            try:
+                task.signature.signature.bind()
+            except TypeError:
+                known = False
+            else:
+                known = True
+            self._no_arguments[task.name] = known
+        return known
+
+    async def throttle(self, task: Task[Any, Any], task_id: str) -> bool:
+        """Wait for the rate limit of a task that has one (with a ``rate_limiter``); False
+        when it was revoked meanwhile.
+
+        Waits before taking an execution slot: only this message's prefetch is held.
+        """
+        rate = task.options.rate_per_second
+        assert rate is not None
+        assert self.rate_limiter is not None
+        await self.rate_limiter.wait(task.name, rate)
+        return self.revoked is None or task_id not in self.revoked
