@@ -529,8 +529,8 @@ def _coalesce_writes(connection: BlockingConnection) -> None:
     """Hand a message's frames (method, header, body) to the socket as one buffer.
 
     pika queues each frame as its own buffer and sends them with one ``send()`` each:
-    three system calls per publish where one does (~5% of a confirmed ``delay()``
-    round trip here). Only when pika has the method this relies on.
+    three system calls per publish where one does. Only when pika has the method this
+    relies on.
     """
     impl = connection._impl
     output = getattr(impl, "_output_marshaled_frames", None)
