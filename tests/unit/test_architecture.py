@@ -141,6 +141,16 @@ def test_every_module_of_the_package_is_in_the_layer_list() -> None:
     assert missing == [], f"add these to the Layers list of docs/architecture.md: {missing}"
 
 
+def test_every_entry_of_the_layer_list_names_a_module_of_the_package() -> None:
+    stale = sorted(
+        entry
+        for entries in LAYERS
+        for entry in entries
+        if not any(covers(entry, module) for module in MODULES)
+    )
+    assert stale == [], f"docs/architecture.md lists modules that do not exist: {stale}"
+
+
 def test_imports_point_downward_only() -> None:
     upward = [
         f"{source} (layer {layer_of(source)}) imports {target} (layer {layer_of(target)})"
