@@ -16,17 +16,17 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from amqpq.errors import ConfigError
-from amqpq.events import events_enabled_by_default
-from amqpq.producer import AsyncProducer, Producer, PublishPolicy, SendContext, TaskPreparer
 from amqpq.registry import Task, TaskOptions, TaskRegistry, TaskSender, task_name_for
-from amqpq.revocations import arevoke, revoke
-from amqpq.rpc import AsyncResult, ResultLinks
 from amqpq.settings import Settings, load_settings
 from amqpq.topology.loader import load_topology, resolve_topology
 from amqpq.topology.models import Topology
+
+if TYPE_CHECKING:
+    from amqpq.producer import AsyncProducer, Producer, SendContext
+    from amqpq.rpc import AsyncResult
 
 __all__ = ["App"]
 
@@ -74,17 +74,32 @@ class App:
         self._aproducers: dict[asyncio.AbstractEventLoop, AsyncProducer] = {}
         self._injected: tuple[Producer, AsyncProducer] | None = None
         self._hooks: dict[str, list[Callable[..., Any]]] = {}
-        self.send_context = SendContext(
-            preparer=TaskPreparer(self.registry, lambda: self.topology),
-            policy=PublishPolicy(self._hooks, send_events=events_enabled_by_default()),
-            links=ResultLinks(
-                revoke=self._revoke,
-                arevoke=self._arevoke,
-                result_from_wire=self._result_from_wire,
-            ),
-        )
-        """What this App's producers are built with (tests build producers with it too)."""
+        self._send_events: bool | None = None
+        self._send_context: SendContext | None = None
         self._sender = TaskSender(producer=lambda: self.producer, aproducer=self.aproducer)
+
+    @property
+    def send_context(self) -> SendContext:
+        """What this App's producers are built with (tests build producers with it too).
+
+        Built on first use: a worker process that never sends does not import the
+        producers, results and revocations (nor hold them in memory).
+        """
+        context = self._send_context
+        if context is None:
+            from amqpq.producer import PublishPolicy, SendContext, TaskPreparer
+            from amqpq.rpc import ResultLinks
+
+            context = self._send_context = SendContext(
+                preparer=TaskPreparer(self.registry, lambda: self.topology),
+                policy=PublishPolicy(self._hooks, send_events=self.send_events),
+                links=ResultLinks(
+                    revoke=self._revoke,
+                    arevoke=self._arevoke,
+                    result_from_wire=self._result_from_wire,
+                ),
+            )
+        return context
 
     @property
     def hooks(self) -> dict[str, list[Callable[..., Any]]]:
@@ -93,16 +108,26 @@ class App:
 
     @hooks.setter
     def hooks(self, value: dict[str, list[Callable[..., Any]]]) -> None:
-        self._hooks = self.send_context.policy.hooks = value
+        self._hooks = value
+        if self._send_context is not None:
+            self._send_context.policy.hooks = value
 
     @property
     def send_events(self) -> bool:
         """Publish a ``task.sent`` event for each task sent (``AMQPQ_EVENTS=1``)."""
-        return self.send_context.policy.send_events
+        if self._send_context is not None:
+            return self._send_context.policy.send_events
+        if self._send_events is None:
+            from amqpq.events import events_enabled_by_default
+
+            self._send_events = events_enabled_by_default()
+        return self._send_events
 
     @send_events.setter
     def send_events(self, value: bool) -> None:
-        self.send_context.policy.send_events = value
+        self._send_events = value
+        if self._send_context is not None:
+            self._send_context.policy.send_events = value
 
     def __repr__(self) -> str:
         return f"<App {self.main or '?'}: {len(self.registry)} tasks>"
@@ -190,7 +215,8 @@ class App:
             return injected[0]
         with self._lock:
             if self._producer is None or self._producer_pid != os.getpid():
-                # pika is loaded by the first sync send, not by importing the App.
+                # The producer and pika are loaded by the first sync send, not with the App.
+                from amqpq.producer import Producer
                 from amqpq.transport.blocking import BlockingBroker
 
                 self._producer = Producer(self.send_context, BlockingBroker(self.settings))
@@ -208,6 +234,7 @@ class App:
             for stale in [lp for lp in self._aproducers if lp.is_closed()]:
                 del self._aproducers[stale]
             # aio-pika is loaded by the first async send, not by importing the App.
+            from amqpq.producer import AsyncProducer
             from amqpq.transport.aio import AsyncSendChannel
 
             producer = AsyncProducer(self.send_context, AsyncSendChannel(self.settings))
@@ -243,6 +270,8 @@ class App:
     # -- what result handles reach (ResultLinks) --------------------------------------------
 
     def _revoke(self, ids: Sequence[str], terminate: bool) -> None:
+        from amqpq.revocations import revoke
+
         revoke(
             self.producer.publish_messages,
             ids,
@@ -251,6 +280,8 @@ class App:
         )
 
     async def _arevoke(self, ids: Sequence[str], terminate: bool) -> None:
+        from amqpq.revocations import arevoke
+
         await arevoke(
             self.aproducer().publish_message,
             ids,

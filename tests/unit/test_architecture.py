@@ -201,6 +201,12 @@ def test_importing_the_app_and_the_worker_loads_no_sync_client_http_or_yaml() ->
     assert loaded_by(modules, ("pika", "httpx", "yaml")) == []
 
 
+def test_a_worker_does_not_import_the_producers_results_or_events() -> None:
+    # A worker never sends: the App builds its send context on first use.
+    modules = "amqpq.app, amqpq.worker.main, amqpq.worker.supervisor"
+    assert loaded_by(modules, ("amqpq.producer", "amqpq.rpc", "amqpq.events")) == []
+
+
 def test_importing_the_app_loads_no_amqp_client_library() -> None:
     # Each producer loads its client library on first use.
     assert loaded_by("amqpq.app", ("pika", "aio_pika", "aiormq")) == []
