@@ -26,7 +26,8 @@ from amqpq.topology.models import Topology
 
 if TYPE_CHECKING:
     from amqpq.producer import AsyncProducer, Producer, SendContext
-    from amqpq.rpc import AsyncResult
+    from amqpq.results import ResultStore
+    from amqpq.rpc import AsyncResult, ResultBackend, ResultLinks
 
 __all__ = ["App"]
 
@@ -62,6 +63,8 @@ class App:
         settings: Settings | None = None,
         url: str | None = None,
         topology: Topology | Path | str | None = None,
+        result_backend: str | None = None,
+        result_expires: float | None = None,
     ) -> None:
         self.main = main
         self.settings = settings or load_settings(url=url)
@@ -77,6 +80,11 @@ class App:
         self._send_events: bool | None = None
         self._send_context: SendContext | None = None
         self._sender = TaskSender(producer=lambda: self.producer, aproducer=self.aproducer)
+        # Result store (docs/results.md): opened on first use, from the argument or
+        # AMQPQ_RESULT_BACKEND; ``result_expires`` likewise.
+        self._result_backend = result_backend
+        self._result_expires = result_expires
+        self._result_store: ResultStore | None = None
 
     @property
     def send_context(self) -> SendContext:
@@ -292,6 +300,54 @@ class App:
     def _result_from_wire(self, task: str, value: Any) -> Any:
         found = self.registry.find(task)
         return found.signature.result_from_wire(value) if found is not None else value
+
+    # -- results by task id (a result store) ------------------------------------------------
+
+    @property
+    def result_store(self) -> ResultStore | None:
+        """The result store ``result_backend=`` (or ``AMQPQ_RESULT_BACKEND``) names, if any."""
+        store = self._result_store
+        if store is None:
+            url = self._result_backend or self.settings.result_backend
+            if url:
+                from amqpq.results import open_store
+
+                with self._lock:
+                    if self._result_store is None:
+                        self._result_store = open_store(url)
+                store = self._result_store
+        return store
+
+    def use_result_store(self, store: ResultStore | None) -> None:
+        """Keep results in this store (``amqpq.testing`` installs one in memory)."""
+        self._result_store = store
+
+    @property
+    def result_expires(self) -> float:
+        """Seconds a stored result is kept unless the task or the call says (default 1 day)."""
+        if self._result_expires is not None:
+            return self._result_expires
+        return self.settings.result_expires
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # Celery's name for it
+        """The result of ``task_id`` read from the result store, from any process."""
+        from amqpq.rpc import AsyncResult
+
+        backend, links = self.result_parts(task_id)
+        return AsyncResult(task_id, backend=backend, links=links)
+
+    def result_parts(self, task_id: str) -> tuple[ResultBackend, ResultLinks]:
+        """What a handle made from an id reads (``AsyncResult(task_id, app=app)``)."""
+        store = self.result_store
+        if store is None:
+            raise ConfigError(
+                f"result of task {task_id}: this App has no result store, so no process can "
+                "read results by id; set result_backend= or AMQPQ_RESULT_BACKEND "
+                "(redis://... or postgresql://..., see docs/results.md)"
+            )
+        from amqpq.results.handle import StoreBackend
+
+        return StoreBackend(store), self.send_context.links
 
     def close(self) -> None:
         """Close the synchronous producer's connection (async ones: ``await app.aclose()``)."""

@@ -80,6 +80,8 @@ class TaskEnvelope(_WireModel):
     parent_id: str | None = None
     root_id: str | None = None
     created_at: datetime | None = None
+    result_expires: float | None = Field(default=None, gt=0)
+    """Seconds a result store keeps this task's result (optional; older workers ignore it)."""
 
 
 class ErrorInfo(_WireModel):

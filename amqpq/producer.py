@@ -77,6 +77,7 @@ SEND_OPTIONS = frozenset(
         "parent_id",
         "priority",
         "queue",
+        "result_expires",
         "result_queue",
         "root_id",
         "routing_key",
@@ -236,6 +237,7 @@ class TaskPreparer:
                 parent_id=options.get("parent_id"),
                 root_id=options.get("root_id"),
                 created_at=now,
+                result_expires=options.get("result_expires"),
             )
         except ValidationError as exc:
             raise ConfigError(f"{name}: invalid task options: {exc.errors()[0]['msg']}") from exc

@@ -142,9 +142,13 @@ class TaskOptions:
     track_started: bool = False
     priority: int | None = None
     expires: float | None = None
+    result_expires: float | None = None
+    """Seconds a result store keeps this task's results (None: the App's ``result_expires``)."""
 
     def __post_init__(self) -> None:
         parse_rate_limit(self.rate_limit)
+        if self.result_expires is not None and self.result_expires <= 0:
+            raise ConfigError(f"task {self.name}: result_expires must be positive")
         if self.max_retries is not None and self.max_retries < 0:
             raise ConfigError(f"task {self.name}: max_retries must be >= 0")
         for limit in (self.soft_time_limit, self.time_limit):

@@ -9,7 +9,9 @@ one, or one for a result object that was dropped) is ignored.
 Direct reply-to replies exist only while the channel that sent the task is
 open: after a reconnect, :meth:`AsyncResult.get` raises a :class:`BrokerError`
 saying the reply was lost. A durable result queue (``result_queue=``) survives
-reconnects, restarts and other processes.
+reconnects, restarts and other processes. With a result store (``result_backend=``),
+``app.AsyncResult(task_id)`` reads a task's state by id from any process, any number of
+times (:mod:`amqpq.results`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "ReplyRouter",
     "ResultBackend",
     "ResultLinks",
+    "ResultSource",
     "remote_error",
 ]
 
@@ -182,6 +185,15 @@ class ResultLinks:
     """``(task name, JSON value)`` -> the task's return value (typed by its hints when known)."""
 
 
+class ResultSource(Protocol):
+    """What ``AsyncResult(task_id, app=app)`` asks the App for (rpc never imports it)."""
+
+    def result_parts(self, task_id: str) -> tuple[ResultBackend, ResultLinks]:
+        """The result store's backend for ``task_id`` and the App's links; ConfigError
+        when the App has no result store."""
+        ...
+
+
 class _HasProducer(Protocol):
     """Where :meth:`AsyncResult.from_queue` finds a producer (an App)."""
 
@@ -211,7 +223,10 @@ class AsyncResult:
         backend: ResultBackend | None = None,
         pending: PendingResult | None = None,
         links: ResultLinks | None = None,
+        app: ResultSource | None = None,
     ) -> None:
+        if app is not None:  # AsyncResult("order-42", app=app): read from the App's store
+            backend, links = app.result_parts(task_id)
         self.id = task_id
         self.task_name = task
         self._links = links
@@ -326,10 +341,37 @@ class AsyncResult:
     def _need_backend(self) -> ResultBackend:
         if self._backend is None:
             raise ConfigError(
-                f"task {self.id} was sent without a reply address (ignore_result): "
-                "no result will come back"
+                f"no result can be collected for task {self.id}: it was sent with "
+                "ignore_result, or this handle was made from an id without a result store "
+                "(set result_backend= or AMQPQ_RESULT_BACKEND, see docs/results.md)"
             )
         return self._backend
+
+    # -- stored results (a result store's handle) -------------------------------------------
+
+    async def arefresh(self) -> TaskState:
+        """Read the state again without blocking the loop (a result store's handle);
+        then ``state``, ``info``, ``result`` and ``ready()`` answer from it."""
+        arefresh = getattr(self._backend, "arefresh", None)
+        if arefresh is not None and not self._pending.settled:
+            await arefresh(self._pending)
+        return self._pending.state
+
+    def forget(self) -> None:
+        """Delete this task's stored result now (a result store's handle)."""
+        self._need_store("forget")(self._pending)
+
+    async def aforget(self) -> None:
+        """:meth:`forget` for asyncio code."""
+        await self._need_store("aforget")(self._pending)
+
+    def _need_store(self, method: str) -> Any:
+        found = getattr(self._backend, method, None)
+        if found is None:
+            raise ConfigError(
+                f"task {self.id}: forget() needs a result store; this result is not stored"
+            )
+        return found
 
     def _outcome(self, timeout: float | None, propagate: bool) -> Any:
         pending = self._pending

@@ -136,6 +136,12 @@ class Settings(BaseModel):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_verify: bool = True
+    result_backend: str | None = Field(
+        default=None, description="result store URL: redis://... or postgresql://... (none: off)"
+    )
+    result_expires: float = Field(
+        default=86_400.0, gt=0, description="seconds a stored result is kept (default 1 day)"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -58,6 +58,7 @@ from amqpq.delay import HEADER_DELAY_EXCHANGE, HEADER_DELAY_QUEUE
 from amqpq.envelope import TaskEnvelope
 from amqpq.errors import AmqpqError, ConfigError, DecodeError
 from amqpq.producer import AsyncProducer, Producer
+from amqpq.results.memory import MemoryStore
 from amqpq.topology.infra import dead_letter_queue_name
 from amqpq.transport.memory import (
     MemoryAsyncSendTransport,
@@ -268,6 +269,9 @@ class TestBroker:
         self._deliver: DeliveryGuard | None = None
         self._draining = 0
         self._open = False
+        self.results = MemoryStore()
+        """Every task's state by id, as a result store keeps it: while the broker is open,
+        ``app.AsyncResult(task_id)`` reads from here (no Redis or PostgreSQL needed)."""
 
     def __repr__(self) -> str:
         return f"<TestBroker {self.app!r}{' eager' if self.eager else ''}>"
@@ -277,6 +281,7 @@ class TestBroker:
     def start(self) -> TestBroker:
         """Route the App's producers into this broker (``with`` does it for you)."""
         self.app.use_producers((self.producer, self.aproducer))
+        self.app.use_result_store(self.results)
         self._open = True
         return self
 
@@ -284,6 +289,7 @@ class TestBroker:
         """Give the App its own producers back and stop the in-process worker."""
         if self._open:
             self.app.use_producers(None)
+            self.app.use_result_store(None)
             self._open = False
         loop, thread, pool = self._loop, self._thread, self._pool
         self._loop = self._thread = self._pool = self._deliver = None
@@ -479,6 +485,8 @@ class TestBroker:
                 queues=self.queues,
                 rate_limits=False,
                 bound_redeliveries=False,
+                result_store=self.results,
+                result_expires=self.app.result_expires,
             ),
         )
 

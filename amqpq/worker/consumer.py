@@ -156,16 +156,22 @@ class MessageHandler:
 
             if not options.acks_late:
                 await outcomes.ack(delivery)
+            recorder = outcomes.recorder  # the result store's writer, if any
             if reply_to and options.track_started:
                 await outcomes.reply(delivery, reply_to, envelope, TaskState.STARTED)
+            if recorder is not None and options.track_started:
+                await recorder.record(envelope, TaskState.STARTED)
 
             async def progress(state: str, meta: dict[str, Any] | None) -> None:
-                if reply_to:
+                if reply_to or recorder is not None:
                     known = _STATES.get(state)
                     if known is None or known.is_final:
                         meta = {**(meta or {}), "state": state}
                         known = TaskState.PROGRESS
-                    await outcomes.reply(delivery, reply_to, envelope, known, meta=meta)
+                    if reply_to:
+                        await outcomes.reply(delivery, reply_to, envelope, known, meta=meta)
+                    if recorder is not None:
+                        await recorder.record(envelope, known, meta=meta)
 
             job = Job(task, args, kwargs, envelope.args, envelope.kwargs, request, progress)
             started = time.monotonic()

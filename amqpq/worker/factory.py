@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from amqpq.registry import TaskRegistry
 from amqpq.topology.models import Topology
@@ -29,6 +30,9 @@ from amqpq.worker.pools import LocalPool, Pool, ProcessPool
 from amqpq.worker.ratelimit import RateLimiter
 from amqpq.worker.redelivery import RedeliveryBound, bounded_queues
 from amqpq.worker.stats import WorkerStats
+
+if TYPE_CHECKING:
+    from amqpq.results import ResultStore
 
 __all__ = ["DeliveryGuard", "HandlerOptions", "PoolSpec", "build_handler", "make_pool"]
 
@@ -69,6 +73,10 @@ class HandlerOptions:
     """Apply per-task rate limits (the test broker does not: its clock is virtual)."""
     bound_redeliveries: bool = True
     """Count redeliveries of classic queues with a delivery limit (:mod:`redelivery`)."""
+    result_store: ResultStore | None = None
+    """Where every task state is stored (the App's ``result_store``), if anywhere."""
+    result_expires: float = 86_400.0
+    """Seconds a stored result is kept unless the task or the call says."""
 
 
 class DeliveryGuard:
@@ -126,6 +134,18 @@ def build_handler(
     infra = topology.infrastructure
     deadletters = DeadLetterer(republisher, dead_letter_targets(topology, queues))
     events = TaskEvents(stats, hooks, observers)
+    outcomes = Outcomes(
+        Publishers(replies, republisher, deadletters),
+        DelayLevels(infra.prefix, infra.delay),
+        events,
+        options.worker_name,
+    )
+    if options.result_store is not None:  # imported only when a store is configured
+        from amqpq.results.recorder import ResultRecorder
+
+        outcomes.recorder = ResultRecorder(
+            options.result_store, registry, options.result_expires, options.worker_name
+        )
     handler = MessageHandler(
         admission=Admission(
             registry,
@@ -134,12 +154,7 @@ def build_handler(
             revoked=revoked,
             rate_limiter=RateLimiter() if options.rate_limits else None,
         ),
-        outcomes=Outcomes(
-            Publishers(replies, republisher, deadletters),
-            DelayLevels(infra.prefix, infra.delay),
-            events,
-            options.worker_name,
-        ),
+        outcomes=outcomes,
         events=events,
         pool=pool,
         concurrency=pool.size,

@@ -179,6 +179,8 @@ class Worker:
                     worker_name=self.name,
                     queues=self.queues,
                     max_body_size=options.max_body_size,
+                    result_store=self.app.result_store,
+                    result_expires=self.app.result_expires,
                 ),
                 revoked=operations.revocations,
                 observers=observers,

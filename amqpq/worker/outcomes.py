@@ -18,7 +18,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amqpq.codec import OutgoingMessage, encode_reply, fresh_headers
 from amqpq.delay import plan_delay
@@ -32,6 +32,9 @@ from amqpq.worker.deadletter import DeadLetterer
 from amqpq.worker.execution import Outcome, RetryRequest, Status, retry_countdown
 from amqpq.worker.fanout import TaskEvents
 from amqpq.worker.pools import Job
+
+if TYPE_CHECKING:
+    from amqpq.results.recorder import ResultRecorder
 
 __all__ = ["DelayLevels", "Outcomes", "Publishers"]
 
@@ -74,6 +77,9 @@ class Outcomes:
         # Message ids whose task finished (reply sent) but whose ack was dropped because the
         # connection closed under it. When the broker redelivers one, ack it, do not rerun it.
         self._done_unacked: OrderedDict[str, None] = OrderedDict()
+        # The result store's writer (factory.build_handler), None without a store: every
+        # state is stored before the ack (amqpq.results.recorder retries a store that is down).
+        self.recorder: ResultRecorder | None = None
 
     # -- the outcomes -----------------------------------------------------------------------
 
@@ -99,6 +105,8 @@ class Outcomes:
                 await self.reply(
                     delivery, reply_to, envelope, TaskState.SUCCESS, result=outcome.result
                 )
+            if self.recorder is not None:  # result store
+                await self.recorder.record(envelope, TaskState.SUCCESS, result=outcome.result)
             await self.ack(delivery)
         elif status is _RETRY:
             await self.retry(delivery, envelope, job.task, outcome, job.request)
@@ -168,6 +176,14 @@ class Outcomes:
                 retries=envelope.retries + 1,
                 meta={"countdown": countdown, "eta": eta.isoformat()},
             )
+        if self.recorder is not None:  # result store
+            await self.recorder.record(
+                envelope,
+                TaskState.RETRY,
+                error=outcome.error,
+                retries=envelope.retries + 1,
+                meta={"countdown": countdown, "eta": eta.isoformat()},
+            )
         await self.ack(delivery)
 
     async def fail(
@@ -189,6 +205,8 @@ class Outcomes:
         reply_to = delivery.properties.reply_to
         if reply_to:
             await self.reply(delivery, reply_to, envelope, TaskState.FAILURE, error=error)
+        if self.recorder is not None:  # result store
+            await self.recorder.record(envelope, TaskState.FAILURE, error=error)
         await self.deadletters.dead_letter(delivery, reason, error.type, error.message)
 
     async def reject(
@@ -201,7 +219,7 @@ class Outcomes:
         self._events.rejected(
             task, task_id, delivery.queue, reason=refusal.reason, message=refusal.message
         )
-        if props.reply_to and task_id:
+        if (props.reply_to or self.recorder is not None) and task_id:
             reply = Reply.model_construct(
                 id=task_id,
                 task=envelope.task if envelope else None,
@@ -210,7 +228,10 @@ class Outcomes:
                 retries=envelope.retries if envelope else 0,
                 worker=self._worker,
             )
-            await self.publish_reply(delivery, props.reply_to, reply)
+            if props.reply_to:
+                await self.publish_reply(delivery, props.reply_to, reply)
+            if self.recorder is not None:  # result store
+                await self.recorder.record_reply(reply, envelope)
         await self.deadletters.dead_letter(
             delivery, refusal.reason, refusal.error_type, refusal.message
         )
@@ -228,15 +249,12 @@ class Outcomes:
             envelope.task, envelope.id, delivery.queue, terminated=terminated, runtime=runtime
         )
         reply_to = delivery.properties.reply_to
+        message = "terminated while running" if terminated else "revoked"
+        error = ErrorInfo(type="TaskRevokedError", message=f"task {envelope.id} {message}")
         if reply_to:
-            message = "terminated while running" if terminated else "revoked"
-            await self.reply(
-                delivery,
-                reply_to,
-                envelope,
-                TaskState.REVOKED,
-                error=ErrorInfo(type="TaskRevokedError", message=f"task {envelope.id} {message}"),
-            )
+            await self.reply(delivery, reply_to, envelope, TaskState.REVOKED, error=error)
+        if self.recorder is not None:  # result store
+            await self.recorder.record(envelope, TaskState.REVOKED, error=error)
         await self.ack(delivery)
 
     async def redelay(self, delivery: Delivery, envelope: TaskEnvelope, wait: timedelta) -> None:

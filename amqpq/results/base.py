@@ -1,0 +1,158 @@
+"""The model of a stored result and the interface every result store implements."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from amqpq.envelope import ErrorInfo, Reply, TaskState
+from amqpq.errors import BrokerError, ConfigError
+from amqpq.settings import hide_password
+
+__all__ = [
+    "DEFAULT_RESULT_EXPIRES",
+    "ResultStore",
+    "ResultStoreError",
+    "StoredResult",
+    "decode_stored",
+    "encode_stored",
+    "open_store",
+    "url_options",
+]
+
+DEFAULT_RESULT_EXPIRES = 86_400.0
+"""Seconds a stored result is kept (one day) unless the App, the task or the call says."""
+
+
+class ResultStoreError(BrokerError):
+    """The result store cannot be reached or refused an operation (the URL is named,
+    its password hidden)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """One task's last known state: the worker's reply (id, task name, state, result,
+    error, progress meta, retries, worker) and when it was stored."""
+
+    reply: Reply
+    date_done: datetime
+
+    @property
+    def state(self) -> TaskState:
+        return self.reply.state
+
+
+def encode_stored(reply: Reply, now: datetime | None = None) -> str:
+    """The JSON text a store keeps. Raises ValueError for a result JSON cannot hold."""
+    data = reply.model_dump(mode="json", exclude_none=True)
+    data["date_done"] = (now or datetime.now(UTC)).isoformat()
+    try:
+        return json.dumps(data, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the result is not JSON: {exc}") from None
+
+
+def decode_stored(text: str | bytes) -> StoredResult:
+    data = json.loads(text)
+    done = data.pop("date_done", None)
+    when = datetime.fromisoformat(done) if done else datetime.now(UTC)
+    return StoredResult(Reply.model_validate(data), when)
+
+
+def encode_error_instead(reply: Reply, exc: Exception) -> str:
+    """What is stored when the result cannot be: a FAILURE naming why (nothing is lost
+    silently; the caller gets an EncodeError)."""
+    failed = reply.model_copy(
+        update={
+            "state": TaskState.FAILURE,
+            "result": None,
+            "error": ErrorInfo(type="EncodeError", message=str(exc)),
+        }
+    )
+    return encode_stored(failed)
+
+
+def url_options(url: str) -> Mapping[str, str]:
+    """The query options of a store URL (``?prefix=`` for Redis, ``?table=`` for PostgreSQL)."""
+    return {key: values[-1] for key, values in parse_qs(urlsplit(url).query).items()}
+
+
+class ResultStore(Protocol):
+    """Where results are kept by task id. Sync methods for plain code, ``a*`` twins for
+    asyncio; each may raise :class:`ResultStoreError`. ``wait`` returns once the task is
+    final or the timeout passed, without a store round trip per poll."""
+
+    url: str
+    """The store's URL with its password hidden (for messages)."""
+
+    def save(self, reply: Reply, expires: float) -> None: ...
+    def load(self, task_id: str) -> StoredResult | None: ...
+    def forget(self, task_id: str) -> None: ...
+    def wait(self, task_id: str, timeout: float | None) -> StoredResult | None: ...
+    def close(self) -> None: ...
+
+    async def asave(self, reply: Reply, expires: float) -> None: ...
+    async def aload(self, task_id: str) -> StoredResult | None: ...
+    async def aforget(self, task_id: str) -> None: ...
+    async def await_final(self, task_id: str, timeout: float | None) -> StoredResult | None: ...
+    async def aclose(self) -> None: ...
+
+
+_SCHEMES = {
+    "redis": "redis",
+    "rediss": "redis",
+    "postgresql": "postgres",
+    "postgres": "postgres",
+    "memory": "memory",
+}
+
+
+def open_store(url: str) -> ResultStore:
+    """The store a URL names (nothing connects yet). Unknown scheme or missing extra:
+    one :class:`ConfigError` line."""
+    shown = hide_password(url)
+    scheme = urlsplit(url).scheme.lower()
+    kind = _SCHEMES.get(scheme)
+    if kind is None:
+        raise ConfigError(
+            f"result backend {shown!r}: unknown scheme {scheme or '(none)'!r}; "
+            "use redis://, rediss://, postgresql:// or memory://"
+        )
+    if kind == "memory":
+        from amqpq.results.memory import MemoryStore
+
+        return MemoryStore()
+    extra = "redis" if kind == "redis" else "postgres"
+    try:
+        if kind == "redis":
+            from amqpq.results.redis_store import RedisStore
+
+            return RedisStore(url)
+        from amqpq.results.postgres_store import PostgresStore
+
+        return PostgresStore(url)
+    except ImportError as exc:
+        raise ConfigError(
+            f"result backend {shown}: {exc.name or 'a client library'} is not installed; "
+            f"pip install 'amqpq[{extra}]'"
+        ) from None
+
+
+def is_final(stored: StoredResult | None) -> bool:
+    return stored is not None and stored.reply.state.is_final
+
+
+def remaining_of(deadline: float | None, now: float) -> float | None:
+    return None if deadline is None else max(0.0, deadline - now)
+
+
+def as_json(stored: StoredResult) -> dict[str, Any]:
+    """The stored state as one JSON object (``amqpq result --json``)."""
+    data = stored.reply.model_dump(mode="json", exclude_none=True)
+    data.pop("protocol", None)
+    data["date_done"] = stored.date_done.isoformat()
+    return data
