@@ -24,6 +24,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "beat": ("amqpq.cli.beat", "beat"),
     "inspect": ("amqpq.cli.inspect", "inspect"),
     "revoke": ("amqpq.cli.revoke", "revoke"),
+    "result": ("amqpq.cli.result", "result"),
     "events": ("amqpq.cli.events", "events"),
     "topology": ("amqpq.cli.topology", "app"),
     "dlq": ("amqpq.cli.dlq", "app"),
