@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: .venv + local RabbitMQ + ruff + mypy + pytest.
+# The whole test suite: .venv + local RabbitMQ, Redis and PostgreSQL + ruff + mypy + pytest.
 # Extra arguments go to pytest, e.g. ./scripts/test.sh -k topology -x
 # AMQPQ_SKIP_LINT=1 skips ruff and mypy (quick pytest-only runs).
 set -euo pipefail
@@ -9,6 +9,7 @@ cd "$REPO_ROOT"
 
 "$REPO_ROOT/scripts/venv.sh"
 "$REPO_ROOT/scripts/broker.sh" >/dev/null
+"$REPO_ROOT/scripts/services.sh"
 
 VENV_BIN="$REPO_ROOT/.venv/bin"
 failed=()
