@@ -336,7 +336,7 @@ class App:
         backend, links = self.result_parts(task_id)
         return AsyncResult(task_id, backend=backend, links=links)
 
-    def result_parts(self, task_id: str) -> tuple[ResultBackend, ResultLinks]:
+    def result_parts(self, task_id: str) -> tuple[ResultBackend, ResultLinks | None]:
         """What a handle made from an id reads (``AsyncResult(task_id, app=app)``)."""
         store = self.result_store
         if store is None:

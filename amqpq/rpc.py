@@ -188,7 +188,7 @@ class ResultLinks:
 class ResultSource(Protocol):
     """What ``AsyncResult(task_id, app=app)`` asks the App for (rpc never imports it)."""
 
-    def result_parts(self, task_id: str) -> tuple[ResultBackend, ResultLinks]:
+    def result_parts(self, task_id: str) -> tuple[ResultBackend, ResultLinks | None]:
         """The result store's backend for ``task_id`` and the App's links; ConfigError
         when the App has no result store."""
         ...

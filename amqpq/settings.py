@@ -84,8 +84,7 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise ConfigError(
             f"invalid broker URL {shown!r}: the scheme must be amqp:// or amqps://"
             + (
-                " (that looks like the management API's address: set it with "
-                "AMQPQ_MANAGEMENT_URL)"
+                " (that looks like the management API's address: set it with AMQPQ_MANAGEMENT_URL)"
                 if parts.scheme in ("http", "https")
                 else ""
             )

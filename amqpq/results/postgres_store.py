@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
 
 from amqpq.envelope import Reply
 from amqpq.errors import ConfigError
@@ -62,10 +63,8 @@ class PostgresStore:
             )
         self._conninfo = _without_options(url)
         self._lock = threading.Lock()
-        self._sync: psycopg.Connection[tuple[object, ...]] | None = None
-        self._async: dict[
-            asyncio.AbstractEventLoop, psycopg.AsyncConnection[tuple[object, ...]]
-        ] = {}
+        self._sync: psycopg.Connection[TupleRow] | None = None
+        self._async: dict[asyncio.AbstractEventLoop, psycopg.AsyncConnection[TupleRow]] = {}
         self._next_purge = 0.0
         t = sql.Identifier(self.table)
         self._create = [
@@ -111,14 +110,14 @@ class PostgresStore:
 
     # -- sync -------------------------------------------------------------------------------
 
-    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+    def _connect(self) -> psycopg.Connection[TupleRow]:
         conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT)
         for statement in self._create:
             with contextlib.suppress(*_RACED):  # another process created it just now
                 conn.execute(statement)
         return conn
 
-    def _run(self, query: sql.Composed, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+    def _run(self, query: sql.Composed, params: tuple[object, ...]) -> list[TupleRow]:
         with self._lock:
             try:
                 if self._sync is None or self._sync.closed:
@@ -172,7 +171,7 @@ class PostgresStore:
 
     # -- asyncio ----------------------------------------------------------------------------
 
-    async def _aconn(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    async def _aconn(self) -> psycopg.AsyncConnection[TupleRow]:
         loop = asyncio.get_running_loop()
         conn = self._async.get(loop)
         if conn is None or conn.closed:
@@ -187,9 +186,7 @@ class PostgresStore:
             self._async[loop] = conn
         return conn
 
-    async def _arun(
-        self, query: sql.Composed, params: tuple[object, ...]
-    ) -> list[tuple[object, ...]]:
+    async def _arun(self, query: sql.Composed, params: tuple[object, ...]) -> list[TupleRow]:
         conn = None
         try:
             conn = await self._aconn()

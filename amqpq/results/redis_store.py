@@ -119,7 +119,7 @@ class RedisStore:
         deadline = None if timeout is None else time.monotonic() + timeout
         key = self.key(task_id)
         try:
-            pubsub = self._client().pubsub(ignore_subscribe_messages=True)
+            pubsub = self._client().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(key)  # before the read: no write falls in between
                 stored = self.load(task_id)
@@ -186,7 +186,7 @@ class RedisStore:
                         stored = decode_stored(message["data"])
                 return stored
             finally:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
         except RedisError as exc:
             raise self._error(exc) from None
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from amqpq.errors import ConfigError
 from amqpq.registry import TaskRegistry
 from amqpq.topology.infra import work_queues
 from amqpq.topology.models import Topology
+
+if TYPE_CHECKING:
+    from amqpq.results import ResultStore
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -30,6 +33,14 @@ class WorkerApp(Protocol):
 
     main: str | None
     registry: TaskRegistry
+
+    @property
+    def result_store(self) -> ResultStore | None:
+        """Where the worker stores every task's state (docs/results.md), if anywhere."""
+        ...
+
+    @property
+    def result_expires(self) -> float: ...
 
 
 def default_concurrency(pool: PoolKind) -> int:
