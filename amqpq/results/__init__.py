@@ -1,7 +1,7 @@
 """Result stores: every task's state and result kept by task id, readable from any process.
 
 :mod:`~amqpq.results.base` holds the model (:class:`StoredResult`) and the interface
-(:class:`ResultStore`, sync and async twins); :func:`open_store` builds the store a URL
+(:class:`ResultStore`, sync and async twins); (:mod:`~amqpq.results.opening`) :func:`open_store` builds the store a URL
 names: ``redis://`` (:mod:`~amqpq.results.redis_store`), ``postgresql://``
 (:mod:`~amqpq.results.postgres_store`) or ``memory://`` (:mod:`~amqpq.results.memory`,
 for ``amqpq.testing``). The client libraries (redis-py, psycopg) are imported only here,
@@ -13,8 +13,8 @@ from amqpq.results.base import (
     ResultStore,
     ResultStoreError,
     StoredResult,
-    open_store,
 )
+from amqpq.results.opening import open_store
 
 __all__ = [
     "DEFAULT_RESULT_EXPIRES",

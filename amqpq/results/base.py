@@ -10,8 +10,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from amqpq.envelope import ErrorInfo, Reply, TaskState
-from amqpq.errors import BrokerError, ConfigError
-from amqpq.settings import hide_password
+from amqpq.errors import BrokerError
 
 __all__ = [
     "DEFAULT_RESULT_EXPIRES",
@@ -20,7 +19,6 @@ __all__ = [
     "StoredResult",
     "decode_stored",
     "encode_stored",
-    "open_store",
     "url_options",
 ]
 
@@ -48,11 +46,11 @@ class StoredResult:
 
 def encode_stored(reply: Reply, now: datetime | None = None) -> str:
     """The JSON text a store keeps. Raises ValueError for a result JSON cannot hold."""
-    data = reply.model_dump(mode="json", exclude_none=True)
-    data["date_done"] = (now or datetime.now(UTC)).isoformat()
     try:
-        return json.dumps(data, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        data = reply.model_dump(mode="json", exclude_none=True)
+        data["date_done"] = (now or datetime.now(UTC)).isoformat()
+        return json.dumps(data, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:  # pydantic's serialisation error is a ValueError
         raise ValueError(f"the result is not JSON: {exc}") from None
 
 
@@ -100,46 +98,6 @@ class ResultStore(Protocol):
     async def aforget(self, task_id: str) -> None: ...
     async def await_final(self, task_id: str, timeout: float | None) -> StoredResult | None: ...
     async def aclose(self) -> None: ...
-
-
-_SCHEMES = {
-    "redis": "redis",
-    "rediss": "redis",
-    "postgresql": "postgres",
-    "postgres": "postgres",
-    "memory": "memory",
-}
-
-
-def open_store(url: str) -> ResultStore:
-    """The store a URL names (nothing connects yet). Unknown scheme or missing extra:
-    one :class:`ConfigError` line."""
-    shown = hide_password(url)
-    scheme = urlsplit(url).scheme.lower()
-    kind = _SCHEMES.get(scheme)
-    if kind is None:
-        raise ConfigError(
-            f"result backend {shown!r}: unknown scheme {scheme or '(none)'!r}; "
-            "use redis://, rediss://, postgresql:// or memory://"
-        )
-    if kind == "memory":
-        from amqpq.results.memory import MemoryStore
-
-        return MemoryStore()
-    extra = "redis" if kind == "redis" else "postgres"
-    try:
-        if kind == "redis":
-            from amqpq.results.redis_store import RedisStore
-
-            return RedisStore(url)
-        from amqpq.results.postgres_store import PostgresStore
-
-        return PostgresStore(url)
-    except ImportError as exc:
-        raise ConfigError(
-            f"result backend {shown}: {exc.name or 'a client library'} is not installed; "
-            f"pip install 'amqpq[{extra}]'"
-        ) from None
 
 
 def is_final(stored: StoredResult | None) -> bool:
