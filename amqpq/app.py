@@ -355,9 +355,13 @@ class App:
             producer, self._producer = self._producer, None
         if producer is not None and self._producer_pid == os.getpid():
             producer.close()
+        if self._result_store is not None:
+            self._result_store.close()
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
         producer = self._aproducers.pop(loop, None)
         if producer is not None:
             await producer.close()
+        if self._result_store is not None:
+            await self._result_store.aclose()
