@@ -3,6 +3,9 @@ its store write. Only Redis servers these tests start themselves are stopped (by
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +34,7 @@ def redis_servers() -> Iterator[list[RedisServer]]:
 
 
 def unacked(management: httpx.Client, vhost: str, queue: str) -> int:
-    info = management.get(f"/api/queues/{quote(vhost, safe='')}/{queue}").json()
+    info = management.get(f"/queues/{quote(vhost, safe='')}/{queue}").json()
     return int(info.get("messages_unacknowledged", 0))
 
 
@@ -82,15 +85,19 @@ async def test_worker_killed_before_the_store_write_runs_the_task_again(
     env = amqpq_env(broker_url, AMQPQ_RESULT_BACKEND=store_url)
     runs = tmp_path / "runs"
     task_id = f"killed-{uuid.uuid4().hex[:6]}"
-    first = amqpq_processes.start(
-        "worker", "-A", "results_tasks", env=env, cwd=HERE, own_session=True
-    )
+    first = amqpq_processes.start("worker", "-A", "results_tasks", env=env, cwd=HERE)
     await first.started()
     app = App("rt", url=broker_url, topology=TOPOLOGY, result_backend=store_url)
     try:
         app.send_task("rt.marked", [str(runs)], task_id=task_id, ignore_result=True)
-        await first.wait_for_log(f"result of id={task_id} (SUCCESS) not stored, attempt 1")
-        first.stop()  # SIGKILL by PID, before any store write succeeded
+        line = f"result of id={task_id} (SUCCESS) not stored, attempt 1"
+        await first.wait_for_log(line)
+        # SIGKILL the worker process that holds it (by the PID it logged), before any store
+        # write succeeded; then the rest of the first worker's processes.
+        holder = re.search(rf"amqpq\.worker\[(\d+)\] {re.escape(line)}", first.log())
+        assert holder is not None
+        os.kill(int(holder.group(1)), signal.SIGKILL)
+        first.stop()
         assert runs.read_text().count("ran") == 1
         redis_servers.append(RedisServer(port).start())
         second = amqpq_processes.start("worker", "-A", "results_tasks", env=env, cwd=HERE)
