@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
-from amqpq.envelope import ErrorInfo, Reply, TaskEnvelope, TaskState
+from amqpq.envelope import Reply, TaskEnvelope
 from amqpq.registry import TaskRegistry
 from amqpq.results.base import ResultStore, ResultStoreError
 
@@ -28,15 +27,12 @@ _MAX_BACKOFF = 30.0
 class ResultRecorder:
     """Writes the states of one worker's tasks to its App's result store."""
 
-    __slots__ = ("_expires", "_registry", "_store", "_worker")
+    __slots__ = ("_expires", "_registry", "_store")
 
-    def __init__(
-        self, store: ResultStore, registry: TaskRegistry, expires: float, worker_name: str
-    ) -> None:
+    def __init__(self, store: ResultStore, registry: TaskRegistry, expires: float) -> None:
         self._store = store
         self._registry = registry
         self._expires = expires
-        self._worker = worker_name
 
     def expires_for(self, envelope: TaskEnvelope | None, task_name: str | None) -> float | None:
         """Per call (the envelope), else per task, else the App's ``result_expires``;
@@ -50,31 +46,9 @@ class ResultRecorder:
             return task.options.result_expires
         return self._expires
 
-    async def record(
-        self,
-        envelope: TaskEnvelope,
-        state: TaskState,
-        *,
-        result: Any = None,
-        error: ErrorInfo | None = None,
-        meta: dict[str, Any] | None = None,
-        retries: int | None = None,
-    ) -> None:
-        """Store ``state``; a final one is retried until the store has it."""
-        reply = Reply.model_construct(
-            id=envelope.id,
-            task=envelope.task,
-            state=state,
-            result=result,
-            error=error,
-            meta=meta,
-            retries=envelope.retries if retries is None else retries,
-            worker=self._worker,
-        )
-        await self.record_reply(reply, envelope)
-
-    async def record_reply(self, reply: Reply, envelope: TaskEnvelope | None) -> None:
-        """Store a reply as built for the caller (a refused delivery may have no envelope)."""
+    async def record(self, reply: Reply, envelope: TaskEnvelope | None) -> None:
+        """Store a state as the worker tells it to the caller; a final one is retried until
+        the store has it (a refused delivery may have no envelope)."""
         expires = self.expires_for(envelope, reply.task)
         if expires is not None:
             await self._save(reply, expires, final=reply.state.is_final)

@@ -160,7 +160,7 @@ class MessageHandler:
             if reply_to and options.track_started:
                 await outcomes.reply(delivery, reply_to, envelope, TaskState.STARTED)
             if recorder is not None and options.track_started:
-                await recorder.record(envelope, TaskState.STARTED)
+                await recorder.record(outcomes.make_reply(envelope, TaskState.STARTED), envelope)
 
             async def progress(state: str, meta: dict[str, Any] | None) -> None:
                 if reply_to or recorder is not None:
@@ -171,7 +171,8 @@ class MessageHandler:
                     if reply_to:
                         await outcomes.reply(delivery, reply_to, envelope, known, meta=meta)
                     if recorder is not None:
-                        await recorder.record(envelope, known, meta=meta)
+                        stored = outcomes.make_reply(envelope, known, meta=meta)
+                        await recorder.record(stored, envelope)
 
             job = Job(task, args, kwargs, envelope.args, envelope.kwargs, request, progress)
             started = time.monotonic()

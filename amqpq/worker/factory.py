@@ -143,9 +143,7 @@ def build_handler(
     if options.result_store is not None:  # imported only when a store is configured
         from amqpq.results.recorder import ResultRecorder
 
-        outcomes.recorder = ResultRecorder(
-            options.result_store, registry, options.result_expires, options.worker_name
-        )
+        outcomes.recorder = ResultRecorder(options.result_store, registry, options.result_expires)
     handler = MessageHandler(
         admission=Admission(
             registry,

@@ -106,7 +106,8 @@ class Outcomes:
                     delivery, reply_to, envelope, TaskState.SUCCESS, result=outcome.result
                 )
             if self.recorder is not None:  # result store
-                await self.recorder.record(envelope, TaskState.SUCCESS, result=outcome.result)
+                stored = self.make_reply(envelope, TaskState.SUCCESS, result=outcome.result)
+                await self.recorder.record(stored, envelope)
             await self.ack(delivery)
         elif status is _RETRY:
             await self.retry(delivery, envelope, job.task, outcome, job.request)
@@ -177,13 +178,14 @@ class Outcomes:
                 meta={"countdown": countdown, "eta": eta.isoformat()},
             )
         if self.recorder is not None:  # result store
-            await self.recorder.record(
+            stored = self.make_reply(
                 envelope,
                 TaskState.RETRY,
                 error=outcome.error,
                 retries=envelope.retries + 1,
                 meta={"countdown": countdown, "eta": eta.isoformat()},
             )
+            await self.recorder.record(stored, envelope)
         await self.ack(delivery)
 
     async def fail(
@@ -206,7 +208,9 @@ class Outcomes:
         if reply_to:
             await self.reply(delivery, reply_to, envelope, TaskState.FAILURE, error=error)
         if self.recorder is not None:  # result store
-            await self.recorder.record(envelope, TaskState.FAILURE, error=error)
+            await self.recorder.record(
+                self.make_reply(envelope, TaskState.FAILURE, error=error), envelope
+            )
         await self.deadletters.dead_letter(delivery, reason, error.type, error.message)
 
     async def reject(
@@ -231,7 +235,7 @@ class Outcomes:
             if props.reply_to:
                 await self.publish_reply(delivery, props.reply_to, reply)
             if self.recorder is not None:  # result store
-                await self.recorder.record_reply(reply, envelope)
+                await self.recorder.record(reply, envelope)
         await self.deadletters.dead_letter(
             delivery, refusal.reason, refusal.error_type, refusal.message
         )
@@ -254,7 +258,9 @@ class Outcomes:
         if reply_to:
             await self.reply(delivery, reply_to, envelope, TaskState.REVOKED, error=error)
         if self.recorder is not None:  # result store
-            await self.recorder.record(envelope, TaskState.REVOKED, error=error)
+            await self.recorder.record(
+                self.make_reply(envelope, TaskState.REVOKED, error=error), envelope
+            )
         await self.ack(delivery)
 
     async def redelay(self, delivery: Delivery, envelope: TaskEnvelope, wait: timedelta) -> None:
@@ -318,7 +324,23 @@ class Outcomes:
         meta: dict[str, Any] | None = None,
         retries: int | None = None,
     ) -> None:
-        reply = Reply.model_construct(
+        reply = self.make_reply(
+            envelope, state, result=result, error=error, meta=meta, retries=retries
+        )
+        await self.publish_reply(delivery, reply_to, reply)
+
+    def make_reply(
+        self,
+        envelope: TaskEnvelope,
+        state: TaskState,
+        *,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+        meta: dict[str, Any] | None = None,
+        retries: int | None = None,
+    ) -> Reply:
+        """What the caller is told and the result store keeps."""
+        return Reply.model_construct(
             id=envelope.id,
             task=envelope.task,
             state=state,
@@ -328,7 +350,6 @@ class Outcomes:
             retries=envelope.retries if retries is None else retries,
             worker=self._worker,
         )
-        await self.publish_reply(delivery, reply_to, reply)
 
     async def publish_reply(self, delivery: Delivery, reply_to: str, reply: Reply) -> None:
         try:

@@ -6,7 +6,7 @@ import pytest
 
 from amqpq.app import App
 from amqpq.envelope import TaskState
-from amqpq.errors import ConfigError, RemoteTaskError
+from amqpq.errors import ConfigError, RemoteTaskError, TaskRejectedError
 from amqpq.rpc import AsyncResult
 from amqpq.settings import Settings
 from amqpq.testing import TestBroker
@@ -79,3 +79,17 @@ async def test_async_twins_in_the_test_broker(topology: Topology) -> None:
         assert await handle.aget(timeout=5) is not None
         await handle.aforget()
         assert await app.AsyncResult("p-1").arefresh() is TaskState.PENDING
+
+
+def test_rejected_and_retried_states_are_stored(topology: Topology) -> None:
+    app = make_app(topology)
+    with TestBroker(app) as broker:
+        app.send_task("tests.not_a_task", task_id="bad-args")  # no such task: REJECTED
+        app.send_task("tests.flaky", [1], task_id="flaky-1")
+        broker.run_all()
+        rejected = app.AsyncResult("bad-args")
+        assert rejected.state is TaskState.REJECTED
+        with pytest.raises(TaskRejectedError):
+            rejected.get()
+        assert app.AsyncResult("flaky-1").state is TaskState.RETRY
+        assert app.AsyncResult("flaky-1").info is not None
