@@ -19,6 +19,7 @@ __all__ = [
     "StoredResult",
     "decode_stored",
     "encode_stored",
+    "stored_text",
     "url_options",
 ]
 
@@ -72,6 +73,15 @@ def encode_error_instead(reply: Reply, exc: Exception) -> str:
         }
     )
     return encode_stored(failed)
+
+
+def stored_text(reply: Reply) -> str:
+    """The JSON a store keeps for ``reply``: as is, or an EncodeError FAILURE when the
+    result cannot be JSON."""
+    try:
+        return encode_stored(reply)
+    except ValueError as exc:
+        return encode_error_instead(reply, exc)
 
 
 def url_options(url: str) -> Mapping[str, str]:

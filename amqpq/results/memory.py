@@ -10,9 +10,8 @@ from amqpq.envelope import Reply
 from amqpq.results.base import (
     StoredResult,
     decode_stored,
-    encode_error_instead,
-    encode_stored,
     is_final,
+    stored_text,
 )
 
 __all__ = ["MemoryStore"]
@@ -29,10 +28,7 @@ class MemoryStore:
         self._changed = threading.Condition(threading.Lock())
 
     def save(self, reply: Reply, expires: float) -> None:
-        try:
-            text = encode_stored(reply)
-        except ValueError as exc:
-            text = encode_error_instead(reply, exc)
+        text = stored_text(reply)
         with self._changed:
             self._items[reply.id] = (text, time.monotonic() + expires)
             self._changed.notify_all()

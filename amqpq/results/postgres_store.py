@@ -26,9 +26,8 @@ from amqpq.results.base import (
     ResultStoreError,
     StoredResult,
     decode_stored,
-    encode_error_instead,
-    encode_stored,
     is_final,
+    stored_text,
     url_options,
 )
 from amqpq.settings import hide_password
@@ -94,13 +93,6 @@ class PostgresStore:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return ResultStoreError(f"result store {self.url}: {first}")
 
-    @staticmethod
-    def _text(reply: Reply) -> str:
-        try:
-            return encode_stored(reply)
-        except ValueError as exc:
-            return encode_error_instead(reply, exc)
-
     def _purge_due(self) -> bool:
         now = time.monotonic()
         if now < self._next_purge:
@@ -132,7 +124,7 @@ class PostgresStore:
     def save(self, reply: Reply, expires: float) -> None:
         self._run(
             self._upsert,
-            (reply.id, reply.state.value, reply.task, self._text(reply), expires, self.table),
+            (reply.id, reply.state.value, reply.task, stored_text(reply), expires, self.table),
         )
         if self._purge_due():
             self._run(self._purge, ())
@@ -200,7 +192,7 @@ class PostgresStore:
     async def asave(self, reply: Reply, expires: float) -> None:
         await self._arun(
             self._upsert,
-            (reply.id, reply.state.value, reply.task, self._text(reply), expires, self.table),
+            (reply.id, reply.state.value, reply.task, stored_text(reply), expires, self.table),
         )
         if self._purge_due():
             await self._arun(self._purge, ())

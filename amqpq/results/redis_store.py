@@ -23,9 +23,8 @@ from amqpq.results.base import (
     ResultStoreError,
     StoredResult,
     decode_stored,
-    encode_error_instead,
-    encode_stored,
     is_final,
+    stored_text,
     url_options,
 )
 from amqpq.settings import hide_password
@@ -80,20 +79,13 @@ class RedisStore:
         return client
 
     @staticmethod
-    def _text(reply: Reply) -> str:
-        try:
-            return encode_stored(reply)
-        except ValueError as exc:
-            return encode_error_instead(reply, exc)
-
-    @staticmethod
     def _ttl_ms(expires: float) -> int:
         return max(1, math.ceil(expires * 1000))
 
     # -- sync -------------------------------------------------------------------------------
 
     def save(self, reply: Reply, expires: float) -> None:
-        key, text = self.key(reply.id), self._text(reply)
+        key, text = self.key(reply.id), stored_text(reply)
         try:
             pipe = self._client().pipeline(transaction=False)
             pipe.set(key, text, px=self._ttl_ms(expires))
@@ -144,7 +136,7 @@ class RedisStore:
     # -- asyncio ----------------------------------------------------------------------------
 
     async def asave(self, reply: Reply, expires: float) -> None:
-        key, text = self.key(reply.id), self._text(reply)
+        key, text = self.key(reply.id), stored_text(reply)
         try:
             pipe = self._aclient().pipeline(transaction=False)
             pipe.set(key, text, px=self._ttl_ms(expires))
