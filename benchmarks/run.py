@@ -63,6 +63,7 @@ METRICS: dict[str, list[Metric]] = {
             "msg/s",
         ),
         Metric("drain.default", "drain, default worker (raw: prefetch 100)", "msg/s"),
+        Metric("drain.redis_store", "drain, default worker, Redis store (amqpq only)", "msg/s"),
     ],
     "rpc": [
         Metric("rpc.p50", "RPC add(1, 2) round trip p50", "ms", False),
@@ -219,6 +220,9 @@ class Bench:
         self.record("drain.one_slot", system.name, lambda: self.drain(system, "one_slot", n=n))
         self.record("drain.solo", system.name, lambda: self.drain(system, "solo", n=n))
         self.record("drain.default", system.name, lambda: self.drain(system, "default", n=n))
+        if system.name == "amqpq":  # every result also stored in Redis (docs/results.md)
+            store = lambda: self.drain(system, "redis_store", n=n)  # noqa: E731
+            self.record("drain.redis_store", system.name, store)
 
     def w_rpc(self, system: System) -> None:
         p50 = self.figure("rpc.p50", system.name)

@@ -320,7 +320,13 @@ class Amqpq(System):
             # --threads 1 and the raw consumers); `--pool processes -c N` is the other shape,
             # one consumer feeding N children over pipes, like Celery's prefork.
             argv += ["--workers", str(procs), "-c", "1"]
-        return argv, python_env({"AMQPQ_URL": self.url})
+        env = {"AMQPQ_URL": self.url}
+        if mode == "redis_store":  # the default worker, storing every result in Redis
+            env["AMQPQ_RESULT_BACKEND"] = os.environ.get(
+                "BENCH_REDIS_URL", "redis://127.0.0.1:6379/0?prefix=amqpq-bench:"
+            )
+            env["AMQPQ_RESULT_EXPIRES"] = "600"  # a run's keys do not pile up in Redis
+        return argv, python_env(env)
 
     def rpc(self, n: int) -> list[float]:
         add = self.tasks.add
