@@ -146,6 +146,12 @@ class App:
     # Short names, as in the brief of the issue: ``@app.before_publish``.
     before_publish = on_before_publish
     after_publish = on_after_publish
+    # Celery's signal names, for code moved from Celery (docs/guide.md, "From Celery").
+    on_worker_init = on_worker_start
+    on_worker_ready = on_worker_start
+    on_worker_shutdown = on_worker_stop
+    on_before_task_publish = on_before_publish
+    on_after_task_publish = on_after_publish
 
     def hooks_for(self, name: str) -> list[Callable[..., Any]]:
         """The registered hooks of ``name`` (empty list when none)."""

@@ -13,7 +13,17 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    NoReturn,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    get_type_hints,
+)
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -95,8 +105,11 @@ class TaskContext(Protocol):
         exc: BaseException | None = None,
         max_retries: int | None = None,
         eta: datetime | None = None,
-    ) -> Retry:
-        """Build the :class:`Retry` to raise: ``raise self.retry(countdown=5)``."""
+    ) -> NoReturn:
+        """Raise :class:`Retry`: run the task again later (``self.retry(countdown=5)``).
+
+        As in Celery it raises by itself, so ``raise self.retry(countdown=5)`` works too.
+        """
         ...
 
     def update_state(self, state: str = "PROGRESS", meta: Mapping[str, Any] | None = None) -> None:
