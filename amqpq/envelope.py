@@ -80,6 +80,9 @@ class TaskEnvelope(_WireModel):
     parent_id: str | None = None
     root_id: str | None = None
     created_at: datetime | None = None
+    shadow: str | None = Field(default=None, min_length=1, max_length=255)
+    """A display name for this call in logs, events and inspect (``apply_async(shadow=...)``);
+    optional, so workers that predate it ignore it."""
 
 
 class ErrorInfo(_WireModel):

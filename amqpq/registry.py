@@ -90,6 +90,8 @@ class Request:
     routing_key: str | None = None
     redelivered: bool = False
     hostname: str | None = None
+    shadow: str | None = None
+    """The display name the caller gave this call (``apply_async(shadow=...)``), else None."""
 
 
 class TaskContext(Protocol):
@@ -342,7 +344,8 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> AsyncResult:
         """Send with options: countdown, eta, expires, priority, task_id, routing_key,
-        exchange, headers, result_queue, ignore_result."""
+        exchange, headers, result_queue, ignore_result, shadow (a display name for this
+        call in the worker's logs, events and ``amqpq inspect``)."""
         return self._sender.producer().send_task(self.name, args, kwargs, **options)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:

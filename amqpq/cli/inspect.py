@@ -46,7 +46,7 @@ def render(worker: dict[str, Any]) -> None:
         f"[bold]{worker['worker']}[/] app={worker.get('app')} pool={worker.get('pool')} "
         f"concurrency={worker.get('concurrency')} prefetch={worker.get('prefetch')} "
         f"queues={','.join(worker.get('queues', []))} uptime={_duration(stats.get('uptime', 0))} "
-        f"reconnects={stats.get('reconnects', 0)}",
+        f"reconnects={stats.get('reconnects', 0)} amqpq={worker.get('version', '?')}",
         highlight=False,
         soft_wrap=True,
     )
