@@ -35,6 +35,8 @@ __all__ = ["App", "current_app", "shared_task"]
 
 log = logging.getLogger("amqpq.app")
 
+_CLOSE_AT_SHUTDOWN_TIMEOUT = 5.0  # seconds
+
 P = ParamSpec("P")
 R = TypeVar("R")
 HookT = TypeVar("HookT", bound=Callable[..., Any])
@@ -81,6 +83,7 @@ class App:
         self._producer: Producer | None = None
         self._producer_pid = 0
         self._aproducers: dict[asyncio.AbstractEventLoop, AsyncProducer] = {}
+        self._closers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
         self._injected: tuple[Producer, AsyncProducer] | None = None
         self._hooks: dict[str, list[Callable[..., Any]]] = {}
         self.send_context = SendContext(
@@ -256,12 +259,40 @@ class App:
         if producer is None:
             for stale in [lp for lp in self._aproducers if lp.is_closed()]:
                 del self._aproducers[stale]
+                self._closers.pop(stale, None)
             # aio-pika is loaded by the first async send, not by importing the App.
             from amqpq.transport.aio import AsyncSendChannel
 
             producer = AsyncProducer(self.send_context, AsyncSendChannel(self.settings))
             self._aproducers[loop] = producer
+            self._closers[loop] = loop.create_task(
+                self._close_at_loop_shutdown(loop, producer),
+                name=f"amqpq: close {self.main or 'the App'}'s async producer at loop shutdown",
+            )
         return producer
+
+    async def _close_at_loop_shutdown(
+        self, loop: asyncio.AbstractEventLoop, producer: AsyncProducer
+    ) -> None:
+        """Wait until the loop shuts down, then close ``producer`` (``asyncio.run`` exits clean).
+
+        ``asyncio.run`` cancels every task of its loop once the main coroutine returned,
+        then closes the loop: a connection left open there ends with pending tasks
+        destroyed and "Event loop is closed" at exit. This task is cancelled with the
+        others, and closes the producer before it ends. ``aclose()`` cancels it first.
+        """
+        try:
+            await loop.create_future()  # never done: only cancellation ends the wait
+        except asyncio.CancelledError:
+            if self._aproducers.get(loop) is producer:
+                del self._aproducers[loop]
+                self._closers.pop(loop, None)
+                try:
+                    # Bounded: a broker that stopped answering must not hang the exit.
+                    await asyncio.wait_for(producer.close(), _CLOSE_AT_SHUTDOWN_TIMEOUT)
+                except Exception:
+                    log.debug("closing the async producer at loop shutdown failed", exc_info=True)
+            raise
 
     def use_producers(self, producers: tuple[Producer, AsyncProducer] | None) -> None:
         """Send through these (sync, async) producers instead of the broker's; None undoes it.
@@ -319,8 +350,12 @@ class App:
             producer.close()
 
     async def aclose(self) -> None:
+        """Close the running loop's async producer (``asyncio.run`` does it at its end too)."""
         loop = asyncio.get_running_loop()
         producer = self._aproducers.pop(loop, None)
+        closer = self._closers.pop(loop, None)
+        if closer is not None:
+            closer.cancel()
         if producer is not None:
             await producer.close()
 
