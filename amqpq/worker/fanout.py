@@ -68,7 +68,11 @@ class TaskEvents:
         self._hooks = hooks
         self.observers = tuple(observers)
 
-    def _notify(self, state: TaskEvent, task: str, task_id: str, **fields: Any) -> None:
+    def _notify(
+        self, state: TaskEvent, task: str, task_id: str, shadow: str | None = None, **fields: Any
+    ) -> None:
+        if shadow:  # only calls the sender named (apply_async(shadow=...)) carry the field
+            fields["shadow"] = shadow
         for observer in self.observers:
             try:
                 observer.task_event(state, task, task_id, fields)

@@ -88,4 +88,3 @@ def test_with_several_apps_the_current_one_is_chosen_or_the_send_refused() -> No
         "call app.set_current() on the one shared tasks send through"
     )
     assert result == "42"
-
