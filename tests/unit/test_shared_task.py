@@ -22,15 +22,16 @@ def test_a_shared_task_runs_through_the_app_created_after_it_without_connecting(
         """
         import sys
         from amqpq import App, shared_task
-        from amqpq.testing import TestBroker
 
         @shared_task
         def multiply(x: int, y: int) -> int:
             return x * y
 
-        assert "pika" not in sys.modules and "aio_pika" not in sys.modules
         app = App("proj")  # created after the task was declared
         assert app.registry.get("__main__.multiply") is multiply
+        assert "pika" not in sys.modules and "aio_pika" not in sys.modules  # nothing connected
+
+        from amqpq.testing import TestBroker
         with TestBroker(app, eager=True):
             print(multiply.delay(6, 7).get())
         """
