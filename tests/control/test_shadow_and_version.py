@@ -35,7 +35,7 @@ def test_a_shadow_name_shows_in_inspect_and_the_worker_log_and_the_version_too(
     assert f"topology={TOPOLOGY}" in worker.log()
 
     # When a task is sent with a display name for this call
-    running = app.send_task("ct.sleep", [3], shadow="render:invoice-42")
+    running = app.send_task("ct.sleep", [30], shadow="render:invoice-42")  # outlasts the CLI
     eventually(lambda: running.state is TaskState.STARTED)
 
     # Then inspect shows it next to the task, and the worker's version
@@ -46,9 +46,9 @@ def test_a_shadow_name_shows_in_inspect_and_the_worker_log_and_the_version_too(
     text = cli(env, "inspect").stdout
     assert "ct.sleep (render:invoice-42)" in text
     assert f"amqpq={installed}" in text
-    # And the worker's log line of the task names it
-    assert running.get(timeout=30) == "slept"
-    worker.wait_for_log_blocking("task succeeded task=ct.sleep shadow=render:invoice-42 ")
+    # And the worker's log line of a task names it
+    assert app.send_task("ct.add", [1, 2], shadow="add:order-7").get(timeout=30) == 3
+    worker.wait_for_log_blocking("task succeeded task=ct.add shadow=add:order-7 ")
 
 
 def test_a_shadow_name_must_be_a_short_printable_string(app: App) -> None:
