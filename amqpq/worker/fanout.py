@@ -109,7 +109,10 @@ class TaskEvents:
                 shadow=shadow,
             )
         self.stats.succeeded += 1
-        log.debug("task succeeded task=%s%s id=%s", task, _shown(shadow), task_id)
+        if shadow is None:  # the hot path: no formatting work when debug is off
+            log.debug("task succeeded task=%s id=%s", task, task_id)
+        else:
+            log.debug("task succeeded task=%s%s id=%s", task, _shown(shadow), task_id)
 
     def retried(
         self,
