@@ -46,7 +46,7 @@ from amqpq.errors import (
 )
 
 if _typing.TYPE_CHECKING:
-    from amqpq.app import App
+    from amqpq.app import App, current_app, shared_task
     from amqpq.envelope import Reply, TaskEnvelope, TaskState
     from amqpq.producer import AsyncProducer, Producer, TaskCall
     from amqpq.registry import Request, Retry, Task, TaskContext, TaskOptions
@@ -70,6 +70,8 @@ _LAZY = {
     "TaskOptions": "amqpq.registry",
     "TaskState": "amqpq.envelope",
     "Topology": "amqpq.topology.models",
+    "current_app": "amqpq.app",
+    "shared_task": "amqpq.app",
 }
 
 
@@ -124,4 +126,6 @@ __all__ = [
     "TopologyConflictError",
     "TopologyError",
     "UnroutableError",
+    "current_app",
+    "shared_task",
 ]

@@ -12,8 +12,11 @@ App imports it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from amqpq.errors import ConfigError
 from amqpq.registry import Task, TaskOptions, TaskRegistry, TaskSender, task_name_for
 from amqpq.settings import Settings, load_settings
-from amqpq.topology.loader import load_topology, resolve_topology
+from amqpq.topology.loader import DEFAULT_SOURCE, load_topology, resolve_topology
 from amqpq.topology.models import Topology
 
 if TYPE_CHECKING:
@@ -29,7 +32,11 @@ if TYPE_CHECKING:
     from amqpq.results import ResultStore
     from amqpq.rpc import AsyncResult, ResultBackend, ResultLinks
 
-__all__ = ["App"]
+__all__ = ["App", "current_app", "shared_task"]
+
+log = logging.getLogger("amqpq.app")
+
+_CLOSE_AT_SHUTDOWN_TIMEOUT = 5.0  # seconds
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,10 +78,15 @@ class App:
         self.registry = TaskRegistry()
         self._topology_source = topology
         self._topology: Topology | None = topology if isinstance(topology, Topology) else None
+        self._topology_from = "<topology given in code>" if self._topology is not None else ""
+        # Where amqpq.yaml is looked for before ./amqpq.yaml: beside the module creating
+        # the App, so a script run from another folder finds the project's file.
+        self._home = _creator_folder(sys._getframe(1), main)
         self._lock = threading.Lock()
         self._producer: Producer | None = None
         self._producer_pid = 0
         self._aproducers: dict[asyncio.AbstractEventLoop, AsyncProducer] = {}
+        self._closers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
         self._injected: tuple[Producer, AsyncProducer] | None = None
         self._hooks: dict[str, list[Callable[..., Any]]] = {}
         self._send_events: bool | None = None
@@ -85,6 +97,7 @@ class App:
         self._result_backend = result_backend
         self._result_expires = result_expires
         self._result_store: ResultStore | None = None
+        _shared.app_created(self)
 
     @property
     def send_context(self) -> SendContext:
@@ -148,11 +161,35 @@ class App:
             self._topology = self._load_topology()
         return self._topology
 
+    @property
+    def topology_source(self) -> str:
+        """The file the topology was read from (absolute), or ``<built-in default topology>``.
+
+        Looked up in this order: ``App(topology=...)``, ``AMQPQ_TOPOLOGY``,
+        ``amqpq.yaml`` beside the module that created the App, ``./amqpq.yaml``.
+        """
+        self.topology  # noqa: B018  (loads it, which records where it came from)
+        return self._topology_from
+
     def _load_topology(self) -> Topology:
         source = self._topology_source
         if isinstance(source, str | Path):
-            return load_topology(Path(source))
-        return resolve_topology(self.settings.named_topology())[1]
+            where, topology = str(source), load_topology(Path(source))
+        else:
+            where, topology = resolve_topology(self.settings.named_topology(), beside=self._home)
+        if where == DEFAULT_SOURCE:
+            self._topology_from = where
+            looked = f"{self._home / 'amqpq.yaml'} and " if self._home is not None else ""
+            log.warning(
+                "no topology file (looked for %s./amqpq.yaml; none named by topology= or "
+                "AMQPQ_TOPOLOGY): using the built-in default topology (exchange amqpq.tasks, "
+                "queue default)",
+                looked,
+            )
+        else:
+            self._topology_from = os.path.abspath(where)
+            log.info("App %s: topology from %s", self.main or "?", self._topology_from)
+        return topology
 
     # -- hooks ------------------------------------------------------------------------------
     # Each is called with keyword arguments; a hook that raises is logged and ignored.
@@ -179,6 +216,12 @@ class App:
     # Short names, as in the brief of the issue: ``@app.before_publish``.
     before_publish = on_before_publish
     after_publish = on_after_publish
+    # Celery's signal names, for code moved from Celery (docs/guide.md, "From Celery").
+    on_worker_init = on_worker_start
+    on_worker_ready = on_worker_start
+    on_worker_shutdown = on_worker_stop
+    on_before_task_publish = on_before_publish
+    on_after_task_publish = on_after_publish
 
     def hooks_for(self, name: str) -> list[Callable[..., Any]]:
         """The registered hooks of ``name`` (empty list when none)."""
@@ -213,6 +256,15 @@ class App:
             return register(func)
         return register
 
+    def set_current(self) -> App:
+        """Make this the App that ``@shared_task`` tasks send through in this process.
+
+        ``amqpq worker -A`` does it for the App it loads; a process that creates one
+        App needs nothing; one that creates several calls it on the one to use.
+        """
+        _shared.current = self
+        return self
+
     # -- sending ----------------------------------------------------------------------------
 
     @property
@@ -241,13 +293,41 @@ class App:
         if producer is None:
             for stale in [lp for lp in self._aproducers if lp.is_closed()]:
                 del self._aproducers[stale]
+                self._closers.pop(stale, None)
             # aio-pika is loaded by the first async send, not by importing the App.
             from amqpq.producer import AsyncProducer
             from amqpq.transport.aio import AsyncSendChannel
 
             producer = AsyncProducer(self.send_context, AsyncSendChannel(self.settings))
             self._aproducers[loop] = producer
+            self._closers[loop] = loop.create_task(
+                self._close_at_loop_shutdown(loop, producer),
+                name=f"amqpq: close {self.main or 'the App'}'s async producer at loop shutdown",
+            )
         return producer
+
+    async def _close_at_loop_shutdown(
+        self, loop: asyncio.AbstractEventLoop, producer: AsyncProducer
+    ) -> None:
+        """Wait until the loop shuts down, then close ``producer`` (``asyncio.run`` exits clean).
+
+        ``asyncio.run`` cancels every task of its loop once the main coroutine returned,
+        then closes the loop: a connection left open there ends with pending tasks
+        destroyed and "Event loop is closed" at exit. This task is cancelled with the
+        others, and closes the producer before it ends. ``aclose()`` cancels it first.
+        """
+        try:
+            await loop.create_future()  # never done: only cancellation ends the wait
+        except asyncio.CancelledError:
+            if self._aproducers.get(loop) is producer:
+                del self._aproducers[loop]
+                self._closers.pop(loop, None)
+                try:
+                    # Bounded: a broker that stopped answering must not hang the exit.
+                    await asyncio.wait_for(producer.close(), _CLOSE_AT_SHUTDOWN_TIMEOUT)
+                except Exception:
+                    log.debug("closing the async producer at loop shutdown failed", exc_info=True)
+            raise
 
     def use_producers(self, producers: tuple[Producer, AsyncProducer] | None) -> None:
         """Send through these (sync, async) producers instead of the broker's; None undoes it.
@@ -359,9 +439,141 @@ class App:
             self._result_store.close()
 
     async def aclose(self) -> None:
+        """Close the running loop's async producer (``asyncio.run`` does it at its end too)."""
         loop = asyncio.get_running_loop()
         producer = self._aproducers.pop(loop, None)
+        closer = self._closers.pop(loop, None)
+        if closer is not None:
+            closer.cancel()
         if producer is not None:
             await producer.close()
         if self._result_store is not None:
             await self._result_store.aclose()
+
+
+def _creator_folder(frame: Any, main: str | None) -> Path | None:
+    """The folder of the module that created the App (None for amqpq's own modules).
+
+    The creating frame's ``__file__``; without one (``python -c``, a notebook) the
+    file of the module named ``main``, else of ``__main__``.
+    """
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back  # App subclasses' super().__init__ calls from this module
+    module_name = frame.f_globals.get("__name__", "") if frame is not None else ""
+    if module_name == "amqpq" or module_name.startswith("amqpq."):
+        return None  # the CLI's own Apps: the current folder, or the file named by -f
+    file = frame.f_globals.get("__file__") if frame is not None else None
+    for name in (main, "__main__"):
+        if file:
+            break
+        module = sys.modules.get(name) if name else None
+        file = getattr(module, "__file__", None)
+    return Path(file).resolve().parent if isinstance(file, str) else None
+
+
+# -- shared tasks -------------------------------------------------------------------------------
+
+
+class _SharedTasks:
+    """The process's Apps and its ``@shared_task`` tasks, registered in every App.
+
+    Apps are held weakly (a test suite creates many); the current one (``set_current``)
+    strongly, as the App a worker loaded lives as long as the process.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.apps: weakref.WeakSet[App] = weakref.WeakSet()
+        self.tasks: list[Task[Any, Any]] = []
+        self.current: App | None = None
+
+    def app_created(self, app: App) -> None:
+        with self.lock:
+            self.apps.add(app)
+            tasks = list(self.tasks)
+        for task in tasks:
+            _register_shared(app, task)
+
+    def task_declared(self, task: Task[Any, Any]) -> None:
+        with self.lock:
+            self.tasks.append(task)
+            apps = list(self.apps)
+        for app in apps:
+            _register_shared(app, task)
+
+    def app(self, task: str | None) -> App:
+        current = self.current
+        if current is not None:
+            return current
+        with self.lock:
+            apps = list(self.apps)
+        if len(apps) == 1:
+            return apps[0]
+        if not apps:
+            who = f"shared task {task}" if task else "current_app()"
+            raise ConfigError(
+                f"{who}: no App was created in this process; create one "
+                "(app = App(...)) in a module the process imports before sending"
+            )
+        names = ", ".join(sorted(a.main or "?" for a in apps))
+        who = f"shared task {task}" if task else "current_app()"
+        raise ConfigError(
+            f"{who}: this process created {len(apps)} Apps ({names}); call "
+            "app.set_current() on the one shared tasks send through"
+        )
+
+
+_shared = _SharedTasks()
+
+
+def _register_shared(app: App, task: Task[Any, Any]) -> None:
+    # An App's own task of the same name wins (registering would refuse the duplicate
+    # and fail an unrelated App): the shared one is then not run by that App's workers.
+    if task.name not in app.registry:
+        app.registry.add(task)
+
+
+def current_app() -> App:
+    """The App ``@shared_task`` tasks send through: the one made current
+    (``amqpq worker -A``'s App, or ``app.set_current()``), else the only App of the
+    process. :class:`ConfigError` when there is none, or several and none is current."""
+    return _shared.app(None)
+
+
+@overload
+def shared_task(func: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def shared_task(
+    func: None = None, /, *, name: str | None = None, **options: Any
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def shared_task(
+    func: Callable[P, R] | None = None, /, *, name: str | None = None, **options: Any
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """A task that needs no App to be declared (reusable apps, Django apps), as in Celery.
+
+    It is registered in every App of the process, those created before and after it,
+    and sends through :func:`current_app` when called (``.delay``...); declaring it
+    opens no connection. Options as :meth:`App.task`.
+    """
+
+    def declare(function: Callable[P, R]) -> Task[P, R]:
+        task_name = name or task_name_for(function, None)
+        try:
+            task_options = TaskOptions(name=task_name, **options)
+        except TypeError as exc:
+            raise ConfigError(f"task {task_name}: {exc}") from exc
+        sender = TaskSender(
+            producer=lambda: _shared.app(task_name).producer,
+            aproducer=lambda: _shared.app(task_name).aproducer(),
+        )
+        task: Task[P, R] = Task(function, task_options, sender)
+        _shared.task_declared(task)
+        return task
+
+    if func is not None:
+        return declare(func)
+    return declare

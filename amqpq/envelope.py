@@ -82,6 +82,9 @@ class TaskEnvelope(_WireModel):
     created_at: datetime | None = None
     result_expires: float | None = Field(default=None, gt=0)
     """Seconds a result store keeps this task's result (optional; older workers ignore it)."""
+    shadow: str | None = Field(default=None, min_length=1, max_length=255)
+    """A display name for this call in logs, events and inspect (``apply_async(shadow=...)``);
+    optional, so workers that predate it ignore it."""
 
 
 class ErrorInfo(_WireModel):

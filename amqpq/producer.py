@@ -81,6 +81,7 @@ SEND_OPTIONS = frozenset(
         "result_queue",
         "root_id",
         "routing_key",
+        "shadow",
         "task_id",
     }
 )
@@ -226,6 +227,13 @@ class TaskPreparer:
         task_id = options.get("task_id") or new_task_id()
         if not isinstance(task_id, str) or len(task_id) > 255:
             raise ConfigError(f"task_id must be a string of at most 255 characters: {task_id!r}")
+        shadow = options.get("shadow")
+        if shadow is not None and (
+            not isinstance(shadow, str) or not 0 < len(shadow) <= 255 or not shadow.isprintable()
+        ):
+            raise ConfigError(
+                f"shadow must be a display name of 1 to 255 printable characters, got {shadow!r:.80}"
+            )
         try:
             envelope = TaskEnvelope(
                 id=task_id,
@@ -238,6 +246,7 @@ class TaskPreparer:
                 root_id=options.get("root_id"),
                 created_at=now,
                 result_expires=options.get("result_expires"),
+                shadow=shadow,
             )
         except ValidationError as exc:
             raise ConfigError(f"{name}: invalid task options: {exc.errors()[0]['msg']}") from exc
@@ -363,6 +372,7 @@ def sent_event(prefix: str, prepared: PreparedTask) -> OutgoingMessage:
         routing_key=prepared.message.routing_key,
         eta=envelope.eta,
         queues=sorted(prepared.targets),
+        shadow=envelope.shadow,
     )
 
 

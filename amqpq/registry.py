@@ -13,7 +13,17 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    NoReturn,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    get_type_hints,
+)
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -80,6 +90,8 @@ class Request:
     routing_key: str | None = None
     redelivered: bool = False
     hostname: str | None = None
+    shadow: str | None = None
+    """The display name the caller gave this call (``apply_async(shadow=...)``), else None."""
 
 
 class TaskContext(Protocol):
@@ -95,8 +107,11 @@ class TaskContext(Protocol):
         exc: BaseException | None = None,
         max_retries: int | None = None,
         eta: datetime | None = None,
-    ) -> Retry:
-        """Build the :class:`Retry` to raise: ``raise self.retry(countdown=5)``."""
+    ) -> NoReturn:
+        """Raise :class:`Retry`: run the task again later (``self.retry(countdown=5)``).
+
+        As in Celery it raises by itself, so ``raise self.retry(countdown=5)`` works too.
+        """
         ...
 
     def update_state(self, state: str = "PROGRESS", meta: Mapping[str, Any] | None = None) -> None:
@@ -333,7 +348,8 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> AsyncResult:
         """Send with options: countdown, eta, expires, priority, task_id, routing_key,
-        exchange, headers, result_queue, ignore_result."""
+        exchange, headers, result_queue, ignore_result, shadow (a display name for this
+        call in the worker's logs, events and ``amqpq inspect``)."""
         return self._sender.producer().send_task(self.name, args, kwargs, **options)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:

@@ -40,6 +40,8 @@ def _line(event: dict[str, Any]) -> str:
         )
         return f"{when} {kind:<17} {event.get('worker', '')} {extra}".rstrip()
     parts = [f"{when} {kind:<17} {event.get('task', '')}[{event.get('id', '')}]"]
+    if event.get("shadow"):
+        parts.append(f"({event['shadow']})")
     for key in ("queue", "worker", "runtime", "retries", "reason", "error"):
         if event.get(key) is not None:
             value = event[key]

@@ -46,7 +46,7 @@ def render(worker: dict[str, Any]) -> None:
         f"[bold]{worker['worker']}[/] app={worker.get('app')} pool={worker.get('pool')} "
         f"concurrency={worker.get('concurrency')} prefetch={worker.get('prefetch')} "
         f"queues={','.join(worker.get('queues', []))} uptime={_duration(stats.get('uptime', 0))} "
-        f"reconnects={stats.get('reconnects', 0)}",
+        f"reconnects={stats.get('reconnects', 0)} amqpq={worker.get('version', '?')}",
         highlight=False,
         soft_wrap=True,
     )
@@ -75,7 +75,9 @@ def render(worker: dict[str, Any]) -> None:
     console.print(f"  active ({len(active)}):", highlight=False)
     for task in active:
         console.print(
-            f"    {task['id']} {task['task']} queue={task['queue']} "
+            f"    {task['id']} {task['task']}"
+            + (f" ({task['shadow']})" if task.get("shadow") else "")
+            + f" queue={task['queue']} "
             f"started={task['started_at']} runtime={task['runtime']:.1f}s",
             highlight=False,
             soft_wrap=True,

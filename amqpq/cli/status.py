@@ -8,6 +8,7 @@ by that much. ``amqpq dlq list`` gives exact dead-letter counts over AMQP.
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -18,7 +19,6 @@ from rich.live import Live
 from rich.text import Text
 
 from amqpq.cli.common import TopologyOption, UrlOption, console, handle_errors, settings_from
-from amqpq.cli.purge import load_for
 from amqpq.cli.reach import check_amqp
 from amqpq.cli.tables import folding_table
 from amqpq.errors import AmqpqError
@@ -32,6 +32,7 @@ from amqpq.topology.infra import (
     revocations_queue_name,
     work_queues,
 )
+from amqpq.topology.loader import resolve_topology
 from amqpq.topology.models import Topology
 from amqpq.transport.management import ManagementClient
 
@@ -85,8 +86,11 @@ def _beat_role(consumer: dict[str, Any] | None) -> str:
     return "leader" if active else "standby"
 
 
-def collect_status(settings: Settings, topology: Topology) -> dict[str, Any]:
-    """Everything ``status`` shows, as plain data (the ``--json`` document)."""
+def collect_status(
+    settings: Settings, topology: Topology, source: str | None = None
+) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (the ``--json`` document); ``source``
+    is the topology file (or the built-in default) the queues come from."""
     vhost = settings.vhost
     infra = topology.infrastructure
     with ManagementClient.from_settings(settings) as api:
@@ -176,6 +180,7 @@ def collect_status(settings: Settings, topology: Topology) -> dict[str, Any]:
     beats.sort(key=lambda b: (order[b["role"]], b["name"]))
     return {
         "vhost": vhost,
+        "topology": source,
         "broker": settings.primary.display,
         "management": settings.management_base_url,
         "queues": queues,
@@ -228,6 +233,14 @@ def _render(document: dict[str, Any]) -> RenderableType:
             "-" if dead is None else (f"[bold red]{dead}[/]" if dead else "0"),
         )
     parts: list[RenderableType] = [queues]
+    if document.get("topology"):
+        # Which file the queues above come from: a command run from another folder than
+        # the project's reads that folder's amqpq.yaml, or the built-in default.
+        where = document["topology"]
+        if where.startswith("<"):  # no file: say so, as the queues may not be the project's
+            parts.insert(0, Text(f"topology: {where} (no ./amqpq.yaml here; -f FILE)", "yellow"))
+        else:
+            parts.insert(0, Text(f"topology: {where}"))
     if document["delayed"] is not None:
         parts.append(Text(f"delayed (waiting in the delay levels): {document['delayed']}"))
     workers = folding_table(
@@ -291,9 +304,11 @@ def status(
     """Queues of the topology (ready, unacked, consumers, rates, dead letters), live workers
     and beats (leader, standby)."""
     settings = settings_from(url, topology)
-    parsed = load_for(settings, topology)
+    source, parsed = resolve_topology(settings.named_topology(topology))
+    if not source.startswith("<"):
+        source = os.path.abspath(source)
     if watch is None:
-        document = collect_status(settings, parsed)
+        document = collect_status(settings, parsed, source)
         if as_json:
             typer.echo(json.dumps(document, indent=2))
         else:
@@ -302,12 +317,12 @@ def status(
     try:
         if as_json:
             while True:  # one JSON document per line, for tools that follow a stream
-                typer.echo(json.dumps(collect_status(settings, parsed)))
+                typer.echo(json.dumps(collect_status(settings, parsed, source)))
                 time.sleep(watch)
         with Live(console=console, auto_refresh=False, screen=False) as live:
             while True:
                 try:
-                    view: RenderableType = _render(collect_status(settings, parsed))
+                    view: RenderableType = _render(collect_status(settings, parsed, source))
                 except AmqpqError as exc:  # keep watching through a broker restart
                     view = Text(f"error: {exc} (retrying)", style="bold red")
                 stamp = datetime.now().strftime("%H:%M:%S")

@@ -232,6 +232,7 @@ def run_worker(args: WorkerArgs) -> int:
     else:
         settings = application.settings
     topo = load_topology(Path(args.topology)) if args.topology else application.topology
+    source = os.path.abspath(args.topology) if args.topology else None  # for the start line
     options = WorkerOptions(
         app_spec=args.app_spec,
         queues=tuple(q.strip() for q in (args.queues or "").split(",") if q.strip()),
@@ -261,14 +262,23 @@ def run_worker(args: WorkerArgs) -> int:
         child_options = dataclasses.replace(options, declare=False)
 
         def run_one() -> int:
-            worker = Worker(application, child_options, settings=settings, topology=topo)
+            worker = Worker(
+                application,
+                child_options,
+                settings=settings,
+                topology=topo,
+                topology_source=source,
+            )
             return asyncio.run(worker.run())
 
         # Everything loaded so far lives as long as the workers: out of the collector's
         # reach, a worker's collections never write to (and so never copy) those pages.
         gc.freeze()
         return supervise(run_one, workers)
-    code = asyncio.run(Worker(application, options, settings=settings, topology=topo).run())
+    worker = Worker(
+        application, options, settings=settings, topology=topo, topology_source=source
+    )
+    code = asyncio.run(worker.run())
     if code:
         # Stopped before its tasks finished: threads still running them must not hold the
         # process open (their messages are already back in the queue).

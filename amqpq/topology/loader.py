@@ -28,7 +28,15 @@ from amqpq.topology.models import Topology
 if TYPE_CHECKING:
     import yaml
 
-__all__ = ["interpolate", "load_topology", "load_topology_text", "topology_from_data"]
+__all__ = [
+    "DEFAULT_SOURCE",
+    "find_topology_file",
+    "interpolate",
+    "load_topology",
+    "load_topology_text",
+    "resolve_topology",
+    "topology_from_data",
+]
 
 # ${NAME} or ${NAME:-default}; $${ escapes a literal "${".
 _PLACEHOLDER = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -349,15 +357,31 @@ DEFAULT_SOURCE = "<built-in default topology>"
 
 
 def resolve_topology(
-    path: Path | None, default_path: Path = Path("amqpq.yaml")
+    path: Path | None, default_path: Path = Path("amqpq.yaml"), *, beside: Path | None = None
 ) -> tuple[str, Topology]:
     """The topology to use and where it came from.
 
-    A named file (``-f`` or ``AMQPQ_TOPOLOGY``) must exist. Without one,
-    ``./amqpq.yaml`` is read when present, else the built-in default is used.
+    A named file (``-f``, ``topology=`` or ``AMQPQ_TOPOLOGY``) must exist. Without
+    one, ``amqpq.yaml`` in the folder ``beside`` (the App's module's folder) is read
+    when present, else ``./amqpq.yaml``, else the built-in default is used
+    (its source is :data:`DEFAULT_SOURCE`).
     """
-    if path is not None:
-        return str(path), load_topology(path)
-    if default_path.exists():
-        return str(default_path), load_topology(default_path)
+    found = path or find_topology_file(default_path, beside=beside)
+    if found is not None:
+        return str(found), load_topology(found)
     return DEFAULT_SOURCE, topology_from_data(DEFAULT_TOPOLOGY, DEFAULT_SOURCE)
+
+
+def find_topology_file(
+    default_path: Path = Path("amqpq.yaml"), *, beside: Path | None = None
+) -> Path | None:
+    """``beside/amqpq.yaml`` when it exists, else ``default_path`` when it exists, else None.
+
+    Beside the App's module first: a script run from another folder that imports the
+    project's tasks must use the project's file, not whatever the current folder holds.
+    """
+    if beside is not None:
+        candidate = beside / default_path.name
+        if candidate.is_file():
+            return candidate
+    return default_path if default_path.exists() else None

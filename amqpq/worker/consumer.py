@@ -45,12 +45,14 @@ class ActiveTask:
     started_at: datetime
     started: float  # time.monotonic()
     job: Job
+    shadow: str | None = None  # the caller's display name for this call
 
     def describe(self, now: float | None = None) -> dict[str, Any]:
         return {
             "id": self.id,
             "task": self.task,
             "queue": self.queue,
+            "shadow": self.shadow,
             "retries": self.retries,
             "started_at": self.started_at.isoformat(timespec="milliseconds"),
             "runtime": round((now or time.monotonic()) - self.started, 3),
@@ -91,7 +93,7 @@ class MessageHandler:
         if isinstance(envelope, Refusal):
             await outcomes.reject(delivery, None, envelope)
             return
-        events.received(envelope.task, envelope.id, delivery.queue)
+        events.received(envelope.task, envelope.id, delivery.queue, envelope.shadow)
         revoked = admission.revoked
         if revoked is not None and not revoked.ready:
             await revoked.wait_ready()  # a worker just started: read the revocations first
@@ -152,6 +154,7 @@ class MessageHandler:
                     routing_key=delivery.routing_key,
                     redelivered=delivery.redelivered,
                     hostname=self._worker,
+                    shadow=envelope.shadow,
                 )
 
             if not options.acks_late:
@@ -184,8 +187,9 @@ class MessageHandler:
                 datetime.now(UTC),
                 started,
                 job,
+                envelope.shadow,
             )
-            events.started(envelope.task, envelope.id, delivery.queue)
+            events.started(envelope.task, envelope.id, delivery.queue, envelope.shadow)
             try:
                 outcome = await self._pool.run(job)
             finally:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
 from amqpq.envelope import ErrorInfo
 from amqpq.registry import Request, Retry, Task, TaskOptions
@@ -141,8 +141,10 @@ class WorkerTaskContext:
         exc: BaseException | None = None,
         max_retries: int | None = None,
         eta: datetime | None = None,
-    ) -> Retry:
-        return Retry(countdown=countdown, exc=exc, max_retries=max_retries, eta=eta)
+    ) -> NoReturn:
+        # Raises, as Celery's does: a bare ``self.retry(countdown=1)`` must not let the
+        # task go on (``raise self.retry(...)`` still works: the raise is never reached).
+        raise Retry(countdown=countdown, exc=exc, max_retries=max_retries, eta=eta)
 
     def update_state(self, state: str = "PROGRESS", meta: Mapping[str, Any] | None = None) -> None:
         self._progress(state, dict(meta) if meta is not None else None)

@@ -51,6 +51,11 @@ def _rounded(runtime: float | None) -> float | None:
     return round(runtime, 6) if runtime is not None else None
 
 
+def _shown(shadow: str | None) -> str:
+    """`` shadow=NAME`` after ``task=`` in a log line when the caller named the call."""
+    return f" shadow={shadow}" if shadow else ""
+
+
 class TaskEvents:
     """The fan-out of one worker (or test broker): one method per state change."""
 
@@ -63,7 +68,11 @@ class TaskEvents:
         self._hooks = hooks
         self.observers = tuple(observers)
 
-    def _notify(self, state: TaskEvent, task: str, task_id: str, **fields: Any) -> None:
+    def _notify(
+        self, state: TaskEvent, task: str, task_id: str, shadow: str | None = None, **fields: Any
+    ) -> None:
+        if shadow:  # only calls the sender named (apply_async(shadow=...)) carry the field
+            fields["shadow"] = shadow
         for observer in self.observers:
             try:
                 observer.task_event(state, task, task_id, fields)
@@ -74,24 +83,36 @@ class TaskEvents:
         """A delivery arrived (before it is even decoded)."""
         self.stats.received += 1
 
-    def received(self, task: str, task_id: str, queue: str) -> None:
+    def received(self, task: str, task_id: str, queue: str, shadow: str | None = None) -> None:
         if self.observers:
-            self._notify(TaskEvent.RECEIVED, task, task_id, queue=queue)
+            self._notify(TaskEvent.RECEIVED, task, task_id, queue=queue, shadow=shadow)
 
-    def started(self, task: str, task_id: str, queue: str) -> None:
+    def started(self, task: str, task_id: str, queue: str, shadow: str | None = None) -> None:
         self.stats.active += 1
         if self.observers:
-            self._notify(TaskEvent.STARTED, task, task_id, queue=queue)
+            self._notify(TaskEvent.STARTED, task, task_id, queue=queue, shadow=shadow)
 
     def ended(self) -> None:
         """The pool gave the task back (whatever its outcome)."""
         self.stats.active -= 1
 
-    def succeeded(self, task: str, task_id: str, queue: str, runtime: float) -> None:
+    def succeeded(
+        self, task: str, task_id: str, queue: str, runtime: float, shadow: str | None = None
+    ) -> None:
         if self.observers:
-            self._notify(TaskEvent.SUCCEEDED, task, task_id, queue=queue, runtime=round(runtime, 6))
+            self._notify(
+                TaskEvent.SUCCEEDED,
+                task,
+                task_id,
+                queue=queue,
+                runtime=round(runtime, 6),
+                shadow=shadow,
+            )
         self.stats.succeeded += 1
-        log.debug("task succeeded task=%s id=%s", task, task_id)
+        if shadow is None:  # the hot path: no formatting work when debug is off
+            log.debug("task succeeded task=%s id=%s", task, task_id)
+        else:
+            log.debug("task succeeded task=%s%s id=%s", task, _shown(shadow), task_id)
 
     def retried(
         self,
@@ -115,10 +136,12 @@ class TaskEvents:
                 retries=retries,
                 countdown=countdown,
                 error=error.type if error else None,
+                shadow=request.shadow,
             )
         log.info(
-            "task retry scheduled task=%s id=%s retries=%d countdown=%.3fs error=%s",
+            "task retry scheduled task=%s%s id=%s retries=%d countdown=%.3fs error=%s",
             task.name,
+            _shown(request.shadow),
             task_id,
             retries,
             countdown,
@@ -135,6 +158,7 @@ class TaskEvents:
         reason: str,
         error: ErrorInfo,
         runtime: float | None,
+        shadow: str | None = None,
     ) -> None:
         """The task failed for good (``reason``: failed, max_retries_exceeded)."""
         self.stats.failed += 1
@@ -149,10 +173,12 @@ class TaskEvents:
                 error=error.type,
                 message=error.message[:500] if error.message else None,
                 runtime=_rounded(runtime),
+                shadow=shadow,
             )
         log.warning(
-            "task failed task=%s id=%s reason=%s error=%s: %s",
+            "task failed task=%s%s id=%s reason=%s error=%s: %s",
             task,
+            _shown(shadow),
             task_id,
             reason,
             error.type,
@@ -183,14 +209,22 @@ class TaskEvents:
         )
 
     def revoked(
-        self, task: str, task_id: str, queue: str, *, terminated: bool, runtime: float | None
+        self,
+        task: str,
+        task_id: str,
+        queue: str,
+        *,
+        terminated: bool,
+        runtime: float | None,
+        shadow: str | None = None,
     ) -> None:
         """Not run (revoked), or stopped while running (terminated); acked without a result."""
         self.stats.revoked += 1
         log.info(
-            "task %s task=%s id=%s: acked without a result",
+            "task %s task=%s%s id=%s: acked without a result",
             "terminated" if terminated else "revoked",
             task,
+            _shown(shadow),
             task_id,
         )
         if self.observers:
@@ -201,6 +235,7 @@ class TaskEvents:
                 queue=queue,
                 terminated=terminated or None,
                 runtime=_rounded(runtime),
+                shadow=shadow,
             )
 
     def redelayed(self, task: str, task_id: str, seconds: float) -> None:

@@ -21,8 +21,13 @@ def load_app(spec: str, *, cwd: str | None = None) -> App:
     """Import ``module`` (the current directory first on sys.path) and return its App.
 
     ``module:attr`` names the App; otherwise the module's ``app`` attribute, else
-    the only App instance among its globals.
+    the only App instance among its globals. It becomes the process's current App,
+    the one ``@shared_task`` tasks send through.
     """
+    return _find_app(spec, cwd=cwd).set_current()
+
+
+def _find_app(spec: str, *, cwd: str | None) -> App:
     module_name, _, attribute = spec.partition(":")
     if not module_name or (":" in spec and not attribute):
         raise ConfigError(f"-A {spec!r}: expected module or module:attribute, e.g. -A tasks")

@@ -22,7 +22,7 @@ from amqpq.transport.consume import AioConfirmingPublisher, AioQueueConsumer
 from amqpq.wire import worker_consumer_tag
 from amqpq.worker.factory import HandlerOptions, PoolSpec, build_handler, make_pool
 from amqpq.worker.hooks import Hooks
-from amqpq.worker.operations import WorkerIdentity, WorkerOperations
+from amqpq.worker.operations import WorkerIdentity, WorkerOperations, package_version
 from amqpq.worker.options import (
     DEFAULT_MAX_BODY_SIZE,
     PoolKind,
@@ -58,7 +58,13 @@ class Worker:
     """
 
     def __init__(
-        self, app: WorkerApp, options: WorkerOptions, *, settings: Settings, topology: Topology
+        self,
+        app: WorkerApp,
+        options: WorkerOptions,
+        *,
+        settings: Settings,
+        topology: Topology,
+        topology_source: str | None = None,
     ) -> None:
         if options.slots < 1:
             raise ConfigError("concurrency must be at least 1")
@@ -71,6 +77,8 @@ class Worker:
         self.options = options
         self.settings = settings
         self.topology = topology
+        # The file named by -f, else where the App found its topology (for the start line).
+        self.topology_source = topology_source or getattr(app, "topology_source", "-")
         self.queues = resolve_queues(topology, options.queues)
         self.hostname = socket.gethostname()
         self.name = f"{self.hostname}:{os.getpid()}"
@@ -202,8 +210,9 @@ class Worker:
                 raise
             await starting
             log.info(
-                "worker started app=%s tasks=%s queues=%s pool=%s concurrency=%d prefetch=%d "
-                "broker=%s connection=%r",
+                "worker started amqpq=%s app=%s tasks=%s queues=%s pool=%s concurrency=%d "
+                "prefetch=%d broker=%s connection=%r topology=%s",
+                package_version(),
                 self.app.main or options.app_spec,
                 ",".join(self.app.registry.names()) or "-",
                 ",".join(self.queues),
@@ -212,6 +221,7 @@ class Worker:
                 pool.size,
                 self.settings.primary.display,
                 broker.name,
+                self.topology_source,
             )
             await operations.online()
             self.hooks("worker_start", worker=self)

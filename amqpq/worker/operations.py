@@ -14,6 +14,7 @@ only when used, so a worker without them starts without them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -39,9 +40,20 @@ if TYPE_CHECKING:
     from amqpq.metrics import WorkerMetrics
     from amqpq.revocations import Revocations
 
-__all__ = ["WorkerIdentity", "WorkerOperations"]
+__all__ = ["WorkerIdentity", "WorkerOperations", "package_version"]
 
 log = logging.getLogger("amqpq.worker")
+
+
+@functools.cache
+def package_version() -> str:
+    """The installed amqpq's version, as ``amqpq --version`` prints it (start line, inspect)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("amqpq")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +197,7 @@ class WorkerOperations:
     def _describe(self) -> dict[str, Any]:
         pool = self._pool
         return {
+            "version": package_version(),
             "hostname": self.identity.hostname,
             "pid": os.getpid(),
             "app": self.identity.app,

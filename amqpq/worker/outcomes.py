@@ -99,7 +99,9 @@ class Outcomes:
         if terminated:
             await self.revoke(delivery, envelope, terminated=True, runtime=runtime)
         elif status is _SUCCESS:  # written out here: the hot path awaits no more
-            self._events.succeeded(envelope.task, envelope.id, delivery.queue, runtime)
+            self._events.succeeded(
+                envelope.task, envelope.id, delivery.queue, runtime, envelope.shadow
+            )
             reply_to = delivery.properties.reply_to
             if reply_to and not job.task.options.ignore_result:
                 await self.reply(
@@ -203,6 +205,7 @@ class Outcomes:
             reason=reason,
             error=error,
             runtime=runtime,
+            shadow=envelope.shadow,
         )
         reply_to = delivery.properties.reply_to
         if reply_to:
@@ -250,7 +253,12 @@ class Outcomes:
     ) -> None:
         """A revoked task: not run (or stopped), answered REVOKED, acked, counted."""
         self._events.revoked(
-            envelope.task, envelope.id, delivery.queue, terminated=terminated, runtime=runtime
+            envelope.task,
+            envelope.id,
+            delivery.queue,
+            terminated=terminated,
+            runtime=runtime,
+            shadow=envelope.shadow,
         )
         reply_to = delivery.properties.reply_to
         message = "terminated while running" if terminated else "revoked"
