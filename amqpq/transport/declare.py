@@ -31,7 +31,7 @@ from amqpq.errors import (
 from amqpq.settings import BrokerAddress, Settings, connection_name
 from amqpq.topology.infra import effective_topology
 from amqpq.topology.models import Binding, Exchange, Queue, Topology
-from amqpq.topology.plan import describe_binding
+from amqpq.topology.plan import describe_binding, queue_type_remedy
 from amqpq.transport.aio_mapping import connect_first, reply_text
 from amqpq.transport.tls import ssl_context_for
 
@@ -184,8 +184,16 @@ async def _preflight(declarer: _Declarer, topology: Topology) -> tuple[set[str],
             # RabbitMQ accepts the file's definition as equivalent.
             await declarer.run(what, active)
         except TopologyConflictError as exc:
-            conflicts.append(str(exc))
+            conflicts.append(_with_remedy(str(exc), topology))
     return existing, conflicts
+
+
+def _with_remedy(conflict: str, topology: Topology) -> str:
+    """A refused queue type (``inequivalent arg 'x-queue-type'``) with what to do about it."""
+    if "'x-queue-type'" not in conflict:
+        return conflict
+    queue = next((q.name for q in topology.queues if conflict.startswith(f"queue {q.name!r}:")), "")
+    return f"{conflict} ({queue_type_remedy(topology, queue)})"
 
 
 async def _redeclare_existing(

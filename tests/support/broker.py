@@ -17,10 +17,17 @@ def management_client() -> httpx.Client:
     return httpx.Client(base_url=MANAGEMENT, auth=AUTH, timeout=10.0)
 
 
-def create_vhost(management: httpx.Client, name: str) -> str:
-    """Create ``name`` with full permissions for guest; the AMQP URL of it."""
+def create_vhost(
+    management: httpx.Client, name: str, *, default_queue_type: str | None = None
+) -> str:
+    """Create ``name`` with full permissions for guest; the AMQP URL of it.
+
+    ``default_queue_type`` ("quorum") makes it a vhost where a queue declared without
+    ``x-queue-type`` gets that type, as RabbitMQ 4.x deployments and Amazon MQ do.
+    """
     quoted = quote(name, safe="")
-    management.put(f"/vhosts/{quoted}").raise_for_status()
+    body = {} if default_queue_type is None else {"default_queue_type": default_queue_type}
+    management.put(f"/vhosts/{quoted}", json=body).raise_for_status()
     management.put(
         f"/permissions/{quoted}/guest",
         json={"configure": ".*", "write": ".*", "read": ".*"},
