@@ -41,3 +41,24 @@ def delete_vhost(management: httpx.Client, name: str) -> None:
 
 def amqp_url(vhost: str) -> str:
     return f"amqp://guest:guest@{BROKER_HOST}:5672/{quote(vhost, safe='')}"
+
+
+def close_connections_named(
+    management: httpx.Client, vhost: str, name: str, reason: str = "closed by a test"
+) -> int:
+    """Close (as an operator would, through the management API) the vhost's connections
+    whose client-given name starts with ``name``; how many were closed."""
+    response = management.get(f"/vhosts/{quote(vhost, safe='')}/connections")
+    response.raise_for_status()
+    closed = 0
+    for connection in response.json():
+        given = connection.get("user_provided_name") or connection.get("client_properties", {}).get(
+            "connection_name", ""
+        )
+        if given.startswith(name):
+            management.delete(
+                f"/connections/{quote(connection['name'], safe='')}",
+                headers={"X-Reason": reason},
+            ).raise_for_status()
+            closed += 1
+    return closed
