@@ -177,11 +177,9 @@ class AsyncBroker:
     async def _rotate_addresses(self, connection: Any) -> None:
         interval = 1.5  # a little more than reconnect_interval: one attempt per address
         while not connection.is_closed:
-            try:
-                await asyncio.wait_for(connection.connected.wait(), interval)
-                return
-            except TimeoutError:
-                pass
+            await asyncio.sleep(interval)
+            if self._lost_at is None:
+                return  # reconnected (see _reconnected)
             self._address_index = (self._address_index + 1) % len(self._order)
             connection.url = _url_for(self.address, self.settings, self.name)
             log.debug("still no connection (%s); next attempt: %s", self.name, self.address.display)

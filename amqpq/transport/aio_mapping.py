@@ -88,7 +88,12 @@ def describe(exc: BaseException, address: BrokerAddress | None = None) -> str:
             isinstance(exc, aiormq.exceptions.InvalidFrameError) and "Connection.Close" in str(exc)
         ):
             return vhost_refused(address.vhost, address.username)
-    if not isinstance(exc, aiormq.exceptions.ConnectionClosed):  # its args are a reply code
+    if isinstance(exc, aiormq.exceptions.ConnectionClosed):
+        # (reply code, reply text) from the broker's connection.close, or just the text.
+        texts = [arg for arg in exc.args if isinstance(arg, str) and arg]
+        if texts:
+            return texts[-1]
+    else:
         reason = socket_reason(exc, address.host if address is not None else None)
         if reason is not None:
             return reason
