@@ -106,9 +106,9 @@ BEAT_HEADER_TICK = "amqpq-beat-tick"
 # without a type there becomes quorum, which exclusive and auto-delete queues cannot be.
 QUEUE_TYPE_ARGUMENT = "x-queue-type"
 # A durable result queue a producer names and declares itself (when it does not exist).
-RESULT_QUEUE_ARGUMENTS: dict[str, str] = {QUEUE_TYPE_ARGUMENT: "classic"}
+RESULT_QUEUE_ARGUMENTS: dict[str, Any] = {QUEUE_TYPE_ARGUMENT: "classic"}
 # The exclusive, auto-delete queues of live consumers (control commands, events).
-TRANSIENT_QUEUE_ARGUMENTS: dict[str, str] = {QUEUE_TYPE_ARGUMENT: "classic"}
+TRANSIENT_QUEUE_ARGUMENTS: dict[str, Any] = {QUEUE_TYPE_ARGUMENT: "classic"}
 
 # -- direct reply-to -----------------------------------------------------------------------
 

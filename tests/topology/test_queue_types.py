@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import aio_pika
 import httpx
@@ -113,7 +114,11 @@ def test_a_queue_of_the_wrong_type_is_reported_as_a_type_mismatch(
 
 
 def test_classic_delay_levels_of_an_older_amqpq_conflict_with_a_way_out(
-    settings: Settings, vhost: str, api: ManagementClient, write_yaml: Callable[..., Path]
+    settings: Settings,
+    vhost: str,
+    api: ManagementClient,
+    management: httpx.Client,
+    write_yaml: Callable[..., Path],
 ) -> None:
     # Given a deployment whose delay levels are classic (as amqpq declared them before).
     text = """
@@ -138,8 +143,16 @@ def test_classic_delay_levels_of_an_older_amqpq_conflict_with_a_way_out(
     with pytest.raises(TopologyConflictError) as caught:
         declare_topology_sync(settings, quorum)
     assert "infrastructure.delay_queue_type: classic" in caught.value.problems[0]
-    # The way out the message names works: the classic file applies cleanly again.
+    # Both ways out that docs/delays.md describes work: keep them classic ...
     assert declare_topology_sync(settings, classic).created == ()
+    # ... or, with nothing waiting in them, delete the levels (if empty) and apply.
+    vq = quote(vhost, safe="")
+    for level in range(30):
+        management.delete(
+            f"/queues/{vq}/amqpq.delay.{level}", params={"if-empty": "true"}
+        ).raise_for_status()
+    declare_topology_sync(settings, quorum)
+    assert queue_types(api, vhost)["amqpq.delay.29"] == "quorum"
 
 
 def test_a_classic_queue_declared_without_a_type_matches_the_explicit_classic(

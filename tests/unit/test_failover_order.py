@@ -10,13 +10,13 @@ import sys
 import pytest
 
 from amqpq.errors import ConfigError
-from amqpq.settings import Settings, failover_order, load_settings
+from amqpq.settings import BrokerAddress, Settings, failover_order, load_settings
 
 URLS = [f"amqp://guest:guest@127.0.0.1:{port}/prod" for port in (5681, 5682, 5683, 5684)]
 LIST = ",".join(URLS)
 
 
-def ports(addresses: list) -> list[int]:  # type: ignore[type-arg]
+def ports(addresses: list[BrokerAddress]) -> list[int]:
     return [a.port for a in addresses]
 
 
