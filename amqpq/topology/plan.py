@@ -27,6 +27,7 @@ __all__ = [
     "BrokerSnapshot",
     "Plan",
     "PlanItem",
+    "delay_queue_names",
     "describe_binding",
     "plan_topology",
     "queue_type_remedy",
@@ -233,10 +234,18 @@ def _exchange_item(exchange: Exchange, present: BrokerExchange | None) -> PlanIt
     return PlanItem("unchanged", "exchange", name, managed, tuple(notes))
 
 
+def delay_queue_names(topology: Topology) -> set[str]:
+    """The delay level queues the topology's infrastructure adds (none with ``delay: false``)."""
+    infra = topology.infrastructure
+    if not infra.delay:
+        return set()
+    return {delay_queue_name(infra.prefix, level) for level in range(DELAY_LEVELS)}
+
+
 def queue_type_remedy(topology: Topology, queue: str) -> str:
     """What to do about a queue whose type on the broker is not the file's."""
     infra = topology.infrastructure
-    if infra.delay and queue in {delay_queue_name(infra.prefix, lv) for lv in range(DELAY_LEVELS)}:
+    if queue in delay_queue_names(topology):
         other = "classic" if infra.delay_queue_type == "quorum" else "quorum"
         return (
             f"RabbitMQ cannot change a queue's type: keep the delay levels {other} with "

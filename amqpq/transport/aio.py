@@ -99,6 +99,7 @@ class AsyncBroker:
         self._order = settings.connect_order()
         self._address_index = 0
         self._lost_at: float | None = None
+        self._closing = False
         self._failover_task: asyncio.Task[None] | None = None
 
     @property
@@ -151,7 +152,7 @@ class AsyncBroker:
                 task.add_done_callback(self._background.discard)
 
     def _connection_lost(self, connection: Any, exc: BaseException | None = None, *_: Any) -> None:
-        if connection.is_closed or getattr(connection, "_close_called", False):
+        if self._closing or connection.is_closed or getattr(connection, "_close_called", False):
             return  # closed by us
         if self._lost_at is not None:
             return  # a failed attempt of a recovery already under way
@@ -232,6 +233,7 @@ class AsyncBroker:
             ) from exc
 
     async def close(self) -> None:
+        self._closing = True
         if self._failover_task is not None:
             self._failover_task.cancel()
         connection, self._connection = self._connection, None

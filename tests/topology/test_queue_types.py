@@ -45,12 +45,18 @@ def expected_types(topology: Topology) -> dict[str, str]:
     return {q.name: q.type for q in effective_topology(topology).queues if not q.exclusive}
 
 
-async def declare_without_type(url: str, queue: str) -> None:
-    """What an older amqpq (or any client) did: a durable queue with no ``x-queue-type``."""
+async def declare_without_type(url: str, queue: str, topology: Topology | None = None) -> None:
+    """What an older amqpq (or any client) did: a durable queue with no ``x-queue-type``
+    (and, given a topology, the arguments amqpq declares it with)."""
+    arguments = {}
+    if topology is not None:
+        found = effective_topology(topology).queue(queue)
+        assert found is not None
+        arguments = {k: v for k, v in found.declare_arguments.items() if k != "x-queue-type"}
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
-        await channel.declare_queue(queue, durable=True)
+        await channel.declare_queue(queue, durable=True, arguments=arguments)
 
 
 def test_the_vhost_really_defaults_to_quorum(quorum_vhost: str, api: ManagementClient) -> None:
@@ -97,8 +103,8 @@ def test_a_queue_of_the_wrong_type_is_reported_as_a_type_mismatch(
     quorum_vhost: str, api: ManagementClient
 ) -> None:
     # Given a work queue an older amqpq declared without a type: the vhost made it quorum.
-    asyncio.run(declare_without_type(amqp_url(quorum_vhost), "pdf"))
     topology = load_topology(EXAMPLE, {})
+    asyncio.run(declare_without_type(amqp_url(quorum_vhost), "pdf", topology))
 
     plan = plan_topology(effective_topology(topology), api.snapshot(quorum_vhost))
     assert [i.line() for i in plan.conflicts] == [
@@ -160,14 +166,16 @@ def test_a_classic_queue_declared_without_a_type_matches_the_explicit_classic(
 ) -> None:
     # Existing deployments: queues an older amqpq declared without x-queue-type (classic
     # on a classic-default vhost) are unchanged when the type is now sent.
-    asyncio.run(declare_without_type(settings.primary.url, "pdf"))
     topology = load_topology(EXAMPLE, {})
+    asyncio.run(declare_without_type(settings.primary.url, "pdf", topology))
     plan = plan_topology(effective_topology(topology), api.snapshot(vhost))
     assert not plan.conflicts
     result = declare_topology_sync(settings, topology)
     assert "queue 'pdf'" in result.unchanged
 
 
+# Subscription hands aio-pika a plain function as its consumer callback (deprecated there).
+@pytest.mark.filterwarnings("ignore:You probably registering the non-coroutine:DeprecationWarning")
 def test_result_queues_and_live_subscriptions_are_classic_on_a_quorum_default_vhost(
     quorum_vhost: str, api: ManagementClient
 ) -> None:
