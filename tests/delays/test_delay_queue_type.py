@@ -17,7 +17,7 @@ from amqpq.app import App
 from amqpq.settings import Settings
 from amqpq.testing import TestBroker
 from amqpq.topology.loader import load_topology
-from amqpq.transport.declare import declare_topology_sync
+from amqpq.transport.declare import declare_topology, declare_topology_sync
 from amqpq.transport.management import ManagementClient
 from tests.delays.delay_helpers import TOPOLOGY_FILE
 from tests.support.aio_clients import take
@@ -59,7 +59,7 @@ async def test_delays_fire_in_order_and_never_early_through_either_queue_type(
     connection: AbstractRobustConnection,
 ) -> None:
     topology = load_topology(topology_with(delay_queue_type, tmp_path))
-    declare_topology_sync(settings, topology)
+    await declare_topology(settings, topology)
     with ManagementClient.from_settings(settings) as api:
         assert api.get_queue(vhost, "amqpq.delay.9")["type"] == delay_queue_type
     app = App("dt-types", settings=settings, topology=topology)
