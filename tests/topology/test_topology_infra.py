@@ -243,7 +243,9 @@ def test_plan_reports_conflicts_only_on_what_rabbitmq_compares(example: Topology
     )
     assert [item.line() for item in plan.conflicts] == [
         "! exchange tasks (direct): type: file direct, broker fanout",
-        "! queue default (quorum): type: file quorum, broker classic",
+        "! queue default (quorum): type: file quorum, broker classic (RabbitMQ cannot change "
+        "a queue's type: delete the queue (after moving its messages) and apply again, or "
+        "write the broker's type in the file)",
         "! queue pdf (classic): argument x-max-length: file 100000, broker 10",
     ]
     pdf = next(item for item in plan.conflicts if item.name.startswith("pdf"))
