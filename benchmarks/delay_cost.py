@@ -16,18 +16,15 @@ import argparse
 import statistics
 import time
 import uuid
-from urllib.parse import quote
 
-import httpx
 import pika
 
 from amqpq import App
 from amqpq.settings import Settings
 from amqpq.topology.loader import load_topology_text
 from amqpq.transport.declare import declare_topology_sync
+from benchmarks.harness import amqp_url, delete_vhost, reset_vhost
 
-MGMT = "http://127.0.0.1:15672/api"
-AUTH = ("guest", "guest")
 TOPOLOGY = """
 exchanges: [{{name: bench}}]
 queues: [{{name: work, bindings: [{{exchange: bench, routing_key: work}}]}}]
@@ -43,13 +40,8 @@ def _quantile(values: list[float], q: float) -> float:
 
 def run_once(kind: str, n: int, countdown: float) -> dict[str, float]:
     vhost = f"bench-delay-{kind}-{uuid.uuid4().hex[:6]}"
-    quoted = quote(vhost, safe="")
-    with httpx.Client(base_url=MGMT, auth=AUTH) as api:
-        api.put(f"/vhosts/{quoted}").raise_for_status()
-        api.put(
-            f"/permissions/{quoted}/guest", json={"configure": ".*", "write": ".*", "read": ".*"}
-        ).raise_for_status()
-    url = f"amqp://guest:guest@127.0.0.1:5672/{quoted}"
+    reset_vhost(vhost)
+    url = amqp_url(vhost)
     try:
         topology = load_topology_text(TOPOLOGY.format(kind=kind), "bench.yaml", {})
         settings = Settings(url=url)
@@ -84,8 +76,7 @@ def run_once(kind: str, n: int, countdown: float) -> dict[str, float]:
             "late_max_ms": max(late) * 1000,
         }
     finally:
-        with httpx.Client(base_url=MGMT, auth=AUTH) as api:
-            api.delete(f"/vhosts/{quoted}")
+        delete_vhost(vhost)
 
 
 def _drain(url: str, n: int) -> dict[str, float]:
