@@ -1,7 +1,9 @@
 """Connection settings, read from arguments first, then ``AMQPQ_*`` environment variables.
 
 ``AMQPQ_URL`` holds one broker URL or several separated by commas or spaces
-(tried in order: failover). ``amqps://`` URLs verify the server certificate
+(failover). Each process tries them in an order of its own, shuffled once per
+process, so a fleet spreads over a cluster's nodes; ``AMQPQ_FAILOVER_ORDER=given``
+keeps the order as written. ``amqps://`` URLs verify the server certificate
 against the system CA store unless ``AMQPQ_TLS_CA_FILE`` names another bundle.
 The management API address and credentials are derived from the first AMQP URL
 unless ``AMQPQ_MANAGEMENT_URL`` says otherwise.
@@ -10,10 +12,11 @@ unless ``AMQPQ_MANAGEMENT_URL`` says otherwise.
 from __future__ import annotations
 
 import os
+import random
 import socket
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import (
@@ -27,7 +30,7 @@ from pydantic import (
 
 from amqpq.errors import ConfigError, ManagementAPIError
 
-__all__ = ["BrokerAddress", "Settings", "connection_name"]
+__all__ = ["BrokerAddress", "FailoverOrder", "Settings", "connection_name", "failover_order"]
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -111,6 +114,26 @@ def connection_name(role: str) -> str:
 
 ENV_PREFIX = "AMQPQ_"
 
+FailoverOrder = Literal["shuffle", "given"]
+
+
+def failover_order(
+    addresses: list[BrokerAddress], order: FailoverOrder, pid: int | None = None
+) -> list[BrokerAddress]:
+    """The addresses in the order process ``pid`` (this one by default) tries them.
+
+    ``shuffle``: a permutation of its own per host and process id, the same on every
+    call, so the processes of a fleet spread over a cluster's nodes instead of all
+    sitting on the first URL (and a forked worker does not inherit its parent's
+    order). ``given``: as written.
+    """
+    if order == "given" or len(addresses) < 2:
+        return list(addresses)
+    shuffled = list(addresses)
+    seed = f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+    random.Random(seed).shuffle(shuffled)
+    return shuffled
+
 
 class Settings(BaseModel):
     """Everything amqpq needs to reach the broker. Pass explicitly; there is no global.
@@ -129,6 +152,10 @@ class Settings(BaseModel):
     management_user: str | None = None
     management_password: str | None = None
     topology: Path | None = Field(default=None, description="topology file (else ./amqpq.yaml)")
+    failover_order: FailoverOrder = Field(
+        default="shuffle",
+        description="order in which each process tries the URLs: shuffle (per process) or given",
+    )
     heartbeat: int = Field(default=30, ge=0, description="AMQP heartbeat in seconds (0 = off)")
     connect_timeout: float = Field(default=10.0, gt=0)
     tls_ca_file: Path | None = None
@@ -168,8 +195,12 @@ class Settings(BaseModel):
 
     @cached_property
     def addresses(self) -> list[BrokerAddress]:
-        """The broker URLs in failover order."""
+        """The broker URLs as written (the first one names the vhost and the management API)."""
         return [parse_broker_url(url) for url in _split_urls(self.url)]
+
+    def connect_order(self) -> list[BrokerAddress]:
+        """The broker URLs in the order this process tries them (:func:`failover_order`)."""
+        return failover_order(self.addresses, self.failover_order)
 
     @property
     def primary(self) -> BrokerAddress:

@@ -35,6 +35,9 @@ __all__ = [
     "HEADER_REDELIVERIES",
     "HEADER_TASK",
     "MAX_DELAY_MS",
+    "QUEUE_TYPE_ARGUMENT",
+    "RESULT_QUEUE_ARGUMENTS",
+    "TRANSIENT_QUEUE_ARGUMENTS",
     "beat_consumer_tag",
     "beat_leader_queue_name",
     "control_consumer_tag",
@@ -95,6 +98,17 @@ BROKER_DEAD_LETTER_HEADERS = (
 # The scheduler's token messages on its leader queue (amqpq/beat/main.py).
 BEAT_HEADER_SCHEDULE = "amqpq-beat-schedule"
 BEAT_HEADER_TICK = "amqpq-beat-tick"
+
+# -- queue types -----------------------------------------------------------------------------
+
+# Every queue amqpq declares names its type: a vhost may default to quorum (RabbitMQ 4.x
+# deployments, Amazon MQ, ``add_vhost --default-queue-type``), and a queue declared
+# without a type there becomes quorum, which exclusive and auto-delete queues cannot be.
+QUEUE_TYPE_ARGUMENT = "x-queue-type"
+# A durable result queue a producer names and declares itself (when it does not exist).
+RESULT_QUEUE_ARGUMENTS: dict[str, Any] = {QUEUE_TYPE_ARGUMENT: "classic"}
+# The exclusive, auto-delete queues of live consumers (control commands, events).
+TRANSIENT_QUEUE_ARGUMENTS: dict[str, Any] = {QUEUE_TYPE_ARGUMENT: "classic"}
 
 # -- direct reply-to -----------------------------------------------------------------------
 

@@ -32,14 +32,15 @@ def management() -> Iterator[httpx.Client]:
 @pytest.fixture
 def make_vhost(
     management: httpx.Client, request: pytest.FixtureRequest
-) -> Iterator[Callable[[], str]]:
-    """Factory: a fresh vhost named after the test, deleted afterwards."""
+) -> Iterator[Callable[..., str]]:
+    """Factory: a fresh vhost named after the test, deleted afterwards
+    (``make(default_queue_type="quorum")``: a vhost that defaults to quorum queues)."""
     created: list[str] = []
 
-    def make() -> str:
+    def make(default_queue_type: str | None = None) -> str:
         base = request.node.name.replace("[", "-").replace("]", "")[:60]
         name = f"amqpq-test-{base}-{uuid.uuid4().hex[:6]}"
-        create_vhost(management, name)
+        create_vhost(management, name, default_queue_type=default_queue_type)
         created.append(name)
         return name
 
@@ -49,7 +50,7 @@ def make_vhost(
 
 
 @pytest.fixture
-def vhost(make_vhost: Callable[[], str]) -> str:
+def vhost(make_vhost: Callable[..., str]) -> str:
     return make_vhost()
 
 

@@ -174,7 +174,7 @@ class Beat:
                 "waiting for the leader token",
                 ",".join(self.schedules),
                 self.queue,
-                self.settings.primary.display,
+                broker.address.display,  # the node this process's URL order reached
                 broker.name,
             )
             now = self._clock()

@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from amqpq.errors import AmqpqError, ConfigError, ExitCode, TopologyError
+from amqpq.transport.library_logs import LIBRARY_LOGGERS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -64,6 +65,10 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
         force=True,
     )
-    # aio-pika's own reconnect chatter is repeated by amqpq's structured lines.
-    logging.getLogger("aio_pika").setLevel(max(numeric, logging.WARNING))
-    logging.getLogger("aiormq").setLevel(max(numeric, logging.WARNING))
+    # The client libraries log each failed attempt and lost connection themselves, with
+    # tracebacks, before amqpq says it in one line: only at debug level (their INFO and
+    # above then; their own DEBUG is a frame-by-frame account). The transport filters
+    # them the same way for processes that never call this (amqpq.transport.library_logs).
+    quiet = numeric > logging.DEBUG
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1 if quiet else logging.INFO)

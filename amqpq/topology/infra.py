@@ -170,8 +170,22 @@ def _dead_letter_objects(topology: Topology, prefix: str) -> tuple[Exchange, lis
     return dlx, queues
 
 
-def _delay_objects(prefix: str) -> tuple[list[Exchange], list[Queue]]:
+def _delay_queue_arguments(queue_type: str, ttl: int, dead_letter_exchange: str) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "x-message-ttl": ttl,
+        "x-dead-letter-exchange": dead_letter_exchange,
+    }
+    if queue_type == "quorum":
+        # A quorum queue dead-letters at most once unless told otherwise: a hop between
+        # levels could then be lost with a node. At-least-once needs reject-publish.
+        arguments["x-overflow"] = "reject-publish"
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+    return arguments
+
+
+def _delay_objects(infra: Infrastructure) -> tuple[list[Exchange], list[Queue]]:
     """The 30 delay levels and the exit exchange, without the bindings to user objects."""
+    prefix = infra.prefix
     deliver = delay_deliver_exchange_name(prefix)
 
     def lower(level: int) -> str:
@@ -199,9 +213,12 @@ def _delay_objects(prefix: str) -> tuple[list[Exchange], list[Queue]]:
     queues = [
         Queue(
             name=delay_queue_name(prefix, level),
+            # Quorum by default: a classic queue lives on one node, and while that node is
+            # down every countdown routed through its level is returned (NO_ROUTE).
+            type=infra.delay_queue_type,
             # One TTL per queue keeps expiry FIFO: a short delay never waits behind a
             # long one. Dead-lettering keeps the routing key and headers.
-            arguments={"x-message-ttl": 2**level, "x-dead-letter-exchange": lower(level)},
+            arguments=_delay_queue_arguments(infra.delay_queue_type, 2**level, lower(level)),
             bindings=(
                 QueueBinding(
                     exchange=delay_exchange_name(prefix, level),
@@ -234,7 +251,7 @@ def effective_topology(topology: Topology) -> Topology:
         added_exchanges.append(dlx)
         added_queues.extend(dlqs)
     if infra.delay:
-        delay_exchanges, delay_queues = _delay_objects(prefix)
+        delay_exchanges, delay_queues = _delay_objects(infra)
         added_exchanges.extend(delay_exchanges)
         added_queues.extend(delay_queues)
     if infra.operations:
@@ -299,7 +316,7 @@ def infrastructure_problems(topology: Topology) -> list[Problem]:
         exchanges.append(dlx)
         queues.extend(dlqs)
     if infra.delay:
-        delay_exchanges, delay_queues = _delay_objects(infra.prefix)
+        delay_exchanges, delay_queues = _delay_objects(infra)
         exchanges.extend(delay_exchanges)
         queues.extend(delay_queues)
     if infra.operations:

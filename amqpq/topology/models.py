@@ -173,19 +173,21 @@ class Queue(_Model):
 
     @property
     def declare_arguments(self) -> dict[str, Any]:
-        """The x- arguments sent in queue.declare, typed fields folded in.
+        """The x- arguments sent in queue.declare, typed fields folded in, and the type.
 
-        ``x-queue-type`` is included for quorum and streams only: RabbitMQ treats a
-        missing type as classic and an explicit ``classic`` as equivalent to it, and
-        leaving it out keeps queues declared by older clients equivalent.
+        ``x-queue-type`` is always sent, ``classic`` too: a vhost may default to
+        quorum (RabbitMQ 4.x deployments, Amazon MQ, ``rabbitmqctl add_vhost
+        --default-queue-type quorum``), where a queue declared without a type becomes
+        quorum. RabbitMQ treats an explicit ``classic`` as equivalent to a classic
+        queue declared without one, so queues declared by older clients still match.
+        Exports (definitions) and the memory broker read the same dict.
         """
         arguments = {k: v for k, v in self.arguments.items() if k != "x-queue-type"}
         for field, key in FRIENDLY_QUEUE_ARGUMENTS.items():
             value = getattr(self, field)
             if value is not None:
                 arguments[key] = value
-        if self.type != "classic":
-            arguments["x-queue-type"] = self.type
+        arguments["x-queue-type"] = self.type
         return arguments
 
     def argument_location(self, key: str) -> tuple[str, ...]:
@@ -260,6 +262,10 @@ class Infrastructure(_Model):
     dead_letters: bool = True
     delivery_limit: int | None = Field(default=20, ge=1)
     delay: bool = True
+    # The delay levels' queue type: quorum survives the loss of a cluster node (a classic
+    # queue lives on one node, and countdown sends routed to it fail while it is down);
+    # classic keeps delay levels an older amqpq declared (docs/delays.md, "Queue type").
+    delay_queue_type: Literal["quorum", "classic"] = "quorum"
     # Control and events exchanges and the revocations stream (docs/operations.md).
     operations: bool = True
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from amqpq.topology.arguments import EXCHANGE_COMPARED_ARGUMENTS, QUEUE_ARGUMENTS_BY_TYPE
 from amqpq.topology.models import Binding, Exchange, Queue, Topology
+from amqpq.wire import DELAY_LEVELS, delay_queue_name
 
 __all__ = [
     "SYMBOLS",
@@ -26,8 +27,10 @@ __all__ = [
     "BrokerSnapshot",
     "Plan",
     "PlanItem",
+    "delay_queue_names",
     "describe_binding",
     "plan_topology",
+    "queue_type_remedy",
     "snapshot_from_management",
 ]
 
@@ -231,7 +234,31 @@ def _exchange_item(exchange: Exchange, present: BrokerExchange | None) -> PlanIt
     return PlanItem("unchanged", "exchange", name, managed, tuple(notes))
 
 
-def _queue_item(queue: Queue, present: BrokerQueue | None) -> PlanItem:
+def delay_queue_names(topology: Topology) -> set[str]:
+    """The delay level queues the topology's infrastructure adds (none with ``delay: false``)."""
+    infra = topology.infrastructure
+    if not infra.delay:
+        return set()
+    return {delay_queue_name(infra.prefix, level) for level in range(DELAY_LEVELS)}
+
+
+def queue_type_remedy(topology: Topology, queue: str) -> str:
+    """What to do about a queue whose type on the broker is not the file's."""
+    infra = topology.infrastructure
+    if queue in delay_queue_names(topology):
+        other = "classic" if infra.delay_queue_type == "quorum" else "quorum"
+        return (
+            f"RabbitMQ cannot change a queue's type: keep the delay levels {other} with "
+            f"infrastructure.delay_queue_type: {other}, or move them (docs/delays.md, "
+            '"Queue type of the delay levels")'
+        )
+    return (
+        "RabbitMQ cannot change a queue's type: delete the queue (after moving its "
+        "messages) and apply again, or write the broker's type in the file"
+    )
+
+
+def _queue_item(queue: Queue, present: BrokerQueue | None, topology: Topology) -> PlanItem:
     name = f"{queue.name} ({queue.type})"
     managed = queue.managed_by_amqpq
     if queue.exclusive:
@@ -240,12 +267,17 @@ def _queue_item(queue: Queue, present: BrokerQueue | None) -> PlanItem:
         )
     if present is None:
         return PlanItem("create", "queue", name, managed)
-    problems = []
     if present.type != queue.type:
-        problems.append(f"type: file {queue.type}, broker {present.type}")
-    problems += _flags(queue, present, ("durable", "auto_delete"))
+        # Arguments are compared per type: beside a type mismatch they would only add noise.
+        problems = [
+            f"type: file {queue.type}, broker {present.type} "
+            f"({queue_type_remedy(topology, queue.name)})",
+            *_flags(queue, present, ("durable", "auto_delete")),
+        ]
+        return PlanItem("conflict", "queue", name, managed, tuple(problems))
+    problems = _flags(queue, present, ("durable", "auto_delete"))
     wanted = {k: v for k, v in queue.declare_arguments.items() if k != "x-queue-type"}
-    compared = QUEUE_ARGUMENTS_BY_TYPE.get(present.type, QUEUE_ARGUMENTS_BY_TYPE[queue.type])
+    compared = QUEUE_ARGUMENTS_BY_TYPE[queue.type]
     conflicts, notes = _argument_differences(wanted, present.arguments, compared)
     problems += conflicts
     if problems:
@@ -270,7 +302,7 @@ def plan_topology(topology: Topology, snapshot: BrokerSnapshot) -> Plan:
     broker_exchanges = {x.name: x for x in snapshot.exchanges}
     broker_queues = {q.name: q for q in snapshot.queues}
     items += [_exchange_item(x, broker_exchanges.get(x.name)) for x in topology.exchanges]
-    items += [_queue_item(q, broker_queues.get(q.name)) for q in topology.queues]
+    items += [_queue_item(q, broker_queues.get(q.name), topology) for q in topology.queues]
 
     skipped_queues = {q.name for q in topology.queues if q.exclusive}
     present_bindings = {b.identity for b in snapshot.bindings}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Container
 from typing import Any, TypeVar
 
@@ -42,7 +43,7 @@ from amqpq.transport.aio_mapping import (
 )
 from amqpq.transport.tls import ssl_context_for
 from amqpq.transport.wording import CONNECTION_LOST, publish_lost
-from amqpq.wire import DIRECT_REPLY_TO
+from amqpq.wire import DIRECT_REPLY_TO, RESULT_QUEUE_ARGUMENTS
 
 __all__ = [
     "AioConfirmingPublisher",
@@ -76,7 +77,12 @@ def _url_for(address: BrokerAddress, settings: Settings, name: str) -> URL:
 
 
 class AsyncBroker:
-    """One robust connection per role and process, trying the configured URLs in order."""
+    """One robust connection per role and process, over the URLs in this process's order.
+
+    A lost connection is one WARNING line (which connection, where, why, where it tries
+    next) and its recovery one INFO line; each attempt in between, and the client
+    library's own account of it, only at debug level.
+    """
 
     def __init__(self, settings: Settings, role: str) -> None:
         self.settings = settings
@@ -90,8 +96,16 @@ class AsyncBroker:
         self.reconnects = 0
         self._background: set[asyncio.Future[Any]] = set()
         self.on_reconnect: list[Callable[[], Awaitable[None] | None]] = []
+        self._order = settings.connect_order()
         self._address_index = 0
+        self._lost_at: float | None = None
+        self._closing = False
         self._failover_task: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> BrokerAddress:
+        """The address this connection uses (or tries next while it is down)."""
+        return self._order[self._address_index]
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -105,8 +119,7 @@ class AsyncBroker:
                 return self._connection
             index, connection = await connect_first(self.settings, self._open)
             connection.reconnect_callbacks.add(self._reconnected)
-            if len(self.settings.addresses) > 1:
-                connection.close_callbacks.add(self._connection_lost)
+            connection.close_callbacks.add(self._connection_lost)
             self._address_index = index
             self._connection = connection
             return connection
@@ -122,7 +135,15 @@ class AsyncBroker:
 
     def _reconnected(self, *_: Any) -> None:
         self.reconnects += 1
-        log.warning("reconnected to RabbitMQ (%s), reconnects=%d", self.name, self.reconnects)
+        lost_at, self._lost_at = self._lost_at, None
+        after = f" after {time.monotonic() - lost_at:.1f}s" if lost_at is not None else ""
+        log.info(
+            "reconnected to RabbitMQ at %s%s (%s), reconnects=%d",
+            self.address.display,
+            after,
+            self.name,
+            self.reconnects,
+        )
         for callback in self.on_reconnect:
             result = callback()
             if asyncio.iscoroutine(result):
@@ -130,27 +151,39 @@ class AsyncBroker:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
 
-    def _connection_lost(self, connection: Any, *_: Any) -> None:
-        # aio-pika's robust connection retries the URL it first connected to. With several
-        # addresses (a cluster), point it at the next one on every loss and keep rotating
-        # while no attempt succeeds; its retry loop reads ``connection.url`` on each attempt.
-        if connection.is_closed or getattr(connection, "_close_called", False):
-            return
-        if self._failover_task is None or self._failover_task.done():
-            self._failover_task = asyncio.ensure_future(self._rotate_addresses(connection))
+    def _connection_lost(self, connection: Any, exc: BaseException | None = None, *_: Any) -> None:
+        if self._closing or connection.is_closed or getattr(connection, "_close_called", False):
+            return  # closed by us
+        if self._lost_at is not None:
+            return  # a failed attempt of a recovery already under way
+        self._lost_at = time.monotonic()
+        lost = self.address.display
+        if len(self._order) > 1:
+            # aio-pika's robust connection retries the URL it first connected to: point it
+            # at the next one, and keep rotating while no attempt succeeds (its retry loop
+            # reads ``connection.url`` on each attempt).
+            self._address_index = (self._address_index + 1) % len(self._order)
+            connection.url = _url_for(self.address, self.settings, self.name)
+            if self._failover_task is None or self._failover_task.done():
+                self._failover_task = asyncio.ensure_future(self._rotate_addresses(connection))
+        reason = describe(exc) if exc is not None else "closed"
+        log.warning(
+            "lost the connection to RabbitMQ at %s (%s): %s; reconnecting%s",
+            lost,
+            self.name,
+            reason,
+            f", next {self.address.display}" if len(self._order) > 1 else "",
+        )
 
     async def _rotate_addresses(self, connection: Any) -> None:
-        addresses = self.settings.addresses
         interval = 1.5  # a little more than reconnect_interval: one attempt per address
-        while not connection.is_closed and not connection.connected.is_set():
-            self._address_index = (self._address_index + 1) % len(addresses)
-            address = addresses[self._address_index]
-            connection.url = _url_for(address, self.settings, self.name)
-            log.warning("connection lost (%s); next attempt: %s", self.name, address.display)
-            try:
-                await asyncio.wait_for(connection.connected.wait(), interval)
-            except TimeoutError:
-                continue
+        while not connection.is_closed:
+            await asyncio.sleep(interval)
+            if self._lost_at is None:
+                return  # reconnected (see _reconnected)
+            self._address_index = (self._address_index + 1) % len(self._order)
+            connection.url = _url_for(self.address, self.settings, self.name)
+            log.debug("still no connection (%s); next attempt: %s", self.name, self.address.display)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until the (robust) connection is up again; BrokerUnreachableError after timeout."""
@@ -200,6 +233,7 @@ class AsyncBroker:
             ) from exc
 
     async def close(self) -> None:
+        self._closing = True
         if self._failover_task is not None:
             self._failover_task.cancel()
         connection, self._connection = self._connection, None
@@ -305,6 +339,8 @@ class AioConfirmingPublisher:
         """
         try:
             await publish_on(await self._get_channel(), message, timeout=timeout)
+        except BrokerUnreachableError:
+            raise  # no address took a connection: nothing to retry on
         except self._retry_on:
             self._channel = None
             await retry_once_after_connection_loss(
@@ -407,6 +443,8 @@ class ReplyChannel:
         try:
             channel, generation = await self.ready()
             await publish_on(channel, message, timeout=timeout)
+        except BrokerUnreachableError:
+            raise  # no address took a connection: nothing to retry on
         except _RPC_RETRY_ERRORS:
             return await retry_once_after_connection_loss(
                 self.broker,
@@ -439,8 +477,10 @@ class ReplyChannel:
                 f"exchange {name!r} does not exist in vhost {self.broker.settings.vhost!r}: "
                 "declare the topology first (amqpq topology apply)"
             ) from exc
+        except BrokerUnreachableError:
+            raise
         except CONNECTION_ERRORS as exc:
-            raise BrokerUnreachableError(f"cannot reach RabbitMQ: {describe(exc)}") from exc
+            raise BrokerUnreachableError(f"{CONNECTION_LOST}: {describe(exc)}") from exc
         self._known_exchanges.add(name)
 
     async def _drop_aux(self) -> None:
@@ -460,12 +500,16 @@ class ReplyChannel:
                 await (await self._aux_channel()).queue_declare(queue=name, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
                 await self._drop_aux()
-                await (await self._aux_channel()).queue_declare(queue=name, durable=True)
+                await (await self._aux_channel()).queue_declare(
+                    queue=name, durable=True, arguments=dict(RESULT_QUEUE_ARGUMENTS)
+                )
         except aiormq.exceptions.AMQPChannelError as exc:
             await self._drop_aux()
             raise BrokerError(f"cannot declare result queue {name!r}: {exc}") from exc
+        except BrokerUnreachableError:
+            raise
         except CONNECTION_ERRORS as exc:
-            raise BrokerUnreachableError(f"cannot reach RabbitMQ: {describe(exc)}") from exc
+            raise BrokerUnreachableError(f"{CONNECTION_LOST}: {describe(exc)}") from exc
         self._known_queues.add(name)
 
     async def collect(self, queue: str, wanted: Container[str]) -> list[tuple[str | None, bytes]]:

@@ -26,6 +26,7 @@ import aiormq.exceptions
 from amqpq.codec import MessageProperties, OutgoingMessage
 from amqpq.errors import BrokerUnreachableError
 from amqpq.settings import BrokerAddress, Settings
+from amqpq.transport.library_logs import quiet_library_logs
 from amqpq.transport.wording import (
     cannot_connect,
     credentials_refused,
@@ -87,7 +88,12 @@ def describe(exc: BaseException, address: BrokerAddress | None = None) -> str:
             isinstance(exc, aiormq.exceptions.InvalidFrameError) and "Connection.Close" in str(exc)
         ):
             return vhost_refused(address.vhost, address.username)
-    if not isinstance(exc, aiormq.exceptions.ConnectionClosed):  # its args are a reply code
+    if isinstance(exc, aiormq.exceptions.ConnectionClosed):
+        # (reply code, reply text) from the broker's connection.close, or just the text.
+        texts = [arg for arg in exc.args if isinstance(arg, str) and arg]
+        if texts:
+            return texts[-1]
+    else:
         reason = socket_reason(exc, address.host if address is not None else None)
         if reason is not None:
             return reason
@@ -108,10 +114,12 @@ def reply_text(exc: BaseException) -> str:
 async def connect_first(
     settings: Settings, open_address: Callable[[BrokerAddress], Awaitable[C]]
 ) -> tuple[int, C]:
-    """Open a connection to the first configured address that takes it (failover order):
-    its index and the connection; :class:`BrokerUnreachableError` naming each refusal."""
+    """Open a connection to the first address that takes it, in this process's failover
+    order (:meth:`Settings.connect_order`): its index in that order and the connection;
+    :class:`BrokerUnreachableError` naming each address and its refusal, once."""
+    quiet_library_logs()
     reasons: list[str] = []
-    for index, address in enumerate(settings.addresses):
+    for index, address in enumerate(settings.connect_order()):
         try:
             return index, await open_address(address)
         except _CONNECT_ERRORS as exc:

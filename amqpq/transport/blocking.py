@@ -37,6 +37,7 @@ from amqpq.errors import (
     UnroutableError,
 )
 from amqpq.settings import BrokerAddress, Settings, connection_name
+from amqpq.transport.library_logs import quiet_library_logs
 from amqpq.transport.pika_mapping import (
     CONNECTION_ERRORS,
     NOT_FOUND,
@@ -51,7 +52,7 @@ from amqpq.transport.wording import (
     publish_lost,
     vhost_refused,
 )
-from amqpq.wire import DIRECT_REPLY_TO
+from amqpq.wire import DIRECT_REPLY_TO, RESULT_QUEUE_ARGUMENTS
 
 __all__ = ["BlockingBroker", "ReplyCallback"]
 
@@ -118,6 +119,8 @@ class BlockingBroker:
         self.generation = 0
         """Bumped each time a new publishing channel opens (its reply-to address changes)."""
         self.reconnects = 0
+        self.address: BrokerAddress | None = None
+        """The address of the current (or last) connection."""
 
     def listen(self, on_reply: ReplyCallback, on_lost: LostCallback) -> None:
         """Where direct replies go and who hears they were lost (the producer's router)."""
@@ -149,7 +152,7 @@ class BlockingBroker:
             return self._channel
         had_connection = self.generation > 0
         self._drop(CONNECTION_LOST)
-        connection = self._open_connection()
+        address, connection = self._open_connection()
         try:
             channel = connection.channel()
             impl = channel._impl  # confirms tracked per tag: pipelined, not one at a time
@@ -172,17 +175,36 @@ class BlockingBroker:
         self._channel = channel
         self._tag = 0
         self.generation += 1
+        self.address = address
         if had_connection:
             self.reconnects += 1
-            log.warning("reconnected to RabbitMQ (%s), reconnects=%d", self.name, self.reconnects)
+            log.info(
+                "reconnected to RabbitMQ at %s (%s), reconnects=%d",
+                address.display,
+                self.name,
+                self.reconnects,
+            )
         self._last_io = time.monotonic()
         self._start_keepalive()
         return channel
 
-    def _open_connection(self) -> BlockingConnection:
-        connection = open_blocking_connection(self.settings, self.name, self.confirm_timeout)
+    def _open_connection(self) -> tuple[BrokerAddress, BlockingConnection]:
+        address, connection = open_first_blocking_connection(
+            self.settings, self.name, self.confirm_timeout
+        )
         _coalesce_writes(connection)
-        return connection
+        return address, connection
+
+    def _log_loss(self, reason: BaseException, then: str) -> None:
+        """The one WARNING line of a lost connection (its reconnect is one INFO line)."""
+        where = f" at {self.address.display}" if self.address is not None else ""
+        log.warning(
+            "lost the connection to RabbitMQ%s (%s): %s; %s",
+            where,
+            self.name,
+            describe(reason),
+            then,
+        )
 
     def _drop(self, reason: str) -> None:
         """Forget the connection; fail what was in flight on it."""
@@ -301,6 +323,7 @@ class BlockingBroker:
         try:
             connection.process_data_events(time_limit=time_limit)
         except CONNECTION_ERRORS as exc:
+            self._log_loss(exc, "reconnecting on next use")
             self._drop(f"{CONNECTION_LOST} ({describe(exc)})")
         finally:
             self._last_io = time.monotonic()
@@ -338,6 +361,13 @@ class BlockingBroker:
             errors: list[BaseException | None] = [None] * len(messages)
             try:
                 self._ensure_channel()
+            except BrokerUnreachableError as exc:
+                # No connection could be opened (every address was tried): that is the
+                # error, said once, never "retrying after a connection loss".
+                for index in todo:
+                    results[index] = (exc, self.generation)
+                return results
+            try:
                 generation = self.generation
                 self._check_exchanges(messages, todo, errors)
                 deadline = time.monotonic() + self.confirm_timeout
@@ -353,6 +383,8 @@ class BlockingBroker:
                     deadline - time.monotonic(),
                 )
             except _RETRYABLE as exc:
+                if attempt == 1:
+                    self._log_loss(exc, "publishing again on a new connection")
                 self._drop(f"{CONNECTION_LOST} ({describe(exc)})")
                 failure: BaseException = exc
             else:
@@ -379,7 +411,7 @@ class BlockingBroker:
                         self.generation,
                     )
                 return results
-            log.warning("retrying %d publish(es) after a connection loss", len(retry))
+            log.debug("retrying %d publish(es) after a connection loss", len(retry))
             todo = sorted(retry)
         return results
 
@@ -447,12 +479,16 @@ class BlockingBroker:
                     self._aux = None
                     if exc.reply_code != NOT_FOUND:
                         raise BrokerError(f"checking queue {name!r}: {describe(exc)}") from exc
-                    self._aux_channel().queue_declare(name, durable=True)
+                    self._aux_channel().queue_declare(
+                        name, durable=True, arguments=dict(RESULT_QUEUE_ARGUMENTS)
+                    )
                 self._known_queues.add(name)
                 return
             except pika.exceptions.ChannelClosedByBroker as exc:
                 self._aux = None
                 raise BrokerError(f"cannot declare result queue {name!r}: {describe(exc)}") from exc
+            except BrokerUnreachableError:
+                raise
             except CONNECTION_ERRORS as exc:
                 self._drop(f"{CONNECTION_LOST} ({describe(exc)})")
                 if attempt == 2:
@@ -604,11 +640,21 @@ def connection_parameters(
 def open_blocking_connection(
     settings: Settings, name: str, confirm_timeout: float
 ) -> BlockingConnection:
-    """A pika connection to the first broker address that answers (failover order)."""
+    """A pika connection to the first broker address that answers, in this process's
+    failover order (:meth:`Settings.connect_order`)."""
+    return open_first_blocking_connection(settings, name, confirm_timeout)[1]
+
+
+def open_first_blocking_connection(
+    settings: Settings, name: str, confirm_timeout: float
+) -> tuple[BrokerAddress, BlockingConnection]:
+    """:func:`open_blocking_connection`, with the address that took it;
+    :class:`BrokerUnreachableError` naming each address and its refusal, once."""
+    quiet_library_logs()
     errors: list[str] = []
-    for address in settings.addresses:
+    for address in settings.connect_order():
         try:
-            return BlockingConnection(
+            return address, BlockingConnection(
                 connection_parameters(settings, address, name, confirm_timeout)
             )
         except pika.exceptions.ProbableAuthenticationError:

@@ -27,6 +27,7 @@ from amqpq.codec import MessageProperties, OutgoingMessage
 from amqpq.errors import BrokerError, PublishError, UnroutableError
 from amqpq.transport.aio import AsyncBroker
 from amqpq.transport.aio_mapping import CLOSE_ERRORS, from_amqp_properties
+from amqpq.wire import TRANSIENT_QUEUE_ARGUMENTS
 
 __all__ = ["FireAndForget", "MessageCallback", "StreamReader", "Subscription", "exchange_exists"]
 
@@ -100,7 +101,7 @@ class Subscription:
                 self.queue_name,
                 exclusive=True,
                 auto_delete=True,
-                arguments=self._arguments or None,
+                arguments={**TRANSIENT_QUEUE_ARGUMENTS, **self._arguments},
             )
             for key in self._keys:
                 await queue.bind(self.exchange, routing_key=key)

@@ -31,7 +31,7 @@ from amqpq.errors import (
 from amqpq.settings import BrokerAddress, Settings, connection_name
 from amqpq.topology.infra import effective_topology
 from amqpq.topology.models import Binding, Exchange, Queue, Topology
-from amqpq.topology.plan import describe_binding
+from amqpq.topology.plan import delay_queue_names, describe_binding, queue_type_remedy
 from amqpq.transport.aio_mapping import connect_first, reply_text
 from amqpq.transport.tls import ssl_context_for
 
@@ -184,8 +184,24 @@ async def _preflight(declarer: _Declarer, topology: Topology) -> tuple[set[str],
             # RabbitMQ accepts the file's definition as equivalent.
             await declarer.run(what, active)
         except TopologyConflictError as exc:
-            conflicts.append(str(exc))
+            conflicts.append(_with_remedy(str(exc), topology))
     return existing, conflicts
+
+
+def _with_remedy(conflict: str, topology: Topology) -> str:
+    """A queue of another type on the broker, with what to do about it.
+
+    RabbitMQ names the first argument it finds different, in an order of its own, so
+    a queue of another type may be reported by an argument only one of the types has.
+    A delay level conflicts only when its type changed: its arguments are amqpq's own.
+    """
+    queue = next((q for q in topology.queues if conflict.startswith(f"queue {q.name!r}:")), None)
+    if queue is None:
+        return conflict
+    remedy = queue_type_remedy(topology, queue.name)
+    if "'x-queue-type'" in conflict or queue.name in delay_queue_names(topology):
+        return f"{conflict} ({remedy})"
+    return conflict
 
 
 async def _redeclare_existing(

@@ -47,7 +47,12 @@ from amqpq.errors import AmqpqError, PublishNackedError, ResultTimeoutError, Unr
 from amqpq.topology.infra import effective_topology
 from amqpq.topology.models import Queue, Topology
 from amqpq.topology.routing import Router
-from amqpq.wire import DIRECT_REPLY_TO, HEADER_DELIVERY_COUNT, deliveries_before
+from amqpq.wire import (
+    DIRECT_REPLY_TO,
+    HEADER_DELIVERY_COUNT,
+    RESULT_QUEUE_ARGUMENTS,
+    deliveries_before,
+)
 
 __all__ = [
     "MemoryAsyncSendTransport",
@@ -555,11 +560,11 @@ class _MemorySending:
         )
 
     def _ensure_queue(self, name: str) -> None:
-        self.memory.declare_queue(name)
+        self.memory.declare_queue(name, RESULT_QUEUE_ARGUMENTS)
 
     def _collect(self, queue: str, wanted: Container[str]) -> list[tuple[str | None, bytes]]:
         memory = self.memory
-        memory.declare_queue(queue)
+        memory.declare_queue(queue, RESULT_QUEUE_ARGUMENTS)
         with memory.lock:
             ready = memory.queue(queue).ready
             found = [m for m in ready if m.properties.correlation_id in wanted]

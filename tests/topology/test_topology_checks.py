@@ -23,7 +23,8 @@ def test_defaults_are_durable_classic_queues_and_direct_exchanges(parse: Parse) 
     assert (t.exchanges[0].type, t.exchanges[0].durable) == ("direct", True)
     q = t.queues[0]
     assert (q.type, q.durable, q.exclusive, q.auto_delete) == ("classic", True, False, False)
-    assert q.declare_arguments == {}
+    # The type is always sent: a vhost may default to quorum.
+    assert q.declare_arguments == {"x-queue-type": "classic"}
 
 
 def test_typed_queue_fields_become_x_arguments(parse: Parse) -> None:

@@ -106,7 +106,7 @@ def test_plan_apply_plan_on_a_fresh_vhost(broker_url: str) -> None:
     assert after.stdout.splitlines()[-1] == (
         "plan: 0 to create, 159 unchanged, 0 conflicting, 0 only on the broker"
     )
-    assert "= queue amqpq.delay.7 (classic)" in after.stdout
+    assert "= queue amqpq.delay.7 (quorum)" in after.stdout
 
 
 @pytest.mark.rabbitmq

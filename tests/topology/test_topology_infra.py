@@ -65,12 +65,17 @@ def test_expansion_adds_the_dlx_one_dlq_per_work_queue_and_30_delay_levels(
     assert added_q["amqpq.revoked"].declare_arguments["x-max-age"] == "24h"
     assert added_q["default.dlq"].type == "quorum"  # the work queue is quorum
     assert added_q["pdf.dlq"].type == "classic"
+    assert added_q["pdf.dlq"].declare_arguments["x-queue-type"] == "classic"
     assert added_q["pdf.dlq"].bindings[0].exchange == "amqpq.dlx"
     assert added_q["pdf.dlq"].bindings[0].routing_key == "pdf"
     level5 = added_q["amqpq.delay.5"]
+    # Quorum by default (they survive a node's loss), dead-lettering at least once.
     assert level5.declare_arguments == {
         "x-message-ttl": 32,
         "x-dead-letter-exchange": "amqpq.delay.4",
+        "x-overflow": "reject-publish",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-queue-type": "quorum",
     }
     assert added_q["amqpq.delay.0"].declare_arguments["x-dead-letter-exchange"] == (
         "amqpq.delay.deliver"
@@ -87,6 +92,7 @@ def test_work_queues_get_dead_lettering_and_quorum_queues_a_delivery_limit(
         "x-max-length": 100000,
         "x-dead-letter-exchange": "amqpq.dlx",
         "x-dead-letter-routing-key": "pdf",
+        "x-queue-type": "classic",
     }
     assert effective.queue("default").declare_arguments == {  # type: ignore[union-attr]
         "x-dead-letter-exchange": "amqpq.dlx",
@@ -237,7 +243,9 @@ def test_plan_reports_conflicts_only_on_what_rabbitmq_compares(example: Topology
     )
     assert [item.line() for item in plan.conflicts] == [
         "! exchange tasks (direct): type: file direct, broker fanout",
-        "! queue default (quorum): type: file quorum, broker classic",
+        "! queue default (quorum): type: file quorum, broker classic (RabbitMQ cannot change "
+        "a queue's type: delete the queue (after moving its messages) and apply again, or "
+        "write the broker's type in the file)",
         "! queue pdf (classic): argument x-max-length: file 100000, broker 10",
     ]
     pdf = next(item for item in plan.conflicts if item.name.startswith("pdf"))

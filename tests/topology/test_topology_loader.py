@@ -27,7 +27,10 @@ def test_the_spec_example_loads() -> None:
     assert [x.name for x in topology.exchanges] == ["tasks", "events", "broadcast", "reports"]
     assert topology.queue("default") is not None
     assert topology.queue("default").type == "quorum"  # type: ignore[union-attr]
-    assert topology.queue("pdf").declare_arguments == {"x-max-length": 100000}  # type: ignore[union-attr]
+    assert topology.queue("pdf").declare_arguments == {  # type: ignore[union-attr]
+        "x-max-length": 100000,
+        "x-queue-type": "classic",
+    }
     assert topology.schedules["daily-report"].timezone == "Asia/Seoul"
 
 
@@ -118,7 +121,11 @@ def test_environment_variables_are_interpolated(parse: Callable[..., Topology]) 
     assert topology.exchanges[0].name == "acme-tasks"
     assert queue.bindings[0].routing_key == "jobs"
     # An unquoted placeholder takes the YAML type of its value; a quoted one stays a string.
-    assert queue.declare_arguments == {"x-max-length": 1000, "x-message-ttl": 60000}
+    assert queue.declare_arguments == {
+        "x-max-length": 1000,
+        "x-message-ttl": 60000,
+        "x-queue-type": "classic",
+    }
 
 
 def test_a_missing_environment_variable_names_the_variable_and_field(

@@ -48,6 +48,8 @@ def test_aiormq_errors_keep_their_errno_and_reply_codes() -> None:
     assert aio_mapping.describe(unknown, address) == "unknown host 'h'"
     forced = aiormq.exceptions.ConnectionClosed(320, "CONNECTION_FORCED - broker shutdown")
     assert "unknown error" not in aio_mapping.describe(forced).lower()
+    # A connection the broker closed reads as the broker's own reason.
+    assert aio_mapping.describe(forced) == "CONNECTION_FORCED - broker shutdown"
     assert aio_mapping.describe(
         aiormq.exceptions.ProbableAuthenticationError("ACCESS_REFUSED"), address
     ) == ("the broker refused the credentials for user 'ada'")

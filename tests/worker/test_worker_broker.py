@@ -337,13 +337,14 @@ async def test_with_several_addresses_the_worker_fails_over_after_a_connection_l
     worker = await start_worker("-Q", "work", "-c", "1", "--url", f"{dead},{broker_url}").started()
     assert (await client.wait_reply(await client.send("wt.add", [1, 1])))["result"] == 2
 
-    # When its connection is closed, it tries the next address (the dead one), then the
-    # live one again, and consumes again
+    # When its connection is closed, it tries the next address of its own order (with two,
+    # whichever way they were shuffled: the dead one), then the live one again, and
+    # consumes again
     api = httpx.AsyncClient(base_url=str(management.base_url), auth=management.auth, timeout=10)
     async with api:
         name = await _worker_connection(api, vhost)
         (await api.delete(f"/connections/{quote(name, safe='')}")).raise_for_status()
-    await worker.wait_for_log("next attempt: amqp://guest@127.0.0.1:1/")
+    await worker.wait_for_log("reconnecting, next amqp://guest@127.0.0.1:1/")
     await worker.wait_for_log("reconnected")
     assert (await client.wait_reply(await client.send("wt.add", [2, 2])))["result"] == 4
 
