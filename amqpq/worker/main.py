@@ -7,10 +7,12 @@ control commands, events and metrics are :mod:`amqpq.worker.operations`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from amqpq.errors import ConfigError
@@ -18,9 +20,16 @@ from amqpq.settings import Settings
 from amqpq.topology.models import Topology
 from amqpq.transport.aio import AsyncBroker
 from amqpq.transport.base import Consumer
-from amqpq.transport.consume import AioConfirmingPublisher, AioQueueConsumer
+from amqpq.transport.consume import AioConfirmingPublisher, AioQueueConsumer, connection_lost
+from amqpq.transport.replies import AioReplyPublisher
 from amqpq.wire import worker_consumer_tag
-from amqpq.worker.factory import HandlerOptions, PoolSpec, build_handler, make_pool
+from amqpq.worker.factory import (
+    DeliveryGuard,
+    HandlerOptions,
+    PoolSpec,
+    build_handler,
+    make_pool,
+)
 from amqpq.worker.hooks import Hooks
 from amqpq.worker.operations import WorkerIdentity, WorkerOperations
 from amqpq.worker.options import (
@@ -48,6 +57,24 @@ __all__ = [
 ]
 
 log = logging.getLogger("amqpq.worker")
+
+# Start-up attempts after a connection loss: 1 s, 2 s, 4 s ... then every 30 s.
+_BACKOFF_FIRST = 1.0
+_BACKOFF_MAX = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Connections:
+    """What a start opens (and closes again when the connection drops on the way)."""
+
+    broker: AsyncBroker
+    direct_replies: AioReplyPublisher
+    republisher: AioConfirmingPublisher
+
+    async def close(self) -> None:
+        await self.republisher.close()
+        await self.direct_replies.close()
+        await self.broker.close()
 
 
 class Worker:
@@ -151,12 +178,10 @@ class Worker:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self._install_signals(loop)
-        options = self.options
-        if options.declare:
-            from amqpq.transport.declare import declare_topology
-
-            await declare_topology(self.settings, self.topology)
         broker = AsyncBroker(self.settings, "worker")
+        # Direct replies (tasks and control commands) on a connection of their own: one
+        # the broker cannot deliver may break that connection, never the acks' one.
+        direct_replies = AioReplyPublisher(self.settings)
         pool = make_pool(self._pool_spec(), self.hooks)
         operations = self.operations
         consumer: Consumer | None = None
@@ -164,7 +189,6 @@ class Worker:
         republisher = AioConfirmingPublisher(broker)
         forced = False
         try:
-            await broker.connect()
             await pool.start()
             observers = operations.setup(broker, pool)
             deliver = build_handler(
@@ -174,49 +198,38 @@ class Worker:
                 pool=pool,
                 stats=self.stats,
                 replies=replies,
+                direct_replies=direct_replies,
                 republisher=republisher,
                 options=HandlerOptions(
                     worker_name=self.name,
                     queues=self.queues,
-                    max_body_size=options.max_body_size,
+                    max_body_size=self.options.max_body_size,
                 ),
                 revoked=operations.revocations,
                 observers=observers,
             )
             operations.attach(deliver.handler)
-            # Consume while the revocations stream is read and the control queue set up
-            # (a round trip or more each): the handler holds every task until the
-            # revocations are read (Revocations.wait_ready).
-            starting = asyncio.ensure_future(operations.start(republisher))
-            try:
-                consumer = self._consumer = AioQueueConsumer(
-                    broker, prefetch=pool.size, handler=deliver
+            connections = _Connections(broker, direct_replies, republisher)
+            consumer = await self._start(connections, deliver, pool.size)
+            if consumer is not None:
+                log.info(
+                    "worker started app=%s tasks=%s queues=%s pool=%s concurrency=%d "
+                    "prefetch=%d broker=%s connection=%r",
+                    self.app.main or self.options.app_spec,
+                    ",".join(self.app.registry.names()) or "-",
+                    ",".join(self.queues),
+                    pool.kind,
+                    pool.size,
+                    pool.size,
+                    self.settings.primary.display,
+                    broker.name,
                 )
-                if not self._stop.is_set():
-                    await consumer.start(self.queues, self.consumer_tag)
-            except BaseException:
-                starting.cancel()
-                await asyncio.gather(starting, return_exceptions=True)
-                raise
-            await starting
-            log.info(
-                "worker started app=%s tasks=%s queues=%s pool=%s concurrency=%d prefetch=%d "
-                "broker=%s connection=%r",
-                self.app.main or options.app_spec,
-                ",".join(self.app.registry.names()) or "-",
-                ",".join(self.queues),
-                pool.kind,
-                pool.size,
-                pool.size,
-                self.settings.primary.display,
-                broker.name,
-            )
-            await operations.online()
-            self.hooks("worker_start", worker=self)
-            await self._stop.wait()
-            deliver.handler.stopping = True
-            await consumer.cancel()
-            forced = not await self._drain(loop)
+                await operations.online()
+                self.hooks("worker_start", worker=self)
+                await self._stop.wait()
+                deliver.handler.stopping = True
+                await consumer.cancel()
+                forced = not await self._drain(loop)
         finally:
             if forced or self._force.is_set():
                 forced = True
@@ -228,6 +241,7 @@ class Worker:
             await republisher.close()
             if consumer is not None:
                 await consumer.close()
+            await direct_replies.close()
             await broker.close()
         self.hooks("worker_stop", worker=self)
         log.info(
@@ -236,6 +250,66 @@ class Worker:
             self.stats.snapshot(),
         )
         return 1 if forced else 0
+
+    async def _start(
+        self, connections: _Connections, deliver: DeliveryGuard, prefetch: int
+    ) -> Consumer | None:
+        """Connect, declare, read the revocations, consume; and all of it again, with
+        back-off, each time a connection drops on the way (or no address answers, once
+        the broker was reached: a first refusal is a wrong URL, reported once). The
+        consumer, or None when the worker was stopped before it consumed."""
+        attempt = 0
+        reached = False
+        while not self._stop.is_set():
+            consumer = self._consumer = AioQueueConsumer(
+                connections.broker, prefetch=prefetch, handler=deliver
+            )
+            try:
+                await connections.broker.connect()
+                reached = True
+                await self._start_once(connections, consumer)
+                return consumer
+            except Exception as exc:
+                await consumer.close()
+                reason = connection_lost(exc)
+                if reason is None or not reached:
+                    raise
+                attempt += 1
+                delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (attempt - 1))
+                log.warning(
+                    "start-up interrupted, connection lost (%s); connecting again in %.0fs "
+                    "(attempt %d)",
+                    reason,
+                    delay,
+                    attempt,
+                )
+                await self.operations.abort_start()
+                await connections.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+        return None
+
+    async def _start_once(self, connections: _Connections, consumer: AioQueueConsumer) -> None:
+        """One start on a connected broker; raises what interrupted it."""
+        if self.options.declare:
+            from amqpq.transport.declare import declare_topology
+
+            await declare_topology(self.settings, self.topology)
+        await connections.direct_replies.start()
+        # Consume while the revocations stream is read and the control queue set up
+        # (a round trip or more each): the handler holds every task until the
+        # revocations are read (Revocations.wait_ready).
+        starting = asyncio.ensure_future(
+            self.operations.start(connections.republisher, connections.direct_replies)
+        )
+        try:
+            if not self._stop.is_set():
+                await consumer.start(self.queues, self.consumer_tag)
+        except BaseException:
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            raise
+        await starting
 
     async def _drain(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Wait for in-flight tasks until the grace period ends or a second signal; True if done."""
