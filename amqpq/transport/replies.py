@@ -15,6 +15,7 @@ the worker could act on (the task ran; a caller who left cannot be told).
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import aiormq
 from aio_pika.abc import AbstractChannel
@@ -52,7 +53,7 @@ class AioReplyPublisher:
         self._broker = AsyncBroker(settings, role)
         self.name = self._broker.name
         self._channel: AbstractChannel | None = None
-        self._underlay: aiormq.abc.AbstractChannel | None = None
+        self._underlay: aiormq.Channel | None = None
         self.dropped = 0
 
     @property
@@ -63,7 +64,7 @@ class AioReplyPublisher:
         connection = await self._broker.connect()
         if self._channel is None or self._channel.is_closed:
             self._channel = await connection.channel(publisher_confirms=False)
-        self._underlay = await self._channel.get_underlay_channel()
+        self._underlay = await self._reopened()
 
     async def send(self, message: OutgoingMessage) -> bool:
         try:
@@ -91,14 +92,14 @@ class AioReplyPublisher:
             return False
         return True
 
-    async def _reopened(self) -> aiormq.abc.AbstractChannel:
+    async def _reopened(self) -> aiormq.Channel:
         """The robust channel's current channel, once aio-pika restored it (no waiting)."""
         if self._channel is None:
             raise aiormq.exceptions.ChannelInvalidStateError("the reply path is not open")
         underlay = await self._channel.get_underlay_channel()
         if underlay.is_closed:
             raise aiormq.exceptions.ChannelInvalidStateError("the reply channel is closed")
-        return underlay
+        return cast(aiormq.Channel, underlay)  # the concrete one takes ``wait=``
 
     async def close(self) -> None:
         channel, self._channel, self._underlay = self._channel, None, None

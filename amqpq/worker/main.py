@@ -52,6 +52,7 @@ __all__ = [
     "PoolKind",
     "Worker",
     "WorkerOptions",
+    "declare_until_done",
     "default_concurrency",
     "resolve_queues",
 ]
@@ -61,6 +62,39 @@ log = logging.getLogger("amqpq.worker")
 # Start-up attempts after a connection loss: 1 s, 2 s, 4 s ... then every 30 s.
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 30.0
+
+
+def _interrupted(reason: str, attempt: int) -> float:
+    """Say that start-up attempt ``attempt`` was cut (one line); how long to wait now."""
+    delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (attempt - 1))
+    log.warning(
+        "start-up interrupted, connection lost (%s); connecting again in %.0fs (attempt %d)",
+        reason,
+        delay,
+        attempt,
+    )
+    return delay
+
+
+async def declare_until_done(settings: Settings, topology: Topology) -> None:
+    """Declare the topology (``--workers N`` does it once, before forking), again with
+    back-off while a connection drops on the way; a first attempt that reaches no
+    address raises (a wrong URL is reported once, not retried forever)."""
+    from amqpq.transport.declare import declare_topology
+    from amqpq.transport.wording import cannot_connect
+
+    unreachable = cannot_connect(())
+    attempt = 0
+    while True:
+        try:
+            await declare_topology(settings, topology)
+            return
+        except Exception as exc:
+            reason = connection_lost(exc)
+            if reason is None or (attempt == 0 and str(exc).startswith(unreachable)):
+                raise
+            attempt += 1
+            await asyncio.sleep(_interrupted(reason, attempt))
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,14 +309,7 @@ class Worker:
                 if reason is None or not reached:
                     raise
                 attempt += 1
-                delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (attempt - 1))
-                log.warning(
-                    "start-up interrupted, connection lost (%s); connecting again in %.0fs "
-                    "(attempt %d)",
-                    reason,
-                    delay,
-                    attempt,
-                )
+                delay = _interrupted(reason, attempt)
                 await self.operations.abort_start()
                 await connections.close()
                 with contextlib.suppress(TimeoutError):
