@@ -269,3 +269,36 @@ def departed_node_address(address: str) -> str:
     forged = raw[:start] + other + raw[end:]
     assert forged != raw
     return prefix + base64.b64encode(forged).decode() + "." + key
+
+
+async def direct_call(
+    connection: AbstractConnection,
+    task: str,
+    args: list[Any],
+    *,
+    queue: str = "work",
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Send a task as an RPC caller does (direct reply-to, on a channel of its own) and
+    return its final reply; TimeoutError when none arrives within ``timeout``."""
+    channel = await connection.channel()
+    try:
+        collected = Replies(check_correlation=True)
+        await collected.consume(await channel.get_queue(DIRECT_REPLY_TO, ensure=False))
+        task_id = str(uuid.uuid4())
+        body = {"protocol": 1, "id": task_id, "task": task, "args": args}
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                json.dumps(body).encode(),
+                content_type="application/json",
+                message_id=task_id,
+                correlation_id=task_id,
+                reply_to=DIRECT_REPLY_TO,
+                headers={"amqpq-protocol": 1, "amqpq-task": task},
+            ),
+            routing_key=queue,
+            mandatory=True,
+        )
+        return await collected.wait(task_id, timeout=timeout)
+    finally:
+        await channel.close()

@@ -11,12 +11,18 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from tests.support.aio_clients import TaskClient, departed_node_address, direct_reply_address
+from tests.support.aio_clients import (
+    TaskClient,
+    departed_node_address,
+    direct_call,
+    direct_reply_address,
+)
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -51,13 +57,12 @@ async def test_a_reply_the_broker_cannot_deliver_costs_no_ack_and_runs_no_task_t
     assert WORKER_RECONNECTED not in log
 
 
-async def _answered_eventually(client: TaskClient, attempts: int = 20) -> dict[str, object]:
-    """A live caller's reply: a reply sent while the reply connection reconnects is lost
+async def _answered_eventually(client: TaskClient, attempts: int = 20) -> dict[str, Any]:
+    """A live RPC caller's reply: one sent while the reply connection reconnects is lost
     (the caller times out and asks again), never the task's ack."""
     for _ in range(attempts):
-        task_id = await client.send("wt.add", [1, 2], queue="qwork")
         try:
-            return await client.wait_reply(task_id, timeout=3.0)
+            return await direct_call(client.connection, "wt.add", [1, 2], queue="qwork", timeout=3)
         except TimeoutError:
             continue
     raise AssertionError(f"no reply to a live caller in {attempts} attempts")
