@@ -318,11 +318,19 @@ class Worker:
 
     async def _start_once(self, connections: _Connections, consumer: AioQueueConsumer) -> None:
         """One start on a connected broker; raises what interrupted it."""
-        if self.options.declare:
-            from amqpq.transport.declare import declare_topology
+        # The reply connection opens while the topology is declared (on a connection of
+        # its own too): a start waits for one handshake, not one after the other.
+        replying = asyncio.ensure_future(connections.direct_replies.start())
+        try:
+            if self.options.declare:
+                from amqpq.transport.declare import declare_topology
 
-            await declare_topology(self.settings, self.topology)
-        await connections.direct_replies.start()
+                await declare_topology(self.settings, self.topology)
+        except BaseException:
+            replying.cancel()
+            await asyncio.gather(replying, return_exceptions=True)
+            raise
+        await replying
         # Consume while the revocations stream is read and the control queue set up
         # (a round trip or more each): the handler holds every task until the
         # revocations are read (Revocations.wait_ready).
