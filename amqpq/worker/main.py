@@ -66,7 +66,7 @@ _BACKOFF_MAX = 30.0
 
 def _interrupted(reason: str, attempt: int) -> float:
     """Say that start-up attempt ``attempt`` was cut (one line); how long to wait now."""
-    delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (attempt - 1))
+    delay: float = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2.0 ** (attempt - 1))
     log.warning(
         "start-up interrupted, connection lost (%s); connecting again in %.0fs (attempt %d)",
         reason,
