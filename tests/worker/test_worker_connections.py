@@ -68,6 +68,55 @@ async def _answered_eventually(client: TaskClient, attempts: int = 20) -> dict[s
     raise AssertionError(f"no reply to a live caller in {attempts} attempts")
 
 
+async def test_a_worker_whose_connection_is_closed_while_it_declares_starts_again(
+    start_worker, client: TaskClient, management: httpx.Client, vhost: str, tmp_path: Path
+) -> None:
+    # Given a topology large enough that declaring it takes a while
+    topology = tmp_path / "big.yaml"
+    queues = "\n".join(f"  - name: filler-{i}" for i in range(400))
+    topology.write_text(
+        "exchanges:\n  - {name: wt, type: direct}\nqueues:\n"
+        "  - name: work\n    bindings: [{exchange: wt, routing_key: work}]\n"
+        f'{queues}\nroutes:\n  "*": {{exchange: wt, routing_key: work}}\n'
+    )
+    api = httpx.AsyncClient(base_url=str(management.base_url), auth=management.auth, timeout=10)
+    async with api:
+        # When an operator closes its declaring connection while it starts (twice)
+        worker = start_worker("-Q", "work", "-c", "1", "--topology", str(topology))
+        closed = await _close_connections(api, vhost, "amqpq topology ", times=2)
+
+    # Then it says so and starts again instead of exiting, and consumes
+    assert closed >= 1
+    await worker.wait_for_log("start-up interrupted")
+    await worker.started()
+    assert (await client.wait_reply(await client.send("wt.add", [2, 3])))["result"] == 5
+
+
+async def _close_connections(
+    api: httpx.AsyncClient, vhost: str, prefix: str, *, times: int, within: float = 20.0
+) -> int:
+    """Close connections named ``prefix...`` as soon as they show, up to ``times``; how many."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    closed: set[str] = set()
+    while len(closed) < times and loop.time() < deadline:
+        response = await api.get(f"/vhosts/{quote(vhost, safe='')}/connections")
+        response.raise_for_status()
+        for connection in response.json():
+            name = str(connection["name"])
+            provided = connection.get("user_provided_name") or connection.get(
+                "client_properties", {}
+            ).get("connection_name", "")
+            if provided.startswith(prefix) and name not in closed:
+                await api.delete(
+                    f"/connections/{quote(name, safe='')}",
+                    headers={"X-Reason": "test: closed while the worker starts"},
+                )
+                closed.add(name)
+        await asyncio.sleep(0.02)
+    return len(closed)
+
+
 async def test_a_worker_whose_start_up_is_cut_starts_again_and_consumes(
     start_worker, client: TaskClient, management: httpx.Client, vhost: str
 ) -> None:
