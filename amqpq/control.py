@@ -32,11 +32,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from amqpq.codec import CONTENT_TYPE, MessageProperties, OutgoingMessage
-from amqpq.errors import AmqpqError
 from amqpq.settings import Settings
 from amqpq.topology.infra import control_exchange_name
 from amqpq.transport.aio import AsyncBroker, ReplyChannel
-from amqpq.transport.broadcast import FireAndForget, Subscription, exchange_exists
+from amqpq.transport.base import ReplyPublisher
+from amqpq.transport.broadcast import Subscription, exchange_exists
 from amqpq.wire import DIRECT_REPLY_TO
 
 __all__ = [
@@ -90,10 +90,13 @@ class ControlServer:
         worker_name: str,
         queue: str,
         handlers: Mapping[str, Handler],
+        replies: ReplyPublisher,
     ) -> None:
         self._worker = worker_name
         self._handlers = dict(handlers)
-        self._replies = FireAndForget(broker)
+        # The worker's reply connection: a reply to a caller whose node is gone may break
+        # it (RabbitMQ 3.10), and must not break the connection that carries acks.
+        self._replies = replies
         self._subscription = Subscription(
             broker,
             exchange=control_exchange_name(prefix),
@@ -139,14 +142,10 @@ class ControlServer:
             routing_key=properties.reply_to,
             mandatory=False,
         )
-        try:
-            await self._replies.publish(message)
-        except AmqpqError as exc:
-            log.warning("control reply not sent: %s", exc)
+        await self._replies.send(message)
 
     async def close(self) -> None:
         await self._subscription.close()
-        await self._replies.close()
 
 
 async def broadcast(

@@ -46,6 +46,7 @@ from amqpq.topology.infra import (
 )
 from amqpq.topology.models import Topology
 from amqpq.transport.queues import GotMessage, QueueSession
+from amqpq.wire import is_direct_reply_to
 
 __all__ = [
     "DEAD_LETTER_HEADERS",
@@ -294,8 +295,17 @@ def replay_message(
         for k, v in fresh_headers(letter.message.properties.headers).items()
         if k not in DEAD_LETTER_HEADERS
     }
+    # A direct reply-to address names the channel of a caller that is gone by now (and on
+    # RabbitMQ 3.10, a reply to one whose node left the cluster breaks the worker's reply
+    # connection): a replayed task answers only a durable result queue, where a handle
+    # can still read it.
+    reply_to = letter.message.properties.reply_to
     properties = replace(
-        letter.message.properties, headers=headers, delivery_mode=2, expiration=None
+        letter.message.properties,
+        headers=headers,
+        delivery_mode=2,
+        expiration=None,
+        reply_to=None if reply_to and is_direct_reply_to(reply_to) else reply_to,
     )
     return OutgoingMessage(
         body=_reset_retries(letter.message.body),

@@ -479,6 +479,7 @@ class TestBroker:
             pool=pool,
             stats=self.stats,
             replies=publisher,
+            direct_replies=publisher,
             republisher=publisher,
             options=HandlerOptions(
                 worker_name=self.worker_name,

@@ -254,9 +254,9 @@ def run_worker(args: WorkerArgs) -> int:
 
         resolve_queues(topo, options.queues)  # fail once, here, not in every child
         if options.declare:
-            from amqpq.transport.declare import declare_topology
+            from amqpq.worker.main import declare_until_done
 
-            asyncio.run(declare_topology(settings, topo))
+            asyncio.run(declare_until_done(settings, topo))
         if topo.infrastructure.operations:
             _preload_operations()
         child_options = dataclasses.replace(options, declare=False)

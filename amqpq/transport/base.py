@@ -6,10 +6,11 @@ implementations, none subclassing another:
 
 - on RabbitMQ, in :mod:`amqpq.transport.consume` (aio-pika / aiormq):
   ``AioDelivery``, ``AioQueueConsumer`` and ``AioConfirmingPublisher`` (the last
-  defined in :mod:`amqpq.transport.aio`);
+  defined in :mod:`amqpq.transport.aio`), and ``AioReplyPublisher`` in
+  :mod:`amqpq.transport.replies`;
 - in memory, in :mod:`amqpq.transport.memory` (used by :mod:`amqpq.testing`):
-  ``MemoryDelivery``, ``MemoryPublisher`` (the test broker pulls deliveries
-  itself instead of running a consumer).
+  ``MemoryDelivery``, ``MemoryPublisher`` (both publishers; the test broker pulls
+  deliveries itself instead of running a consumer).
 
 A transport must provide:
 
@@ -17,10 +18,12 @@ A transport must provide:
   :class:`~amqpq.codec.MessageProperties`, where it came from) and settle it
   exactly once: ``ack``, ``nack`` or ``reject`` return False instead of raising
   when the channel it came on is gone (the broker has requeued it already);
-- **the reply path**: :meth:`ReplySender.send_reply` publishes a direct reply-to
-  answer on the channel the delivery came on, ahead of its settlement and
-  without a confirm; a reply that must be stored before the ack (a durable
-  result queue) goes through a :class:`ConfirmingPublisher` instead;
+- **the reply path**: a :class:`ReplyPublisher` sends direct reply-to answers
+  without a confirm, ahead of the delivery's settlement, on a path of its own (on
+  RabbitMQ a connection of its own): a reply the broker cannot deliver may break
+  that path, never the channel or connection that carries the acks. A reply that
+  must be stored before the ack (a durable result queue) goes through a
+  :class:`ConfirmingPublisher` instead;
 - **a confirming publisher** whose ``publish`` returns only once the broker
   confirmed, and raises :class:`~amqpq.errors.UnroutableError`,
   :class:`~amqpq.errors.PublishNackedError` or :class:`~amqpq.errors.PublishError`
@@ -60,7 +63,7 @@ __all__ = [
     "DeliveryHandler",
     "LostCallback",
     "ReplyCallback",
-    "ReplySender",
+    "ReplyPublisher",
     "SendLock",
     "SyncSendTransport",
 ]
@@ -68,16 +71,29 @@ __all__ = [
 # -- consuming -----------------------------------------------------------------------------
 
 
-class ReplySender(Protocol):
-    """The reply path of a consumed message: direct reply-to on the channel it came on."""
+class ReplyPublisher(Protocol):
+    """Where a worker sends direct reply-to answers: apart from the deliveries it settles.
 
-    async def send_reply(self, message: OutgoingMessage) -> bool:
-        """Publish ``message`` unconfirmed, ahead of the delivery's settlement; False when
-        the channel it came on is gone (the broker requeued the delivery)."""
+    On RabbitMQ 3.10 a reply to an address whose node is gone crashes the channel
+    that publishes it, and the broker then closes that channel's whole connection:
+    on the consuming connection that would requeue every unacked delivery and run
+    the tasks again. So replies travel on a path that carries no acks, and a reply
+    that cannot be sent is dropped (logged) while the task's ack goes ahead.
+    """
+
+    async def start(self) -> None:
+        """Open the reply path (the worker does this as it starts)."""
         ...
 
+    async def send(self, message: OutgoingMessage) -> bool:
+        """Publish ``message`` unconfirmed and not mandatory; never raises. False (logged,
+        one line) when it could not be handed to the broker: the caller goes on acking."""
+        ...
 
-class Delivery(ReplySender, Protocol):
+    async def close(self) -> None: ...
+
+
+class Delivery(Protocol):
     """One consumed message: body, properties, where it came from, and how to settle it."""
 
     body: bytes

@@ -25,24 +25,44 @@ from aio_pika.abc import AbstractChannel
 from aio_pika.exceptions import ChannelClosed
 from aiormq.abc import DeliveredMessage
 
-from amqpq.codec import MessageProperties, OutgoingMessage
-from amqpq.errors import BrokerError
+from amqpq.codec import MessageProperties
+from amqpq.errors import BrokerError, BrokerUnreachableError
 from amqpq.transport.aio import AioConfirmingPublisher, AsyncBroker
 from amqpq.transport.aio_mapping import (
     CHANNEL_GONE_ERRORS,
     CLOSE_ERRORS,
+    CONNECTION_ERRORS,
+    describe,
     from_amqp_properties,
-    to_amqp_properties,
 )
 from amqpq.transport.base import DeliveryHandler
 from amqpq.wire import deliveries_before
 
-__all__ = ["AioConfirmingPublisher", "AioDelivery", "AioQueueConsumer"]
+__all__ = ["AioConfirmingPublisher", "AioDelivery", "AioQueueConsumer", "connection_lost"]
 
 log = logging.getLogger("amqpq.transport")
 
 # Settling a delivery whose channel is gone raises one of these: the broker requeued it.
 _SETTLE_ERRORS = CHANNEL_GONE_ERRORS
+
+
+def connection_lost(exc: BaseException) -> str | None:
+    """Why ``exc`` means a connection was lost or no address answered, in a few words;
+    None when it is anything else (a refusal of a queue, a conflict, a bug).
+
+    A worker starting up starts again after a loss, instead of exiting.
+    """
+    if isinstance(exc, BrokerUnreachableError):
+        return str(exc)
+    if isinstance(exc, CONNECTION_ERRORS):
+        return describe(exc)
+    if isinstance(exc, RuntimeError):
+        # aio-pika ("Connection was not opened") and aiormq ("<Connection ...> closed")
+        # refuse new channels between a close and the reconnect.
+        text = str(exc)
+        if text == "Connection was not opened" or text.endswith(" closed"):
+            return "the connection closed"
+    return None
 
 
 class AioDelivery:
@@ -97,35 +117,6 @@ class AioDelivery:
     @property
     def delivery_count(self) -> int:
         return deliveries_before(self.properties.headers, self.redelivered)
-
-    async def send_reply(self, message: OutgoingMessage) -> bool:
-        """Publish ``message`` on the channel this delivery came on, unconfirmed, ahead of
-        its settlement; False when that channel is gone (the broker requeued the delivery).
-
-        For direct reply-to answers: one channel keeps its frames in order, so the broker
-        routes the reply before it processes this delivery's ack, without a confirm round
-        trip in between. Not for anything that must be stored before the ack (a durable
-        result queue): that takes a confirming publisher.
-        """
-        try:
-            await self._channel.basic_publish(
-                message.body,
-                exchange=message.exchange,
-                routing_key=message.routing_key,
-                properties=to_amqp_properties(message),
-                mandatory=False,
-                wait=False,
-            )
-        except _SETTLE_ERRORS as exc:
-            log.warning(
-                "reply dropped: the channel closed since delivery, the broker requeued the "
-                "message queue=%s id=%s (%s)",
-                self.queue,
-                self.properties.message_id,
-                type(exc).__name__,
-            )
-            return False
-        return True
 
     async def ack(self) -> bool:
         """Ack; False when the channel it came on is gone (the broker requeued it)."""

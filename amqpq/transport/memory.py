@@ -473,10 +473,6 @@ class MemoryDelivery:
     def delivery_count(self) -> int:
         return deliveries_before(self.properties.headers, self.redelivered)
 
-    async def send_reply(self, message: OutgoingMessage) -> bool:
-        self._broker.publish(message)
-        return True
-
     async def ack(self) -> bool:
         return self._settle("ack")
 
@@ -495,14 +491,22 @@ class MemoryDelivery:
 
 
 class MemoryPublisher:
-    """A :class:`~amqpq.transport.base.ConfirmingPublisher` into a :class:`MemoryBroker`
-    (the "confirm" is immediate)."""
+    """A :class:`~amqpq.transport.base.ConfirmingPublisher` and
+    :class:`~amqpq.transport.base.ReplyPublisher` into a :class:`MemoryBroker` (the
+    "confirm" is immediate; the memory broker has no connection to lose)."""
 
     def __init__(self, broker: MemoryBroker) -> None:
         self._memory = broker
 
+    async def start(self) -> None:
+        return None
+
     async def publish(self, message: OutgoingMessage, *, timeout: float | None = 30.0) -> None:
         self._memory.publish(message)
+
+    async def send(self, message: OutgoingMessage) -> bool:
+        self._memory.publish(message)
+        return True
 
     async def close(self) -> None:
         return None

@@ -5,7 +5,8 @@
 (admission, outcomes, the event fan-out, dead-lettering, the redelivery bound)
 from publishers, the App's registry, hooks and topology, and returns it behind a
 :class:`DeliveryGuard`, the callable a consumer hands each delivery to. The
-worker passes its broker's publishers, the test broker its memory publisher.
+worker passes its broker's publishers (and its reply connection), the test broker
+its memory publisher.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from amqpq.registry import TaskRegistry
 from amqpq.topology.models import Topology
-from amqpq.transport.base import ConfirmingPublisher, Delivery
+from amqpq.transport.base import ConfirmingPublisher, Delivery, ReplyPublisher
 from amqpq.worker.admission import Admission, RevokedIds
 from amqpq.worker.consumer import MessageHandler
 from amqpq.worker.deadletter import DeadLetterer, dead_letter_targets
@@ -124,6 +125,7 @@ def build_handler(
     pool: Pool,
     stats: WorkerStats,
     replies: ConfirmingPublisher,
+    direct_replies: ReplyPublisher,
     republisher: ConfirmingPublisher,
     options: HandlerOptions,
     revoked: RevokedIds | None = None,
@@ -135,7 +137,7 @@ def build_handler(
     deadletters = DeadLetterer(republisher, dead_letter_targets(topology, queues))
     events = TaskEvents(stats, hooks, observers)
     outcomes = Outcomes(
-        Publishers(replies, republisher, deadletters),
+        Publishers(replies, direct_replies, republisher, deadletters),
         DelayLevels(infra.prefix, infra.delay),
         events,
         options.worker_name,

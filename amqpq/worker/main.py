@@ -7,10 +7,12 @@ control commands, events and metrics are :mod:`amqpq.worker.operations`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from amqpq.errors import ConfigError
@@ -18,9 +20,16 @@ from amqpq.settings import Settings
 from amqpq.topology.models import Topology
 from amqpq.transport.aio import AsyncBroker
 from amqpq.transport.base import Consumer
-from amqpq.transport.consume import AioConfirmingPublisher, AioQueueConsumer
+from amqpq.transport.consume import AioConfirmingPublisher, AioQueueConsumer, connection_lost
+from amqpq.transport.replies import AioReplyPublisher
 from amqpq.wire import worker_consumer_tag
-from amqpq.worker.factory import HandlerOptions, PoolSpec, build_handler, make_pool
+from amqpq.worker.factory import (
+    DeliveryGuard,
+    HandlerOptions,
+    PoolSpec,
+    build_handler,
+    make_pool,
+)
 from amqpq.worker.hooks import Hooks
 from amqpq.worker.operations import WorkerIdentity, WorkerOperations, package_version
 from amqpq.worker.options import (
@@ -43,11 +52,63 @@ __all__ = [
     "PoolKind",
     "Worker",
     "WorkerOptions",
+    "declare_until_done",
     "default_concurrency",
     "resolve_queues",
 ]
 
 log = logging.getLogger("amqpq.worker")
+
+# Start-up attempts after a connection loss: 1 s, 2 s, 4 s ... then every 30 s.
+_BACKOFF_FIRST = 1.0
+_BACKOFF_MAX = 30.0
+
+
+def _interrupted(reason: str, attempt: int) -> float:
+    """Say that start-up attempt ``attempt`` was cut (one line); how long to wait now."""
+    delay: float = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2.0 ** (attempt - 1))
+    log.warning(
+        "start-up interrupted, connection lost (%s); connecting again in %.0fs (attempt %d)",
+        reason,
+        delay,
+        attempt,
+    )
+    return delay
+
+
+async def declare_until_done(settings: Settings, topology: Topology) -> None:
+    """Declare the topology (``--workers N`` does it once, before forking), again with
+    back-off while a connection drops on the way; a first attempt that reaches no
+    address raises (a wrong URL is reported once, not retried forever)."""
+    from amqpq.transport.declare import declare_topology
+    from amqpq.transport.wording import cannot_connect
+
+    unreachable = cannot_connect(())
+    attempt = 0
+    while True:
+        try:
+            await declare_topology(settings, topology)
+            return
+        except Exception as exc:
+            reason = connection_lost(exc)
+            if reason is None or (attempt == 0 and str(exc).startswith(unreachable)):
+                raise
+            attempt += 1
+            await asyncio.sleep(_interrupted(reason, attempt))
+
+
+@dataclass(frozen=True, slots=True)
+class _Connections:
+    """What a start opens (and closes again when the connection drops on the way)."""
+
+    broker: AsyncBroker
+    direct_replies: AioReplyPublisher
+    republisher: AioConfirmingPublisher
+
+    async def close(self) -> None:
+        await self.republisher.close()
+        await self.direct_replies.close()
+        await self.broker.close()
 
 
 class Worker:
@@ -159,12 +220,10 @@ class Worker:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self._install_signals(loop)
-        options = self.options
-        if options.declare:
-            from amqpq.transport.declare import declare_topology
-
-            await declare_topology(self.settings, self.topology)
         broker = AsyncBroker(self.settings, "worker")
+        # Direct replies (tasks and control commands) on a connection of their own: one
+        # the broker cannot deliver may break that connection, never the acks' one.
+        direct_replies = AioReplyPublisher(self.settings)
         pool = make_pool(self._pool_spec(), self.hooks)
         operations = self.operations
         consumer: Consumer | None = None
@@ -172,7 +231,6 @@ class Worker:
         republisher = AioConfirmingPublisher(broker)
         forced = False
         try:
-            await broker.connect()
             await pool.start()
             observers = operations.setup(broker, pool)
             deliver = build_handler(
@@ -182,11 +240,12 @@ class Worker:
                 pool=pool,
                 stats=self.stats,
                 replies=replies,
+                direct_replies=direct_replies,
                 republisher=republisher,
                 options=HandlerOptions(
                     worker_name=self.name,
                     queues=self.queues,
-                    max_body_size=options.max_body_size,
+                    max_body_size=self.options.max_body_size,
                     result_store=self.app.result_store,
                     result_expires=self.app.result_expires,
                 ),
@@ -194,41 +253,29 @@ class Worker:
                 observers=observers,
             )
             operations.attach(deliver.handler)
-            # Consume while the revocations stream is read and the control queue set up
-            # (a round trip or more each): the handler holds every task until the
-            # revocations are read (Revocations.wait_ready).
-            starting = asyncio.ensure_future(operations.start(republisher))
-            try:
-                consumer = self._consumer = AioQueueConsumer(
-                    broker, prefetch=pool.size, handler=deliver
+            connections = _Connections(broker, direct_replies, republisher)
+            consumer = await self._start(connections, deliver, pool.size)
+            if consumer is not None:
+                log.info(
+                    "worker started amqpq=%s app=%s tasks=%s queues=%s pool=%s concurrency=%d "
+                    "prefetch=%d broker=%s connection=%r topology=%s",
+                    package_version(),
+                    self.app.main or self.options.app_spec,
+                    ",".join(self.app.registry.names()) or "-",
+                    ",".join(self.queues),
+                    pool.kind,
+                    pool.size,
+                    pool.size,
+                    broker.address.display,  # the node this process's URL order reached
+                    broker.name,
+                    self.topology_source,
                 )
-                if not self._stop.is_set():
-                    await consumer.start(self.queues, self.consumer_tag)
-            except BaseException:
-                starting.cancel()
-                await asyncio.gather(starting, return_exceptions=True)
-                raise
-            await starting
-            log.info(
-                "worker started amqpq=%s app=%s tasks=%s queues=%s pool=%s concurrency=%d "
-                "prefetch=%d broker=%s connection=%r topology=%s",
-                package_version(),
-                self.app.main or options.app_spec,
-                ",".join(self.app.registry.names()) or "-",
-                ",".join(self.queues),
-                pool.kind,
-                pool.size,
-                pool.size,
-                self.settings.primary.display,
-                broker.name,
-                self.topology_source,
-            )
-            await operations.online()
-            self.hooks("worker_start", worker=self)
-            await self._stop.wait()
-            deliver.handler.stopping = True
-            await consumer.cancel()
-            forced = not await self._drain(loop)
+                await operations.online()
+                self.hooks("worker_start", worker=self)
+                await self._stop.wait()
+                deliver.handler.stopping = True
+                await consumer.cancel()
+                forced = not await self._drain(loop)
         finally:
             if forced or self._force.is_set():
                 forced = True
@@ -240,6 +287,7 @@ class Worker:
             await republisher.close()
             if consumer is not None:
                 await consumer.close()
+            await direct_replies.close()
             await broker.close()
         self.hooks("worker_stop", worker=self)
         log.info(
@@ -248,6 +296,67 @@ class Worker:
             self.stats.snapshot(),
         )
         return 1 if forced else 0
+
+    async def _start(
+        self, connections: _Connections, deliver: DeliveryGuard, prefetch: int
+    ) -> Consumer | None:
+        """Connect, declare, read the revocations, consume; and all of it again, with
+        back-off, each time a connection drops on the way (or no address answers, once
+        the broker was reached: a first refusal is a wrong URL, reported once). The
+        consumer, or None when the worker was stopped before it consumed."""
+        attempt = 0
+        reached = False
+        while not self._stop.is_set():
+            consumer = self._consumer = AioQueueConsumer(
+                connections.broker, prefetch=prefetch, handler=deliver
+            )
+            try:
+                await connections.broker.connect()
+                reached = True
+                await self._start_once(connections, consumer)
+                return consumer
+            except Exception as exc:
+                await consumer.close()
+                reason = connection_lost(exc)
+                if reason is None or not reached:
+                    raise
+                attempt += 1
+                delay = _interrupted(reason, attempt)
+                await self.operations.abort_start()
+                await connections.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+        return None
+
+    async def _start_once(self, connections: _Connections, consumer: AioQueueConsumer) -> None:
+        """One start on a connected broker; raises what interrupted it."""
+        # The reply connection opens while the topology is declared (on a connection of
+        # its own too): a start waits for one handshake, not one after the other.
+        replying = asyncio.ensure_future(connections.direct_replies.start())
+        try:
+            if self.options.declare:
+                from amqpq.transport.declare import declare_topology
+
+                await declare_topology(self.settings, self.topology)
+        except BaseException:
+            replying.cancel()
+            await asyncio.gather(replying, return_exceptions=True)
+            raise
+        await replying
+        # Consume while the revocations stream is read and the control queue set up
+        # (a round trip or more each): the handler holds every task until the
+        # revocations are read (Revocations.wait_ready).
+        starting = asyncio.ensure_future(
+            self.operations.start(connections.republisher, connections.direct_replies)
+        )
+        try:
+            if not self._stop.is_set():
+                await consumer.start(self.queues, self.consumer_tag)
+        except BaseException:
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            raise
+        await starting
 
     async def _drain(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Wait for in-flight tasks until the grace period ends or a second signal; True if done."""

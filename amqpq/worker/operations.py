@@ -26,7 +26,7 @@ from amqpq.errors import AmqpqError
 from amqpq.registry import TaskRegistry
 from amqpq.settings import Settings
 from amqpq.transport.aio import AsyncBroker
-from amqpq.transport.base import ConfirmingPublisher
+from amqpq.transport.base import ConfirmingPublisher, ReplyPublisher
 from amqpq.wire import control_consumer_tag
 from amqpq.worker.consumer import MessageHandler
 from amqpq.worker.fanout import TaskObserver
@@ -40,9 +40,12 @@ if TYPE_CHECKING:
     from amqpq.metrics import WorkerMetrics
     from amqpq.revocations import Revocations
 
-__all__ = ["WorkerIdentity", "WorkerOperations", "package_version"]
+__all__ = ["REVOCATIONS_ROLE", "WorkerIdentity", "WorkerOperations", "package_version"]
 
 log = logging.getLogger("amqpq.worker")
+
+REVOCATIONS_ROLE = "worker-revocations"
+"""The revocations reader's connection: ``amqpq worker-revocations <host>:<pid>``."""
 
 
 @functools.cache
@@ -89,6 +92,7 @@ class WorkerOperations:
         self._stats = stats
         self._started = time.monotonic()
         self._broker: AsyncBroker | None = None
+        self._revocations_broker: AsyncBroker | None = None
         self._pool: Pool | None = None
         self._handler: MessageHandler | None = None
         self.revocations: Revocations | None = None
@@ -108,8 +112,11 @@ class WorkerOperations:
         if self._enabled:
             from amqpq.revocations import Revocations
 
+            # A connection of its own: a stream that hiccups (its leader moving to another
+            # node) costs the reader a reconnect, never the connection that carries acks.
+            self._revocations_broker = AsyncBroker(self._settings, REVOCATIONS_ROLE)
             self.revocations = Revocations(
-                broker,
+                self._revocations_broker,
                 prefix=self._prefix,
                 worker_name=self.identity.name,
                 on_terminate=self._terminate,
@@ -140,8 +147,9 @@ class WorkerOperations:
         """The handler whose running tasks inspect shows and revoke can terminate."""
         self._handler = handler
 
-    async def start(self, publisher: ConfirmingPublisher) -> None:
-        """Revocations first (tasks wait until they are read), then the control queue."""
+    async def start(self, publisher: ConfirmingPublisher, replies: ReplyPublisher) -> None:
+        """Revocations first (tasks wait until they are read), then the control queue,
+        answered through ``replies`` (the worker's reply connection)."""
         if not self._enabled:
             return
         assert self._broker is not None
@@ -156,6 +164,7 @@ class WorkerOperations:
             worker_name=self.identity.name,
             queue=control_queue_name(self._prefix, hostname, pid),
             handlers={"ping": self._ping, "inspect": self._inspect, "revoke": self._revoke},
+            replies=replies,
         )
         try:
             await control.start(consumer_tag=control_consumer_tag(hostname, pid))
@@ -163,6 +172,19 @@ class WorkerOperations:
             log.warning("control commands (amqpq inspect, revoke) are off in this worker: %s", exc)
             return
         self._control = control
+
+    async def abort_start(self) -> None:
+        """Undo :meth:`start` after the connection dropped under it (the worker starts again)."""
+        control, self._control = self._control, None
+        if control is not None:
+            await control.close()
+        await self._close_revocations()
+
+    async def _close_revocations(self) -> None:
+        if self.revocations is not None:
+            await self.revocations.close()
+        if self._revocations_broker is not None:
+            await self._revocations_broker.close()
 
     async def online(self) -> None:
         """Consuming: announce the worker, check time limits against consumer_timeout."""
@@ -177,8 +199,7 @@ class WorkerOperations:
             task.cancel()
         if self._control is not None:
             await self._control.close()
-        if self.revocations is not None:
-            await self.revocations.close()
+        await self._close_revocations()
         if self.events is not None:
             stats = self._stats
             await self.events.close(

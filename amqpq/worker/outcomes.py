@@ -3,9 +3,11 @@
 Order of effects for every message, so that a crash at any point loses nothing:
 publish what must be published (reply, retry copy, dead-letter copy, re-delayed
 copy) and wait for the broker's confirm, and only then ack. A direct reply-to
-reply instead goes out on the delivery's own channel right before the ack (see
-:meth:`Outcomes.publish_reply`). A worker that dies before the ack gets the
-message redelivered (at-least-once; replies and retries may repeat).
+reply instead goes out unconfirmed right before the ack, on the worker's reply
+connection (see :meth:`Outcomes.publish_reply`): a reply that cannot be
+delivered is logged and dropped, and never costs the ack. A worker that dies
+before the ack gets the message redelivered (at-least-once; replies and retries
+may repeat).
 
 Each outcome tells :class:`~amqpq.worker.fanout.TaskEvents` once (stats,
 observers, hooks, logs).
@@ -25,7 +27,7 @@ from amqpq.delay import plan_delay
 from amqpq.envelope import ErrorInfo, Reply, TaskEnvelope, TaskState
 from amqpq.errors import AmqpqError
 from amqpq.registry import Request, Task
-from amqpq.transport.base import ConfirmingPublisher, Delivery
+from amqpq.transport.base import ConfirmingPublisher, Delivery, ReplyPublisher
 from amqpq.wire import DIRECT_REPLY_TO_PREFIX, HEADER_TASK
 from amqpq.worker.admission import Refusal
 from amqpq.worker.deadletter import DeadLetterer
@@ -47,9 +49,11 @@ _SUCCESS, _RETRY, _CRASHED = Status.SUCCESS, Status.RETRY, Status.CRASHED
 
 @dataclass(frozen=True, slots=True)
 class Publishers:
-    """Where a worker publishes: replies, its own copies (retries, re-delays), dead letters."""
+    """Where a worker publishes: replies (to durable result queues, confirmed; direct
+    reply-to, not), its own copies (retries, re-delays), dead letters."""
 
     replies: ConfirmingPublisher
+    direct_replies: ReplyPublisher
     republisher: ConfirmingPublisher
     deadletters: DeadLetterer
 
@@ -69,6 +73,7 @@ class Outcomes:
         self, publishers: Publishers, delays: DelayLevels, events: TaskEvents, worker_name: str
     ) -> None:
         self._replies = publishers.replies
+        self._direct_replies = publishers.direct_replies
         self._republisher = publishers.republisher
         self.deadletters = publishers.deadletters
         self._delays = delays
@@ -375,9 +380,10 @@ class Outcomes:
                 reply_to=reply_to,
             )
         if reply_to.startswith(DIRECT_REPLY_TO_PREFIX):
-            # Ahead of the ack on the same channel, unconfirmed: whatever a confirm said,
-            # the task ran and its message is acked, and a caller who left cannot be told.
-            await delivery.send_reply(message)
+            # Ahead of the ack, unconfirmed, on the reply connection: whatever a confirm
+            # said, the task ran and its message is acked, and a caller who left cannot be
+            # told. A reply the broker cannot deliver breaks that connection, not the acks.
+            await self._direct_replies.send(message)
             return
         try:
             await self._replies.publish(message)

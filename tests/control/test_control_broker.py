@@ -10,6 +10,7 @@ import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -144,6 +145,51 @@ def test_a_revoke_issued_before_a_worker_starts_reaches_it(
     with pytest.raises(TaskRevokedError):
         doomed.get(timeout=15)
     assert fine.get(timeout=15) == 4
+
+
+def test_the_revocations_reader_reconnects_on_its_own_connection(
+    start_worker, app: App, env: dict[str, str], management: httpx.Client, vhost: str
+) -> None:
+    # Given a worker running a task
+    worker = start_worker("-c", "1").started_blocking()
+    busy = app.send_task("ct.sleep", [1.5])
+    eventually(lambda: busy.state is TaskState.STARTED)
+
+    # When the revocations reader's connection drops (as a stream hiccup drops it)
+    name = eventually(
+        lambda: _connection_named(management, vhost, "amqpq worker-revocations "),
+        what="the revocations reader's connection",
+    )
+    management.delete(
+        f"/connections/{quote(name, safe='')}", headers={"X-Reason": "test: a stream hiccup"}
+    ).raise_for_status()
+    worker.wait_for_log_blocking("reconnected to RabbitMQ (amqpq worker-revocations ")
+
+    # Then the task running meanwhile finishes on the untouched worker connection
+    assert busy.get(timeout=15) == "slept"
+    # And a revocation published after the reconnect still reaches the worker
+    busy_again = app.send_task("ct.sleep", [1.0])
+    eventually(lambda: busy_again.state is TaskState.STARTED)
+    doomed = app.send_task("ct.add", [1, 1])
+    doomed.revoke()
+    with pytest.raises(TaskRevokedError):
+        doomed.get(timeout=15)
+    assert busy_again.get(timeout=15) == "slept"
+    [found] = cli_json(env, "inspect")["workers"]
+    assert found["stats"]["reconnects"] == 0
+    assert "reconnected to RabbitMQ (amqpq worker " not in worker.log()
+
+
+def _connection_named(management: httpx.Client, vhost: str, prefix: str) -> str | None:
+    response = management.get(f"/vhosts/{quote(vhost, safe='')}/connections")
+    response.raise_for_status()
+    for connection in response.json():
+        provided = connection.get("user_provided_name") or connection.get(
+            "client_properties", {}
+        ).get("connection_name", "")
+        if provided.startswith(prefix):
+            return str(connection["name"])
+    return None
 
 
 def test_terminate_kills_the_task_in_a_processes_pool(

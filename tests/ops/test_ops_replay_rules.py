@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,19 @@ def test_a_letter_goes_back_to_its_original_exchange_and_key_with_retries_reset(
     assert message.properties.headers == {codec.HEADER_TASK: "ops.x"}
     assert message.properties.delivery_mode == 2
     assert letter.died_at == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_a_replayed_letter_answers_a_result_queue_but_no_direct_reply_to_address() -> None:
+    # The caller's channel is gone; on RabbitMQ 3.10 a reply to it can break the worker's
+    # reply connection when its node left the cluster: nobody can await it any more.
+    got = _got(_amqpq_headers("tasks"))
+    direct = replace(got, properties=replace(got.properties, reply_to="amq.rabbitmq.reply-to.g1"))
+    stored = replace(got, properties=replace(got.properties, reply_to="results.billing"))
+
+    assert replay_message(describe(direct, "work"), "work").properties.reply_to is None
+    assert replay_message(describe(stored, "work"), "work").properties.reply_to == (
+        "results.billing"
+    )
 
 
 def test_a_letter_that_came_through_the_delay_levels_goes_straight_to_its_queue() -> None:

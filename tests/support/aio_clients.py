@@ -8,6 +8,7 @@ worker serves plain AMQP clients.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from collections import defaultdict
@@ -95,8 +96,10 @@ class TaskClient:
         *,
         queue: str = "work",
         reply: bool = True,
+        reply_to: str | None = None,
         **envelope: Any,
     ) -> str:
+        """Publish a task; its replies go to this client's queue, or to ``reply_to``."""
         task_id = envelope.pop("id", None) or str(uuid.uuid4())
         body = {"protocol": 1, "id": task_id, "task": task, "args": args or [], **envelope}
         if kwargs:
@@ -107,6 +110,7 @@ class TaskClient:
             message_id=task_id,
             correlation_id=task_id,
             reply=reply,
+            reply_to=reply_to,
             headers={"amqpq-protocol": 1, "amqpq-task": task},
         )
         return task_id
@@ -119,6 +123,7 @@ class TaskClient:
         message_id: str | None = None,
         correlation_id: str | None = None,
         reply: bool = True,
+        reply_to: str | None = None,
         content_type: str = "application/json",
         headers: dict[str, Any] | None = None,
     ) -> None:
@@ -129,7 +134,7 @@ class TaskClient:
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=message_id,
                 correlation_id=correlation_id,
-                reply_to=self.reply_queue if reply else None,
+                reply_to=(reply_to or self.reply_queue) if reply else None,
                 headers=headers,
             ),
             routing_key=queue,
@@ -215,3 +220,85 @@ async def drain(broker_url: str, queue: str) -> list[AbstractIncomingMessage]:
         return taken
     finally:
         await connection.close()
+
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+async def direct_reply_address(connection: AbstractConnection) -> str:
+    """A real direct reply-to address: what the broker makes of ``amq.rabbitmq.reply-to``
+    for one channel (read back from a message published to a queue of our own)."""
+    channel = await connection.channel()
+    try:
+        replies = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+        await replies.consume(_ignore, no_ack=True)
+        probe = await channel.declare_queue(exclusive=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"probe", reply_to=DIRECT_REPLY_TO), routing_key=probe.name
+        )
+        [message] = await take(channel, probe.name)
+        assert message.reply_to is not None
+        assert message.reply_to.startswith(DIRECT_REPLY_TO)
+        return message.reply_to
+    finally:
+        await channel.close()
+
+
+async def _ignore(_message: AbstractIncomingMessage) -> None:
+    return None
+
+
+def departed_node_address(address: str) -> str:
+    """``address`` as if the node of its channel had left the cluster.
+
+    A direct reply-to address carries the replying channel's process id with its node
+    name shortened to ``reply@<hash>``; another hash of the same length names a node
+    the broker does not know. RabbitMQ 3.10 crashes the channel that publishes to such
+    an address (``{case_clause,error}`` in ``rabbit_channel:deliver_reply``) and closes
+    that channel's connection with 541 INTERNAL_ERROR, just as when the node died.
+    """
+    prefix = DIRECT_REPLY_TO + "."
+    encoded, key = address.removeprefix(prefix).split(".", 1)
+    raw = base64.b64decode(encoded)
+    start = raw.index(b"reply@") + len(b"reply@")
+    end = start
+    while end < len(raw) and raw[end : end + 1].isdigit():
+        end += 1
+    assert end > start, f"no node hash in {address!r}"
+    other = bytes(ord("1") + (digit - ord("0")) % 9 for digit in raw[start:end])
+    forged = raw[:start] + other + raw[end:]
+    assert forged != raw
+    return prefix + base64.b64encode(forged).decode() + "." + key
+
+
+async def direct_call(
+    connection: AbstractConnection,
+    task: str,
+    args: list[Any],
+    *,
+    queue: str = "work",
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Send a task as an RPC caller does (direct reply-to, on a channel of its own) and
+    return its final reply; TimeoutError when none arrives within ``timeout``."""
+    channel = await connection.channel()
+    try:
+        collected = Replies(check_correlation=True)
+        await collected.consume(await channel.get_queue(DIRECT_REPLY_TO, ensure=False))
+        task_id = str(uuid.uuid4())
+        body = {"protocol": 1, "id": task_id, "task": task, "args": args}
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                json.dumps(body).encode(),
+                content_type="application/json",
+                message_id=task_id,
+                correlation_id=task_id,
+                reply_to=DIRECT_REPLY_TO,
+                headers={"amqpq-protocol": 1, "amqpq-task": task},
+            ),
+            routing_key=queue,
+            mandatory=True,
+        )
+        return await collected.wait(task_id, timeout=timeout)
+    finally:
+        await channel.close()

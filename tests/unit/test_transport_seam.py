@@ -49,3 +49,18 @@ async def test_a_memory_delivery_settles_once_and_reports_its_delivery_count() -
     assert redelivered.delivery_count == 1
     assert await redelivered.ack()
     assert broker.queue("work").ready == []
+
+
+async def test_the_memory_publisher_is_the_test_brokers_reply_path_too() -> None:
+    broker = _broker()
+    replies = MemoryPublisher(broker)
+    await replies.start()
+
+    sent = await replies.send(
+        OutgoingMessage(
+            b"{}", MessageProperties(correlation_id="t1"), exchange="", routing_key="work"
+        )
+    )
+
+    assert sent
+    assert [m.properties.correlation_id for m in broker.queue("work").ready] == ["t1"]

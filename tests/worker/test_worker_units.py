@@ -11,16 +11,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import aiormq
 import pytest
 
 from amqpq.app import App
 from amqpq.cli.worker import parse_size
 from amqpq.codec import MessageProperties
 from amqpq.envelope import ErrorInfo, TaskEnvelope, TaskState
-from amqpq.errors import ConfigError
+from amqpq.errors import BrokerError, BrokerUnreachableError, ConfigError, TopologyConflictError
 from amqpq.registry import Request, TaskOptions
 from amqpq.settings import Settings
 from amqpq.topology.models import Topology
+from amqpq.transport.consume import connection_lost
 from amqpq.worker import load_app, resolve_queues
 from amqpq.worker.admission import ETA_TOLERANCE, REVOKED, Admission, Redelay, Refusal
 from amqpq.worker.deadletter import DeadLetterTarget, dead_letter_targets
@@ -318,3 +320,33 @@ async def test_the_worker_reads_the_frames_a_child_writes() -> None:
     assert encode_frame({"op": "run"})[4:] == b'{"op":"run"}'
     with pytest.raises(asyncio.IncompleteReadError):
         await receive_frame(reader)
+
+
+# -- start-up: what starts again and what stops the worker -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        BrokerUnreachableError("cannot connect to RabbitMQ: amqp://guest@n2:5672/: refused"),
+        aiormq.exceptions.ConnectionClosed(541, "INTERNAL_ERROR"),
+        aiormq.exceptions.ChannelInvalidStateError("closed"),
+        ConnectionResetError(104, "reset by peer"),
+        RuntimeError("Connection was not opened"),
+    ],
+)
+def test_a_connection_lost_during_start_up_is_started_again(error: BaseException) -> None:
+    assert connection_lost(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        BrokerError("queue 'work' does not exist on the broker"),
+        TopologyConflictError("queue 'work': inequivalent arg 'x-queue-type'"),
+        RuntimeError("a bug"),
+        ValueError("a bug"),
+    ],
+)
+def test_a_refusal_or_a_bug_during_start_up_stops_the_worker(error: BaseException) -> None:
+    assert connection_lost(error) is None

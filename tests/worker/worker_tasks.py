@@ -83,3 +83,11 @@ def flaky(self: TaskContext, succeed_on: int) -> int:
 )
 def always_broken() -> None:
     raise ConnectionError("the service is down")
+
+
+@app.task(name="wt.record")
+def record(path: str, tag: str) -> str:
+    """Appends ``tag`` to the file at ``path``: one line per run, so a test counts the runs."""
+    with open(path, "a", encoding="utf-8") as runs:
+        runs.write(tag + "\n")
+    return tag
