@@ -21,6 +21,7 @@ from amqpq.errors import TaskRevokedError
 from amqpq.topology.loader import load_topology
 from amqpq.transport.declare import declare_topology
 from tests.support.cli import run_cli, run_cli_json
+from tests.support.processes import reconnected_marker
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
@@ -163,7 +164,7 @@ def test_the_revocations_reader_reconnects_on_its_own_connection(
     management.delete(
         f"/connections/{quote(name, safe='')}", headers={"X-Reason": "test: a stream hiccup"}
     ).raise_for_status()
-    worker.wait_for_log_blocking("reconnected to RabbitMQ (amqpq worker-revocations ")
+    worker.wait_for_log_blocking(reconnected_marker("worker-revocations", worker.pid))
 
     # Then the task running meanwhile finishes on the untouched worker connection
     assert busy.get(timeout=15) == "slept"
@@ -177,7 +178,7 @@ def test_the_revocations_reader_reconnects_on_its_own_connection(
     assert busy_again.get(timeout=15) == "slept"
     [found] = cli_json(env, "inspect")["workers"]
     assert found["stats"]["reconnects"] == 0
-    assert "reconnected to RabbitMQ (amqpq worker " not in worker.log()
+    assert reconnected_marker("worker", worker.pid) not in worker.log()
 
 
 def _connection_named(management: httpx.Client, vhost: str, prefix: str) -> str | None:

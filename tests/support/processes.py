@@ -39,6 +39,17 @@ def amqpq_env(broker_url: str, **overrides: str) -> dict[str, str]:
     return env
 
 
+def reconnected_marker(role: str, pid: int) -> str:
+    """What the INFO line of a reconnect of ``pid``'s ``role`` connection ends with.
+
+    ``reconnected to RabbitMQ at <url> after 0.4s (amqpq <role> <host>:<pid>), reconnects=1``:
+    the role is followed by the process's name, so "worker" never matches "worker-replies".
+    """
+    import socket
+
+    return f"(amqpq {role} {socket.gethostname()}:{pid}), reconnects="
+
+
 class AmqpqProcess:
     """One ``python -m amqpq <command> ...`` subprocess with its output in a log file.
 
