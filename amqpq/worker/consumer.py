@@ -63,21 +63,14 @@ class MessageHandler:
     """Called for every delivery (by the transport's consumer, one asyncio task each)."""
 
     def __init__(
-        self,
-        *,
-        admission: Admission,
-        outcomes: Outcomes,
-        events: TaskEvents,
-        pool: Pool,
-        concurrency: int,
-        worker_name: str,
+        self, *, admission: Admission, outcomes: Outcomes, events: TaskEvents, pool: Pool
     ) -> None:
         self._admission = admission
         self._outcomes = outcomes
         self._events = events
         self._pool = pool
-        self._slots = asyncio.Semaphore(concurrency)
-        self._worker = worker_name
+        self._slots = asyncio.Semaphore(pool.size)  # one task per execution slot
+        self._worker = outcomes.worker_name
         self.deadletters = outcomes.deadletters
         self.stopping = False
         self.active: dict[str, ActiveTask] = {}  # task id -> running now

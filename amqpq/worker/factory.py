@@ -157,8 +157,6 @@ def build_handler(
         outcomes=outcomes,
         events=events,
         pool=pool,
-        concurrency=pool.size,
-        worker_name=options.worker_name,
     )
     limits = bounded_queues(topology, queues) if options.bound_redeliveries else None
     redeliveries = RedeliveryBound(republisher, deadletters, limits, stats) if limits else None

@@ -78,7 +78,7 @@ class Outcomes:
         self.deadletters = publishers.deadletters
         self._delays = delays
         self._events = events
-        self._worker = worker_name
+        self._worker = self.worker_name = worker_name
         # Message ids whose task finished (reply sent) but whose ack was dropped because the
         # connection closed under it. When the broker redelivers one, ack it, do not rerun it.
         self._done_unacked: OrderedDict[str, None] = OrderedDict()
