@@ -1,0 +1,400 @@
+"""One node of a 3-node cluster is SIGKILLed under amqpq's real producers and workers.
+
+Each scenario asserts behaviour (nothing lost, no task run more than twice, callers and
+workers carry on) and reports what the fault cost: lost / duplicates / longest pause, in
+the terminal summary ("cluster fault figures"). The figures are printed, never asserted:
+timings depend on the machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+
+import pika
+import pytest
+
+from amqpq.app import App
+from amqpq.errors import AmqpqError
+from amqpq.topology.models import Topology
+from tests.cluster.conftest import HERE, TOPOLOGY
+from tests.support.brokernode import BrokerNode, rabbitmq_available
+from tests.support.cluster import LocalCluster, connection_of
+from tests.support.fleet import FaultFigures, RunLog, Sender
+from tests.support.processes import AmqpqProcess, Processes
+from tests.support.waiting import eventually
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.timeout(420),
+    pytest.mark.skipif(not rabbitmq_available(), reason="no rabbitmq-server package here"),
+]
+
+Report = Callable[[FaultFigures | str], None]
+
+
+def send_work(app: App, *, ignore_result: bool, seconds: float = 0.01) -> Callable[[int], str]:
+    def send(index: int) -> str:
+        return app.send_task("cl.work", [index, seconds], ignore_result=ignore_result).id
+
+    return send
+
+
+def others(cluster: LocalCluster, *excluded: BrokerNode) -> list[BrokerNode]:
+    return [node for node in cluster.nodes if node not in excluded]
+
+
+def dead_lettered_ids(cluster: LocalCluster, vhost: str, queue: str = "work.dlq") -> set[str]:
+    """The task ids in ``queue`` (read without taking them), on a running node."""
+    node = cluster.running()[0]
+    url = cluster.urls(vhost, first=node).split(",")[0]
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    ids = set()
+    try:
+        channel = connection.channel()
+        while True:
+            method, _, body = channel.basic_get(queue, auto_ack=False)
+            if method is None:
+                break
+            ids.add(json.loads(body)["id"])
+    finally:
+        connection.close()  # unacked: the messages stay in the queue
+    return ids
+
+
+def run_fault(
+    scenario: str,
+    *,
+    sender: Sender,
+    runs: RunLog,
+    kill: Callable[[], float],
+    kill_after_runs: int,
+) -> FaultFigures:
+    """Send, kill a node once ``kill_after_runs`` tasks have run, wait for every task."""
+    sender.start()
+    eventually(
+        lambda: len(runs.runs()) >= kill_after_runs, timeout=60, what=f"{kill_after_runs} runs"
+    )
+    killed_at = kill()
+    sender.join(120)
+    runs.wait_for(sender.confirmed, idle=20, timeout=120)
+    return FaultFigures.of(scenario, sender.confirmed, len(sender.errors), runs, killed_at)
+
+
+def ran_after(runs: RunLog, pid: int, at: float) -> bool:
+    return any(run.pid == pid and run.at > at for run in runs.runs())
+
+
+def test_killing_the_quorum_leader_loses_no_task(
+    cluster: LocalCluster,
+    cluster_vhost: str,
+    start_worker: Callable[..., AmqpqProcess],
+    make_app: Callable[..., App],
+    runs: RunLog,
+    report: Report,
+) -> None:
+    # Given two workers and a producer, none of them on the node leading the work queue
+    leader = cluster.leader_of(cluster_vhost, "work")
+    a, b = others(cluster, leader)
+    workers = [start_worker("-c", "4", first=a), start_worker("-c", "4", first=b)]
+    for worker in workers:
+        worker.started_blocking()
+    app = make_app(first=b)
+
+    # When the leader's node is SIGKILLed while a backlog drains and tasks keep coming
+    sender = Sender(send_work(app, ignore_result=True), burst=300, rate=40, duration=8)
+    figures = run_fault(
+        "quorum leader SIGKILL",
+        sender=sender,
+        runs=runs,
+        kill=lambda: cluster.kill(leader),
+        kill_after_runs=60,
+    )
+    report(figures)
+
+    # Then every confirmed task ran, none more than twice, and the workers carried on
+    assert figures.lost == 0
+    assert figures.most_runs <= 2
+    assert all(worker.process.poll() is None for worker in workers)
+
+
+@pytest.mark.xfail(
+    reason="needs defect 1 (replies off the acking connection): merged from the replies branch",
+    strict=False,
+)
+def test_killing_the_producers_node_re_runs_no_task_and_dead_letters_none_that_succeeded(
+    cluster: LocalCluster,
+    cluster_vhost: str,
+    start_worker: Callable[..., AmqpqProcess],
+    make_app: Callable[..., App],
+    runs: RunLog,
+    report: Report,
+) -> None:
+    # Given a producer on a node that leads no work queue, asking for replies (delay()'s
+    # default), and two workers on the other nodes
+    leader = cluster.leader_of(cluster_vhost, "work")
+    producer_node = others(cluster, leader)[0]
+    app = make_app(first=producer_node)
+    app.send_task("cl.work", [-1], ignore_result=True)  # connects
+    [producer_node] = cluster.nodes_of(cluster_vhost, connection_of("producer"))
+    workers = [start_worker("-c", "4", first=node) for node in others(cluster, producer_node)]
+    for worker in workers:
+        worker.started_blocking()
+
+    # When the producer's node is SIGKILLed with a backlog whose replies can no longer be
+    # delivered, and the producer goes on sending (through another node)
+    sender = Sender(send_work(app, ignore_result=False), burst=300, rate=40, duration=8)
+    figures = run_fault(
+        "producer's node SIGKILL",
+        sender=sender,
+        runs=runs,
+        kill=lambda: cluster.kill(producer_node),
+        kill_after_runs=30,
+    )
+    report(figures)
+
+    # Then nothing was lost, no task ran more than twice, the fleet kept its pace...
+    assert figures.lost == 0
+    assert figures.most_runs <= 2
+    # ...and no task that succeeded was dead-lettered (delivery limit reached by re-runs)
+    assert dead_lettered_ids(cluster, cluster_vhost) & set(runs.counts()) == set()
+
+
+def test_killing_a_workers_node_loses_no_task_and_the_worker_reconnects(
+    cluster: LocalCluster,
+    cluster_vhost: str,
+    start_worker: Callable[..., AmqpqProcess],
+    make_app: Callable[..., App],
+    runs: RunLog,
+    report: Report,
+) -> None:
+    # Given two workers and a producer; the first worker on a node that leads nothing
+    leader = cluster.leader_of(cluster_vhost, "work")
+    a, b = others(cluster, leader)
+    first = start_worker("-c", "4", first=a).started_blocking()
+    second = start_worker("-c", "4", first=b).started_blocking()
+    [first_node] = cluster.nodes_of(cluster_vhost, connection_of("worker", first.pid))
+    app = make_app(first=next(n for n in cluster.nodes if n is not first_node))
+
+    # When the first worker's node is SIGKILLed mid-run
+    sender = Sender(send_work(app, ignore_result=True), burst=300, rate=40, duration=10)
+    killed_at = 0.0
+
+    def kill() -> float:
+        nonlocal killed_at
+        killed_at = cluster.kill(first_node)
+        return killed_at
+
+    figures = run_fault(
+        "worker's node SIGKILL", sender=sender, runs=runs, kill=kill, kill_after_runs=60
+    )
+    report(figures)
+
+    # Then nothing was lost, what it held ran at most once more, and it runs tasks again
+    assert figures.lost == 0
+    assert figures.most_runs <= 2
+    assert first.process.poll() is None
+    assert second.process.poll() is None
+    assert ran_after(runs, first.pid, killed_at + 1), first.log()
+
+
+def test_rpc_callers_recover_when_their_node_is_killed(
+    cluster: LocalCluster,
+    cluster_vhost: str,
+    start_worker: Callable[..., AmqpqProcess],
+    make_app: Callable[..., App],
+    report: Report,
+) -> None:
+    # Given a caller whose calls round-trip, and a worker on another node
+    leader = cluster.leader_of(cluster_vhost, "work")
+    caller_node = others(cluster, leader)[0]
+    app = make_app(first=caller_node)
+    assert app.send_task("cl.work", [0]).get(timeout=30) == 0
+    [caller_node] = cluster.nodes_of(cluster_vhost, connection_of("producer"))
+    start_worker("-c", "4", first=others(cluster, caller_node)[0])
+    for index in range(20):
+        assert app.send_task("cl.work", [index]).get(timeout=30) == index
+
+    # When the caller's node is SIGKILLed
+    killed_at = cluster.kill(caller_node)
+
+    # Then the calls made after the kill succeed (the caller fails over by itself)
+    failures: list[str] = []
+    answered = []
+    for index in range(20):
+        try:
+            assert app.send_task("cl.work", [index]).get(timeout=30) == index
+            answered.append(time.time())
+        except AmqpqError as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+    first_answer = answered[0] - killed_at if answered else float("nan")
+    report(
+        f"RPC caller's node SIGKILL: calls=20 failed={len(failures)} "
+        f"first answer {first_answer:.2f}s after the kill"
+    )
+    assert failures == []
+
+
+@pytest.mark.xfail(
+    reason="needs defect 3 (delay levels that survive a node's loss): merged from the broker branch",
+    strict=False,
+)
+def test_delayed_tasks_survive_the_loss_of_their_delay_queues_node_and_arrive(
+    cluster: LocalCluster,
+    cluster_vhost: str,
+    start_worker: Callable[..., AmqpqProcess],
+    make_app: Callable[..., App],
+    runs: RunLog,
+    report: Report,
+) -> None:
+    # Given a worker and a producer off the node holding the 4 s delay level, and tasks
+    # delayed 5 s (4,096 ms of it in amqpq.delay.12)
+    delay_node = cluster.leader_of(cluster_vhost, "amqpq.delay.12")
+    a, b = others(cluster, delay_node)
+    start_worker("-c", "4", first=a).started_blocking()
+    app = make_app(first=b)
+    countdown = 5.0
+    sent: dict[str, float] = {}
+    for index in range(10):
+        at = time.time()
+        sent[app.send_task("cl.work", [index], countdown=countdown, ignore_result=True).id] = at
+
+    # When that node is SIGKILLed, and more delayed tasks are sent while it is down
+    cluster.kill(delay_node)
+    errors: list[str] = []
+    for index in range(10, 20):
+        at = time.time()
+        try:
+            task_id = app.send_task("cl.work", [index], countdown=countdown, ignore_result=True).id
+        except AmqpqError as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        else:
+            sent[task_id] = at
+
+    # Then every delayed task runs, while the node is still down
+    runs.wait_for(sent, idle=15, timeout=60)
+    first_runs: dict[str, float] = {}
+    for run in runs.runs():
+        first_runs.setdefault(run.task_id, run.at)
+    late = [first_runs[i] - (at + countdown) for i, at in sent.items() if i in first_runs]
+    report(
+        f"delayed tasks across a node loss: sent={len(sent)} refused={len(errors)} "
+        f"arrived={len(late)} latest={max(late, default=float('nan')):.2f}s late "
+        f"earliest={min(late, default=float('nan')):.2f}s"
+    )
+    assert errors == []
+    assert set(sent) <= set(first_runs)
+    assert not delay_node.running
+
+
+def test_beat_keeps_one_leader_when_the_leaders_node_is_killed(
+    cluster: LocalCluster,
+    cluster_vhost: str,
+    declared: Topology,
+    cluster_env: Callable[..., dict[str, str]],
+    amqpq_processes: Processes,
+    report: Report,
+) -> None:
+    # Given two beats on different nodes, one leading
+    first_node, second_node = cluster.nodes[0], cluster.nodes[1]
+
+    def start_beat(node: BrokerNode) -> AmqpqProcess:
+        return amqpq_processes.start(
+            "beat", "-f", str(TOPOLOGY), env=cluster_env(node), cwd=HERE, own_session=True
+        )
+
+    beats = [start_beat(first_node), start_beat(second_node)]
+    for beat in beats:
+        beat.wait_for_log_blocking("beat started", timeout=60)
+    leader = eventually(
+        lambda: next((b for b in beats if "leading:" in b.log()), None), timeout=30, what="a leader"
+    )
+    follower = next(b for b in beats if b is not leader)
+    leader.wait_for_log_blocking(" sent schedule=", count=3)
+    [leader_node] = cluster.nodes_of(cluster_vhost, connection_of("beat", leader.pid))
+
+    # When the leading beat's node is SIGKILLed
+    killed_at = cluster.kill(leader_node)
+    sent_before = len(leader.sent_ids()) + len(follower.sent_ids())
+
+    # Then ticks go on being sent, by one beat at a time: no tick twice
+    eventually(
+        lambda: len(leader.sent_ids()) + len(follower.sent_ids()) >= sent_before + 5,
+        timeout=60,
+        what="ticks after the kill",
+    )
+    for beat in beats:
+        beat.signal(signal.SIGTERM)
+        beat.process.wait(30)
+    ids = Counter(leader.sent_ids() + follower.sent_ids())
+    twice = sorted(i for i, n in ids.items() if n > 1)
+    queued = _queued_ids(cluster, cluster_vhost, "beat_work")
+    seconds = sorted(int(_tick(i)) for i in queued)
+    missing = sum(b - a - 1 for a, b in itertools.pairwise(seconds))
+    report(
+        f"beat leader's node SIGKILL: ticks={len(queued)} sent twice={len(twice)} "
+        f"missing ticks={missing} leading after the kill: "
+        f"{'the same beat' if _leads_after(leader, killed_at) else 'the other beat'}"
+    )
+    assert twice == []
+    assert {i: n for i, n in queued.items() if n > 1} == {}
+
+
+def _tick(task_id: str) -> float:
+    return datetime.fromisoformat(task_id.split(":", 2)[2].replace("Z", "+00:00")).timestamp()
+
+
+def _leads_after(beat: AmqpqProcess, at: float) -> bool:
+    return any(_tick(i) > at for i in beat.sent_ids())
+
+
+def _queued_ids(cluster: LocalCluster, vhost: str, queue: str) -> Counter[str]:
+    url = cluster.urls(vhost, first=cluster.running()[0]).split(",")[0]
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    ids: Counter[str] = Counter()
+    try:
+        channel = connection.channel()
+        while True:
+            method, _, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return ids
+            ids[json.loads(body)["id"]] += 1
+    finally:
+        connection.close()
+
+
+def test_revocations_survive_the_loss_of_the_streams_leader(
+    cluster: LocalCluster,
+    cluster_vhost: str,
+    start_worker: Callable[..., AmqpqProcess],
+    make_app: Callable[..., App],
+    runs: RunLog,
+    report: Report,
+) -> None:
+    # Given a task revoked before any worker runs, and the revocations stream's leader
+    stream_node = cluster.leader_of(cluster_vhost, "amqpq.revoked")
+    app = make_app(first=others(cluster, stream_node)[0])
+    before = app.send_task("cl.work", [1], ignore_result=True)
+    before.revoke()
+
+    # When the stream leader's node is SIGKILLed, a second task is revoked meanwhile
+    cluster.kill(stream_node)
+    during = app.send_task("cl.work", [2], ignore_result=True)
+    during.revoke()
+    kept = app.send_task("cl.work", [3], ignore_result=True)
+
+    # And a worker starts while the node is down
+    worker = start_worker("-c", "1", first=others(cluster, stream_node)[0]).started_blocking()
+
+    # Then it skips both revoked tasks and runs the other one
+    assert runs.wait_for([kept.id], idle=30, timeout=60), worker.log()
+    for revoked in (before, during):
+        worker.wait_for_log_blocking(f"task revoked task=cl.work id={revoked.id}", timeout=30)
+    assert set(runs.counts()) == {kept.id}
+    report(f"revocations with the stream leader's node down: skipped 2 of 2, ran {kept.id[:8]}")
