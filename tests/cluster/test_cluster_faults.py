@@ -73,18 +73,23 @@ def run_fault(
     *,
     sender: Sender,
     runs: RunLog,
-    kill: Callable[[], float],
+    cluster: LocalCluster,
+    node: Callable[[], BrokerNode],
     kill_after_runs: int,
-) -> FaultFigures:
-    """Send, kill a node once ``kill_after_runs`` tasks have run, wait for every task."""
+    wait: float = 120.0,
+) -> tuple[FaultFigures, float]:
+    """Send, kill ``node()`` once ``kill_after_runs`` tasks have run, wait for every task;
+    the figures and the time of the kill."""
+    cluster.sync_definitions()
     sender.start()
     eventually(
         lambda: len(runs.runs()) >= kill_after_runs, timeout=60, what=f"{kill_after_runs} runs"
     )
-    killed_at = kill()
+    killed_at = cluster.kill(node(), sync=False)
     sender.join(120)
-    runs.wait_for(sender.confirmed, idle=20, timeout=120)
-    return FaultFigures.of(scenario, sender.confirmed, len(sender.errors), runs, killed_at)
+    runs.wait_for(sender.confirmed, idle=20, timeout=wait)
+    figures = FaultFigures.of(scenario, sender.confirmed, len(sender.errors), runs, killed_at)
+    return figures, killed_at
 
 
 def ran_after(runs: RunLog, pid: int, at: float) -> bool:
@@ -109,11 +114,12 @@ def test_killing_the_quorum_leader_loses_no_task(
 
     # When the leader's node is SIGKILLed while a backlog drains and tasks keep coming
     sender = Sender(send_work(app, ignore_result=True), burst=300, rate=40, duration=8)
-    figures = run_fault(
+    figures, _ = run_fault(
         "quorum leader SIGKILL",
         sender=sender,
         runs=runs,
-        kill=lambda: cluster.kill(leader),
+        cluster=cluster,
+        node=lambda: leader,
         kill_after_runs=60,
     )
     report(figures)
@@ -150,12 +156,14 @@ def test_killing_the_producers_node_re_runs_no_task_and_dead_letters_none_that_s
     # When the producer's node is SIGKILLed with a backlog whose replies can no longer be
     # delivered, and the producer goes on sending (through another node)
     sender = Sender(send_work(app, ignore_result=False), burst=300, rate=40, duration=8)
-    figures = run_fault(
+    figures, _ = run_fault(
         "producer's node SIGKILL",
         sender=sender,
         runs=runs,
-        kill=lambda: cluster.kill(producer_node),
+        cluster=cluster,
+        node=lambda: producer_node,
         kill_after_runs=30,
+        wait=60,  # before the fix, re-runs trickle on for minutes: give up sooner
     )
     report(figures)
 
@@ -184,15 +192,13 @@ def test_killing_a_workers_node_loses_no_task_and_the_worker_reconnects(
 
     # When the first worker's node is SIGKILLed mid-run
     sender = Sender(send_work(app, ignore_result=True), burst=300, rate=40, duration=10)
-    killed_at = 0.0
-
-    def kill() -> float:
-        nonlocal killed_at
-        killed_at = cluster.kill(first_node)
-        return killed_at
-
-    figures = run_fault(
-        "worker's node SIGKILL", sender=sender, runs=runs, kill=kill, kill_after_runs=60
+    figures, killed_at = run_fault(
+        "worker's node SIGKILL",
+        sender=sender,
+        runs=runs,
+        cluster=cluster,
+        node=lambda: first_node,
+        kill_after_runs=60,
     )
     report(figures)
 
@@ -215,9 +221,9 @@ def test_rpc_callers_recover_when_their_node_is_killed(
     leader = cluster.leader_of(cluster_vhost, "work")
     caller_node = others(cluster, leader)[0]
     app = make_app(first=caller_node)
-    assert app.send_task("cl.work", [0]).get(timeout=30) == 0
+    app.send_task("cl.work", [-1], ignore_result=True)  # connects
     [caller_node] = cluster.nodes_of(cluster_vhost, connection_of("producer"))
-    start_worker("-c", "4", first=others(cluster, caller_node)[0])
+    start_worker("-c", "4", first=others(cluster, caller_node)[0]).started_blocking()
     for index in range(20):
         assert app.send_task("cl.work", [index]).get(timeout=30) == index
 

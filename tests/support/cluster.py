@@ -140,11 +140,16 @@ class LocalCluster:
                 return node
         raise ClusterError(f"{erlang_name} is not a node of this cluster")
 
-    def kill(self, node: BrokerNode) -> float:
-        """SIGKILL the node's VM (a crash); the wall-clock time of the kill."""
-        # A definition written just before the kill may still sit in mnesia's log: sync
-        # every node first, or a queue declared by the test can be gone after the restart.
-        self.sync_definitions()
+    def kill(self, node: BrokerNode, *, sync: bool = True) -> float:
+        """SIGKILL the node's VM (a crash); the wall-clock time of the kill.
+
+        A definition written just before the kill may still sit in mnesia's log: every
+        node syncs it first (``sync=False`` when the test called ``sync_definitions()``
+        itself, before its load started), or a queue the test declared can be gone after
+        the restart.
+        """
+        if sync:
+            self.sync_definitions()
         at = time.time()
         node.kill()
         return at
@@ -212,8 +217,8 @@ class LocalCluster:
             found: list[dict[str, Any]] = response.json()
             return found
 
-    def nodes_of(self, vhost: str, name_part: str, timeout: float = 15.0) -> list[BrokerNode]:
-        """The nodes the vhost's connections whose name contains ``name_part`` are on.
+    def nodes_of(self, vhost: str, name: str, timeout: float = 15.0) -> list[BrokerNode]:
+        """The nodes the vhost's connections named ``name`` are on (``connection_of``).
 
         Waits for at least one (the API lists a connection after its stats interval).
         """
@@ -223,12 +228,12 @@ class LocalCluster:
                 found = [
                     self.node_named(str(c["node"]))
                     for c in self.connections(vhost)
-                    if name_part in str((c.get("client_properties") or {}).get("connection_name"))
+                    if (c.get("client_properties") or {}).get("connection_name") == name
                 ]
             except httpx.HTTPError:
                 found = []
             if found:
                 return found
             if time.monotonic() > deadline:
-                raise ClusterError(f"no connection named *{name_part}* on {vhost} in {timeout}s")
+                raise ClusterError(f"no connection named {name!r} on {vhost} in {timeout}s")
             time.sleep(0.2)
