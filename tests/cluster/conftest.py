@@ -1,6 +1,7 @@
-"""The cluster suite: one local 3-node cluster per session, brought up by the project's own
-``deploy/rabbitmq/cluster.sh`` under the session's tmp dir, on ports and node names of its
-own; killed nodes rejoin between scenarios; every node is stopped at the end.
+"""The cluster suite: one local 3-node cluster for the whole package, brought up by the
+project's own ``deploy/rabbitmq/cluster.sh`` under the session's tmp dir, on ports and node
+names of its own; killed nodes rejoin between scenarios; every node is stopped after the
+package's last test (the rest of the suite does not share the machine with it).
 
 Each scenario gets a vhost of its own on the cluster, amqpq's real workers and beats
 (``AmqpqProcess``) and a sending App, all with the cluster's URL list and
@@ -31,7 +32,7 @@ TOPOLOGY = HERE / "cluster_topology.yaml"
 FIGURES = pytest.StashKey[list[str]]()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """Three nodes clustered by ``cluster.sh up``; ``cluster.sh clean`` at the end."""
     if not rabbitmq_available():

@@ -81,7 +81,8 @@ class LocalCluster:
         """A cluster with node names of its own and a port base whose nine ports are free."""
         prefix = f"t{secrets.token_hex(3)}n"
         for _ in range(50):
-            base = 20000 + secrets.randbelow(2000) * 10
+            # Below the kernel's ephemeral range (32768+), where clients' own ports come from.
+            base = 10000 + secrets.randbelow(200) * 10
             ports = [base + offset + i for offset in (0, 10000, 20000) for i in (1, 2, 3)]
             if not set(ports) & SHARED_PORTS and _ports_free(ports):
                 return cls(base_dir, port_base=base, prefix=prefix)
