@@ -266,13 +266,14 @@ def test_delayed_tasks_survive_the_loss_of_their_delay_queues_node_and_arrive(
     start_worker("-c", "4", first=a).started_blocking()
     app = make_app(first=b)
     countdown = 5.0
+    cluster.sync_definitions()
     sent: dict[str, float] = {}
     for index in range(10):
         at = time.time()
         sent[app.send_task("cl.work", [index], countdown=countdown, ignore_result=True).id] = at
 
     # When that node is SIGKILLed, and more delayed tasks are sent while it is down
-    cluster.kill(delay_node)
+    cluster.kill(delay_node, sync=False)
     errors: list[str] = []
     for index in range(10, 20):
         at = time.time()

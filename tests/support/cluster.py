@@ -219,7 +219,7 @@ class LocalCluster:
             return found
 
     def nodes_of(self, vhost: str, name: str, timeout: float = 15.0) -> list[BrokerNode]:
-        """The nodes the vhost's connections named ``name`` are on (``connection_of``).
+        """The nodes the vhost's connections named ``name`` are on (``connection_of``), once each.
 
         Waits for at least one (the API lists a connection after its stats interval).
         """
@@ -234,7 +234,7 @@ class LocalCluster:
             except httpx.HTTPError:
                 found = []
             if found:
-                return found
+                return list(dict.fromkeys(found))  # a start-up connection of the same name
             if time.monotonic() > deadline:
                 raise ClusterError(f"no connection named {name!r} on {vhost} in {timeout}s")
             time.sleep(0.2)
