@@ -11,6 +11,7 @@ Each scenario gets a vhost of its own on the cluster, amqpq's real workers and b
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,13 @@ from tests.support.fleet import FaultFigures, RunLog
 from tests.support.processes import AmqpqProcess, Processes, amqpq_env
 
 HERE = Path(__file__).resolve().parent
+# While working on the suite, AMQPQ_TEST_CLUSTER_DIR=/tmp/amqpq-test-cluster keeps one cluster
+# up from run to run (nodes kept1..3, ports 10681-10683); stop it with
+# AMQPQ_CLUSTER_DIR=/tmp/amqpq-test-cluster AMQPQ_CLUSTER_PORT_BASE=10680
+# AMQPQ_CLUSTER_NODE_PREFIX=kept deploy/rabbitmq/cluster.sh clean
+KEEP_ENV = "AMQPQ_TEST_CLUSTER_DIR"
+KEPT_PORT_BASE = 10680
+KEPT_PREFIX = "kept"
 TOPOLOGY = HERE / "cluster_topology.yaml"
 FIGURES = pytest.StashKey[list[str]]()
 
@@ -40,6 +48,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
             "the cluster suite needs the rabbitmq-server package "
             "(/usr/lib/rabbitmq/bin/rabbitmq-server): apt-get install rabbitmq-server"
         )
+    kept = os.environ.get(KEEP_ENV)
+    if kept:
+        local = LocalCluster(Path(kept), port_base=KEPT_PORT_BASE, prefix=KEPT_PREFIX)
+        local.up()  # idempotent: reuses the cluster a previous run left there
+        yield local
+        return
     local = LocalCluster.on_free_ports(tmp_path_factory.mktemp("cluster"))
     try:
         local.up()
