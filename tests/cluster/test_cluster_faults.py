@@ -12,6 +12,7 @@ import itertools
 import json
 import signal
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -21,6 +22,7 @@ import pytest
 
 from amqpq.app import App
 from amqpq.errors import AmqpqError
+from amqpq.rpc import AsyncResult
 from amqpq.topology.models import Topology
 from tests.cluster.conftest import HERE, TOPOLOGY
 from tests.support.brokernode import BrokerNode, rabbitmq_available
@@ -384,24 +386,79 @@ def test_revocations_survive_the_loss_of_the_streams_leader(
     runs: RunLog,
     report: Report,
 ) -> None:
-    # Given a task revoked before any worker runs, and the revocations stream's leader
+    # Given a running worker and a task id revoked before the fault
     stream_node = cluster.leader_of(cluster_vhost, "amqpq.revoked")
-    app = make_app(first=others(cluster, stream_node)[0])
-    before = app.send_task("cl.work", [1], ignore_result=True)
-    before.revoke()
+    survivor = others(cluster, stream_node)[0]
+    app = make_app(first=survivor)
+    running = start_worker("-c", "1", first=survivor).started_blocking()
+    before, during = (f"revoked-{when}-{uuid.uuid4().hex[:8]}" for when in ("before", "during"))
+    revoke(app, before)
 
-    # When the stream leader's node is SIGKILLed, a second task is revoked meanwhile
+    # When the revocations stream's leader is SIGKILLed and a second id is revoked meanwhile
     cluster.kill(stream_node)
-    during = app.send_task("cl.work", [2], ignore_result=True)
-    during.revoke()
-    kept = app.send_task("cl.work", [3], ignore_result=True)
+    revoke(app, during)
+    # (a publish to a quorum queue whose leader is being re-elected can be nacked: that is
+    # the quorum leader scenario's subject, not this one's)
+    wait_for_leader(cluster, cluster_vhost, "work")
 
-    # And a worker starts while the node is down
-    worker = start_worker("-c", "1", first=others(cluster, stream_node)[0]).started_blocking()
+    # Then the running worker skips both and runs the other task
+    kept = [send_with_ids(app, before, during)]
+    for task_id in (before, during):
+        running.wait_for_log_blocking(f"task revoked task=cl.work id={task_id}", timeout=30)
 
-    # Then it skips both revoked tasks and runs the other one
-    assert runs.wait_for([kept.id], idle=30, timeout=60), worker.log()
-    for revoked in (before, during):
-        worker.wait_for_log_blocking(f"task revoked task=cl.work id={revoked.id}", timeout=30)
-    assert set(runs.counts()) == {kept.id}
-    report(f"revocations with the stream leader's node down: skipped 2 of 2, ran {kept.id[:8]}")
+    # And a worker that starts while the node is down (declaring nothing: the topology is
+    # there) reads both revocations from the stream and skips them too
+    assert running.terminate() == 0
+    late = start_worker("-c", "1", "--no-declare", first=survivor).started_blocking()
+    kept.append(send_with_ids(app, before, during))
+    for task_id in (before, during):
+        late.wait_for_log_blocking(f"task revoked task=cl.work id={task_id}", timeout=30)
+    assert runs.wait_for(kept, idle=30, timeout=60)
+    assert set(runs.counts()) == set(kept)
+    assert not stream_node.running
+    report("revocations with the stream leader's node down: 4 of 4 revoked deliveries skipped")
+
+
+def wait_for_leader(cluster: LocalCluster, vhost: str, queue: str) -> BrokerNode:
+    """The queue's leader, once it is a running node (after an election)."""
+
+    def elected() -> BrokerNode | None:
+        node = cluster.leader_of(vhost, queue)
+        return node if node.running else None
+
+    return eventually(elected, timeout=30, what=f"a leader of {queue}", ignoring=(Exception,))
+
+
+def revoke(app: App, task_id: str) -> None:
+    AsyncResult(task_id, links=app.send_context.links).revoke()
+
+
+def send_with_ids(app: App, *revoked: str) -> str:
+    """Send a task under each revoked id, then one more; the id of that last one."""
+    for task_id in revoked:
+        app.send_task("cl.work", [1], task_id=task_id, ignore_result=True)
+    return app.send_task("cl.work", [2], ignore_result=True).id
+
+
+@pytest.mark.xfail(
+    reason="needs defect 3 (delay levels that survive a node's loss): merged from the broker branch",
+    strict=False,
+)
+def test_a_worker_starts_and_declares_while_a_node_is_down(
+    cluster: LocalCluster,
+    cluster_vhost: str,
+    start_worker: Callable[..., AmqpqProcess],
+    make_app: Callable[..., App],
+    runs: RunLog,
+) -> None:
+    # Given the node holding amqpq's delay levels is down
+    delay_node = cluster.leader_of(cluster_vhost, "amqpq.delay.0")
+    survivor = others(cluster, delay_node)[0]
+    cluster.kill(delay_node)
+
+    # When a worker starts (declaring the topology, as by default) and a task is sent
+    worker = start_worker("-c", "1", first=survivor).started_blocking()
+    task = make_app(first=survivor).send_task("cl.work", [1], ignore_result=True)
+
+    # Then it runs
+    assert runs.wait_for([task.id], idle=20, timeout=30), worker.log()
