@@ -115,7 +115,7 @@ def test_killing_the_quorum_leader_loses_no_task(
     app = make_app(first=b)
 
     # When the leader's node is SIGKILLed while a backlog drains and tasks keep coming
-    sender = Sender(send_work(app, ignore_result=True), burst=300, rate=40, duration=8)
+    sender = Sender(send_work(app, ignore_result=True), burst=300, rate=40, duration=5)
     figures, _ = run_fault(
         "quorum leader SIGKILL",
         sender=sender,
@@ -157,7 +157,10 @@ def test_killing_the_producers_node_re_runs_no_task_and_dead_letters_none_that_s
 
     # When the producer's node is SIGKILLed with a backlog whose replies can no longer be
     # delivered, and the producer goes on sending (through another node)
-    sender = Sender(send_work(app, ignore_result=False), burst=300, rate=40, duration=8)
+    # (tasks of 50 ms: the backlog outlasts the kill, so many replies go to the dead node)
+    sender = Sender(
+        send_work(app, ignore_result=False, seconds=0.05), burst=300, rate=40, duration=4
+    )
     figures, _ = run_fault(
         "producer's node SIGKILL",
         sender=sender,
@@ -193,7 +196,7 @@ def test_killing_a_workers_node_loses_no_task_and_the_worker_reconnects(
     app = make_app(first=next(n for n in cluster.nodes if n is not first_node))
 
     # When the first worker's node is SIGKILLed mid-run
-    sender = Sender(send_work(app, ignore_result=True), burst=300, rate=40, duration=10)
+    sender = Sender(send_work(app, ignore_result=True), burst=300, rate=40, duration=6)
     figures, killed_at = run_fault(
         "worker's node SIGKILL",
         sender=sender,
