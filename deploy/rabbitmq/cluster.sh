@@ -2,6 +2,7 @@
 # A local 3-node RabbitMQ cluster without Docker, from the distribution's package.
 #
 #   cluster.sh up       start rmq1..rmq3@localhost and cluster them (idempotent)
+#   cluster.sh start NAME...  start stopped (e.g. killed) members again; they rejoin
 #   cluster.sh down     stop the three nodes (data is kept)
 #   cluster.sh status   node processes and rabbitmqctl cluster_status
 #   cluster.sh clean    down, then delete $AMQPQ_CLUSTER_DIR
@@ -86,6 +87,23 @@ up() {
     echo "Management UI: http://127.0.0.1:$((BASE_PORT + 10001)) (guest/guest)"
 }
 
+start() {
+    local name i
+    (($#)) || _ndie "start: name the nodes to start (${NODES[*]})"
+    AMQPQ_NODE_EXTRA_CONF="$(cluster_conf)"
+    export AMQPQ_NODE_EXTRA_CONF
+    for name in "$@"; do
+        for i in 1 2 3; do
+            if [[ "${NODES[$((i - 1))]}" == "$name" ]]; then
+                # A member that was in the cluster rejoins it by itself when it boots.
+                node_start "$name" $((BASE_PORT + i)) $((BASE_PORT + 10000 + i)) $((BASE_PORT + 20000 + i))
+                continue 2
+            fi
+        done
+        _ndie "$name is not a node of this cluster (${NODES[*]})"
+    done
+}
+
 down() {
     local name pids=()
     # Stop followers first; the last node to stop is the first that may start alone.
@@ -111,8 +129,9 @@ clean() {
 
 case "${1:-}" in
     up) up ;;
+    start) shift; start "$@" ;;
     down) down ;;
     status) status ;;
     clean) clean ;;
-    *) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -42,7 +42,7 @@ FIGURES = pytest.StashKey[list[str]]()
 
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """Three nodes clustered by ``cluster.sh up``; ``cluster.sh clean`` at the end."""
+    """Three nodes clustered by ``cluster.sh up``; all killed and deleted at the end."""
     if not rabbitmq_available():
         pytest.skip(
             "the cluster suite needs the rabbitmq-server package "
@@ -59,7 +59,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         local.up()
         yield local
     finally:
-        local.clean()
+        local.discard()
 
 
 @pytest.fixture

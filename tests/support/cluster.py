@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import time
@@ -99,10 +100,10 @@ class LocalCluster:
         )
         return env
 
-    def script(self, command: str, timeout: float = 300.0) -> str:
-        """``deploy/rabbitmq/cluster.sh <command>`` for this cluster; its output."""
+    def script(self, command: str, *args: str, timeout: float = 300.0) -> str:
+        """``deploy/rabbitmq/cluster.sh <command> [args]`` for this cluster; its output."""
         done = subprocess.run(
-            ["bash", str(CLUSTER_SCRIPT), command],
+            ["bash", str(CLUSTER_SCRIPT), command, *args],
             env=self._env(),
             capture_output=True,
             text=True,
@@ -119,16 +120,24 @@ class LocalCluster:
         self.script("up")
 
     def ensure_up(self) -> None:
-        """``up`` only when a node is down (a killed node rejoins)."""
-        if not all(node.running for node in self.nodes):
-            self.up()
+        """Start the nodes that are down (``cluster.sh start``: a killed member rejoins)."""
+        stopped = [node.name for node in self.nodes if not node.running]
+        if stopped:
+            self.script("start", *stopped)
 
     def clean(self) -> None:
-        """Stop every node and delete the cluster's data."""
+        """Stop every node and delete the cluster's data (``cluster.sh clean``)."""
         self.script("clean")
         for node in self.nodes:  # whatever the script could not stop gracefully
             if node.running:
                 node.kill()
+
+    def discard(self) -> None:
+        """SIGKILL every node and delete the data: a test cluster needs no clean shutdown."""
+        for node in self.nodes:
+            if node.running:
+                node.kill()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
 
     # -- nodes ----------------------------------------------------------------------------
 
