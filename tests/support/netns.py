@@ -2,11 +2,13 @@
 pair, with addresses on a private range the test assigns, and partitions made of
 blackhole routes (link-down would send reconnects out of another route).
 
-    with WorkerHost.create() as host:            # needs root (CI runs as root)
-        broker = BrokerNode.with_free_ports(None, tmp_path,
-                                            extra_config=host.listener_config(port))
+    host = WorkerHost.create()                   # needs root (CI runs as root)
+    try:
+        broker = BrokerNode(..., extra_config=host.listener_config(port))
         processes.start("worker", ..., wrapper=host.wrapper)
         host.partition(); ...; host.heal()
+    finally:
+        host.close()
 
 Everything it makes lives in the namespace, or on its own veth end beside it, and goes
 with ``close()``: deleting the namespace deletes the veth pair.
@@ -17,7 +19,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
-from types import TracebackType
 
 # RFC 2544's benchmarking range: never routed, unlikely to be in use on a CI machine.
 _RANGE = "198.18"
@@ -102,14 +103,3 @@ class WorkerHost:
         unreachable, so the test stops them first."""
         _ip("netns", "del", self.name, check=False)
         _ip("link", "del", self._outer, check=False)
-
-    def __enter__(self) -> WorkerHost:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
