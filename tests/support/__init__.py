@@ -8,4 +8,7 @@
 - ``fake_worker``: a bare pika consumer that answers as docs/protocol.md says a worker does.
 - ``waiting``: polling until a condition holds.
 - ``brokernode``: an extra RabbitMQ node for tests that stop, kill or restart a broker.
+- ``cluster``: a local 3-node cluster from ``deploy/rabbitmq/cluster.sh``, its nodes and API.
+- ``fleet``: a fleet under a fault: the tasks' run log, a sending thread, the fault's figures.
+- ``netns``: a worker "host" of its own (network namespace, veth, blackhole partitions).
 """

@@ -54,7 +54,8 @@ class AmqpqProcess:
     """One ``python -m amqpq <command> ...`` subprocess with its output in a log file.
 
     With ``own_session`` it runs in a session of its own and ``stop()`` kills the whole
-    session, so the processes a ``--workers N`` supervisor forked go too.
+    session, so the processes a ``--workers N`` supervisor forked go too. ``wrapper`` runs
+    it through a command that execs it in place (``ip netns exec NS``: another "host").
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class AmqpqProcess:
         *,
         cwd: Path,
         own_session: bool = False,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.command = command
         self.args = list(args)
@@ -73,7 +75,7 @@ class AmqpqProcess:
         self.own_session = own_session
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "amqpq", command, *self.args],
+            [*wrapper, sys.executable, "-m", "amqpq", command, *self.args],
             cwd=cwd,
             env=env,
             stdout=self._log,
@@ -178,6 +180,7 @@ class Processes:
         env: dict[str, str],
         cwd: Path,
         own_session: bool = False,
+        wrapper: Sequence[str] = (),
     ) -> AmqpqProcess:
         """Start ``amqpq <command> <args>``; its log is ``<command>-<n>.log`` in the test's tmp_path."""
         index = sum(1 for process in self.started if process.command == command)
@@ -188,6 +191,7 @@ class Processes:
             self.log_dir / f"{command}-{index}.log",
             cwd=cwd,
             own_session=own_session,
+            wrapper=wrapper,
         )
         self.started.append(process)
         return process
