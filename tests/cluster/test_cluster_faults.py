@@ -150,10 +150,6 @@ def test_killing_the_quorum_leader_loses_no_task(
     assert all(worker.process.poll() is None for worker in workers)
 
 
-@pytest.mark.xfail(
-    reason="needs defect 1 (replies off the acking connection): merged from the replies branch",
-    strict=False,
-)
 def test_killing_the_producers_node_re_runs_no_task_and_dead_letters_none_that_succeeded(
     cluster: LocalCluster,
     cluster_vhost: str,
@@ -259,10 +255,6 @@ def test_rpc_callers_recover_when_their_node_is_killed(
     assert failures == []
 
 
-@pytest.mark.xfail(
-    reason="needs defect 3 (delay levels that survive a node's loss): merged from the broker branch",
-    strict=False,
-)
 def test_delayed_tasks_survive_the_loss_of_their_delay_queues_node_and_arrive(
     cluster: LocalCluster,
     cluster_vhost: str,
@@ -450,10 +442,6 @@ def send_with_ids(app: App, *revoked: str) -> str:
     return app.send_task("cl.work", [2], ignore_result=True).id
 
 
-@pytest.mark.xfail(
-    reason="needs defect 3 (delay levels that survive a node's loss): merged from the broker branch",
-    strict=False,
-)
 def test_a_worker_starts_and_declares_while_a_node_is_down(
     cluster: LocalCluster,
     cluster_vhost: str,
