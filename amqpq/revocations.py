@@ -147,6 +147,7 @@ class Revocations:
         self._ids: dict[str, datetime] = {}
         self._ready = asyncio.Event()
         self._reader: StreamReader | None = None
+        self._publisher: ConfirmingPublisher | None = None
         self.enabled = False
         self.records = 0
 
@@ -198,7 +199,25 @@ class Revocations:
             self._ready.set()
             return
         self._reader = reader
+        self._publisher = publisher
         self.enabled = True
+        # While the stream's connection is down, a revocation may be published that this
+        # worker has not read: hold tasks again until the stream is read up to a new marker.
+        self._broker.on_lost.append(self._ready.clear)
+        self._broker.on_reconnect.append(self._read_up_to_date_again)
+
+    async def _read_up_to_date_again(self) -> None:
+        publisher = self._publisher
+        if publisher is None:
+            return
+        self._nonce = uuid.uuid4().hex
+        marker = RevocationRecord(
+            op="marker", at=datetime.now(UTC), by=self._worker, nonce=self._nonce
+        )
+        try:
+            await publisher.publish(_message(marker, self._prefix))
+        except AmqpqError as exc:  # wait_ready's timeout lets the tasks go on, with a warning
+            log.warning("revocations: no marker after a reconnect: %s", exc)
 
     async def wait_ready(self) -> None:
         """Until the records published before this worker started have been read."""

@@ -96,6 +96,8 @@ class AsyncBroker:
         self.reconnects = 0
         self._background: set[asyncio.Future[Any]] = set()
         self.on_reconnect: list[Callable[[], Awaitable[None] | None]] = []
+        self.on_lost: list[Callable[[], None]] = []
+        """Called once when the connection drops (not when closed on purpose)."""
         self._order = settings.connect_order()
         self._address_index = 0
         self._lost_at: float | None = None
@@ -157,6 +159,8 @@ class AsyncBroker:
         if self._lost_at is not None:
             return  # a failed attempt of a recovery already under way
         self._lost_at = time.monotonic()
+        for callback in self.on_lost:
+            callback()
         lost = self.address.display
         if len(self._order) > 1:
             # aio-pika's robust connection retries the URL it first connected to: point it

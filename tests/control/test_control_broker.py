@@ -17,7 +17,8 @@ import pytest
 
 from amqpq.app import App
 from amqpq.envelope import TaskState
-from amqpq.errors import TaskRevokedError
+from amqpq.errors import ResultTimeoutError, TaskRevokedError
+from amqpq.rpc import AsyncResult
 from amqpq.topology.loader import load_topology
 from amqpq.transport.declare import declare_topology
 from tests.support.cli import run_cli, run_cli_json
@@ -178,6 +179,41 @@ def test_the_revocations_reader_reconnects_on_its_own_connection(
     assert busy_again.get(timeout=15) == "slept"
     [found] = cli_json(env, "inspect")["workers"]
     assert found["stats"]["reconnects"] == 0
+    assert reconnected_marker("worker", worker.pid) not in worker.log()
+
+
+def test_a_revocation_published_while_the_reader_is_away_is_read_before_the_task_runs(
+    start_worker, app: App, management: httpx.Client, vhost: str
+) -> None:
+    # Given a worker whose revocations reader lost its connection and cannot get back yet
+    # (a vhost connection limit), while its own connection, which receives tasks, is fine
+    worker = start_worker("-c", "1").started_blocking()
+    AsyncResult("warm-up", links=app.send_context.links).revoke()  # the producer connects
+    name = eventually(
+        lambda: _connection_named(management, vhost, "amqpq worker-revocations "),
+        what="the revocations reader's connection",
+    )
+    vhost_path = quote(vhost, safe="")
+    connections = management.get(f"/vhosts/{vhost_path}/connections").json()
+    limit = f"/vhost-limits/{vhost_path}/max-connections"
+    management.put(limit, json={"value": len(connections) - 1}).raise_for_status()
+    try:
+        management.delete(
+            f"/connections/{quote(name, safe='')}", headers={"X-Reason": "test: away"}
+        ).raise_for_status()
+
+        # When a task is revoked (in the stream only) and then sent
+        AsyncResult("revoked-while-away", links=app.send_context.links).revoke()
+        sent = app.send_task("ct.add", [1, 1], task_id="revoked-while-away")
+
+        # Then the worker holds it while the stream cannot be read
+        with pytest.raises(ResultTimeoutError):
+            sent.get(timeout=2)
+    finally:
+        management.delete(limit)
+    # And once the reader is back and has read the stream, the task is skipped as revoked
+    with pytest.raises(TaskRevokedError):
+        sent.get(timeout=30)
     assert reconnected_marker("worker", worker.pid) not in worker.log()
 
 
