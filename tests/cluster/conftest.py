@@ -89,7 +89,12 @@ def declared(cluster: LocalCluster, cluster_vhost: str, topology: Topology) -> T
 def cluster_settings(
     cluster: LocalCluster, vhost: str, first: BrokerNode | None = None
 ) -> Settings:
-    return Settings(url=cluster.urls(vhost, first=first), management_url=cluster.management_url)
+    # A test that names a process's first node means it: the given order, not a shuffle.
+    return Settings(
+        url=cluster.urls(vhost, first=first),
+        management_url=cluster.management_url,
+        failover_order="given" if first is not None else "shuffle",
+    )
 
 
 @pytest.fixture
@@ -104,6 +109,8 @@ def cluster_env(
     """Factory: the environment of an amqpq process on the cluster (``first`` node's URL first)."""
 
     def env(first: BrokerNode | None = None, **extra: str) -> dict[str, str]:
+        if first is not None:  # on that node first, as the test says (not shuffled)
+            extra = {"AMQPQ_FAILOVER_ORDER": "given", **extra}
         return amqpq_env(
             cluster.urls(cluster_vhost, first=first),
             AMQPQ_MANAGEMENT_URL=cluster.management_url,
