@@ -64,6 +64,11 @@ METRICS: dict[str, list[Metric]] = {
         ),
         Metric("drain.default", "drain, default worker (raw: prefetch 100)", "msg/s"),
         Metric("drain.redis_store", "drain, default worker, Redis store (amqpq only)", "msg/s"),
+        Metric(
+            "drain.without_events",
+            "drain, default worker --without-events (amqpq only; events are on by default)",
+            "msg/s",
+        ),
     ],
     "rpc": [
         Metric("rpc.p50", "RPC add(1, 2) round trip p50", "ms", False),
@@ -89,6 +94,15 @@ TARGETS = [
     ("drain one slot >= 0.9x raw prefetch=1", "drain.one_slot", "amqpq", "raw", 0.9, "ge"),
     ("  the same with --pool solo", "drain.solo", "amqpq", "raw", 0.9, "ge"),
     ("default worker >= 1.2x Dramatiq's default", "drain.default", "amqpq", "dramatiq", 1.2, "ge"),
+    # A denominator "system:metric" compares two rows of one system.
+    (
+        "events cost <= 10%: default >= 0.9x --without-events",
+        "drain.default",
+        "amqpq",
+        "amqpq:drain.without_events",
+        0.9,
+        "ge",
+    ),
     ("RPC p50 <= 1.15x raw direct reply-to", "rpc.p50", "amqpq", "raw", 1.15, "le"),
     ("bulk enqueue >= 0.8x raw pipelined", "enqueue.bulk", "amqpq", "raw", 0.8, "ge"),
     ("delay one at a time >= 1.0x raw sequential", "enqueue.one", "amqpq", "raw", 1.0, "ge"),
@@ -223,6 +237,8 @@ class Bench:
         if system.name == "amqpq":  # every result also stored in Redis (docs/results.md)
             store = lambda: self.drain(system, "redis_store", n=n)  # noqa: E731
             self.record("drain.redis_store", system.name, store)
+            quiet = lambda: self.drain(system, "without_events", n=n)  # noqa: E731
+            self.record("drain.without_events", system.name, quiet)
 
     def w_rpc(self, system: System) -> None:
         p50 = self.figure("rpc.p50", system.name)
@@ -369,6 +385,14 @@ class Bench:
             if den is None:
                 fig = self.results[key].get(num)
                 value = fig.median if fig is not None and fig.samples else None
+            elif ":" in den:
+                system, other_key = den.split(":", 1)
+                fig, other = self.results[key].get(num), self.results.get(other_key, {}).get(system)
+                value = (
+                    fig.median / other.median
+                    if fig is not None and other is not None and fig.samples and other.samples
+                    else None
+                )
             else:
                 value = self.ratio(key, num, den)
             met = None if value is None else (value >= bound if how == "ge" else value <= bound)

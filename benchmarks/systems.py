@@ -320,6 +320,8 @@ class Amqpq(System):
             # --threads 1 and the raw consumers); `--pool processes -c N` is the other shape,
             # one consumer feeding N children over pipes, like Celery's prefork.
             argv += ["--workers", str(procs), "-c", "1"]
+        elif mode == "without_events":
+            argv += ["--without-events"]
         env = {"AMQPQ_URL": self.url}
         if mode == "redis_store":  # the default worker, storing every result in Redis
             env["AMQPQ_RESULT_BACKEND"] = os.environ.get(

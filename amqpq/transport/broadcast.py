@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import aiormq
@@ -204,7 +205,7 @@ class StreamReader:
         queue: str,
         *,
         on_record: Callable[[bytes, MessageProperties, int | None], None],
-        offset: str | int = "first",
+        offset: str | int | datetime = "first",
         prefetch: int = 500,
     ) -> None:
         self._broker = broker

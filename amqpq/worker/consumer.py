@@ -86,7 +86,14 @@ class MessageHandler:
         if isinstance(envelope, Refusal):
             await outcomes.reject(delivery, None, envelope)
             return
-        events.received(envelope.task, envelope.id, delivery.queue, envelope.shadow)
+        events.received(
+            envelope.task,
+            envelope.id,
+            delivery.queue,
+            envelope.shadow,
+            envelope=envelope,
+            size=len(delivery.body),
+        )
         revoked = admission.revoked
         if revoked is not None and not revoked.ready:
             await revoked.wait_ready()  # a worker just started: read the revocations first

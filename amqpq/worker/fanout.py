@@ -8,17 +8,18 @@ only built when there is an observer.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, Protocol
 
-from amqpq.envelope import ErrorInfo
+from amqpq.envelope import ErrorInfo, TaskEnvelope
 from amqpq.registry import Request, Task
 from amqpq.worker.hooks import Hooks
 from amqpq.worker.stats import WorkerStats
 
-__all__ = ["TaskEvent", "TaskEvents", "TaskObserver"]
+__all__ = ["ARGUMENTS_KEPT_BYTES", "TaskEvent", "TaskEvents", "TaskObserver", "describe_envelope"]
 
 log = logging.getLogger("amqpq.worker")
 
@@ -45,6 +46,48 @@ class TaskObserver(Protocol):
     def task_event(
         self, state: str, task: str, task_id: str, fields: Mapping[str, Any]
     ) -> None: ...
+
+
+# What received events say about a task besides these: its arguments are shown below and
+# every other envelope field (parent/root ids, a workflow's ids, ...) is forwarded as is.
+_SHOWN_APART = frozenset({"protocol", "id", "task", "args", "kwargs", "shadow"})
+# Arguments travel as they are (JSON values, so the dashboard can send a task again) when
+# the message is this small; larger ones as a bounded repr.
+ARGUMENTS_KEPT_BYTES = 8192
+_TRACEBACK_LIMIT = 8000
+
+
+def _bounded(value: Any) -> str:
+    global _bounded_repr
+    if _bounded_repr is None:
+        from amqpq.events import bounded_repr  # imported when events are on, not at start
+
+        _bounded_repr = bounded_repr
+    return _bounded_repr(value)
+
+
+_bounded_repr: Callable[[Any], str] | None = None
+
+
+@functools.cache
+def _forwarded(model: type[TaskEnvelope]) -> tuple[str, ...]:
+    return tuple(name for name in model.model_fields if name not in _SHOWN_APART)
+
+
+def describe_envelope(envelope: TaskEnvelope, size: int) -> dict[str, Any]:
+    """The received event's fields: arguments (bounded) and the envelope's other fields."""
+    fields: dict[str, Any] = {}
+    if size <= ARGUMENTS_KEPT_BYTES:
+        fields["args"] = envelope.args
+        fields["kwargs"] = envelope.kwargs
+    else:
+        fields["args_repr"] = _bounded(envelope.args)
+        fields["kwargs_repr"] = _bounded(envelope.kwargs)
+    for name in _forwarded(type(envelope)):
+        value = getattr(envelope, name)
+        if value:  # None, 0 retries: left out
+            fields[name] = value
+    return fields
 
 
 def _rounded(runtime: float | None) -> float | None:
@@ -83,9 +126,19 @@ class TaskEvents:
         """A delivery arrived (before it is even decoded)."""
         self.stats.received += 1
 
-    def received(self, task: str, task_id: str, queue: str, shadow: str | None = None) -> None:
+    def received(
+        self,
+        task: str,
+        task_id: str,
+        queue: str,
+        shadow: str | None = None,
+        *,
+        envelope: TaskEnvelope | None = None,
+        size: int = 0,
+    ) -> None:
         if self.observers:
-            self._notify(TaskEvent.RECEIVED, task, task_id, queue=queue, shadow=shadow)
+            details = describe_envelope(envelope, size) if envelope is not None else {}
+            self._notify(TaskEvent.RECEIVED, task, task_id, queue=queue, shadow=shadow, **details)
 
     def started(self, task: str, task_id: str, queue: str, shadow: str | None = None) -> None:
         self.stats.active += 1
@@ -97,7 +150,13 @@ class TaskEvents:
         self.stats.active -= 1
 
     def succeeded(
-        self, task: str, task_id: str, queue: str, runtime: float, shadow: str | None = None
+        self,
+        task: str,
+        task_id: str,
+        queue: str,
+        runtime: float,
+        shadow: str | None = None,
+        result: Any = None,
     ) -> None:
         if self.observers:
             self._notify(
@@ -107,6 +166,7 @@ class TaskEvents:
                 queue=queue,
                 runtime=round(runtime, 6),
                 shadow=shadow,
+                result=_bounded(result),
             )
         self.stats.succeeded += 1
         if shadow is None:  # the hot path: no formatting work when debug is off
@@ -136,6 +196,7 @@ class TaskEvents:
                 retries=retries,
                 countdown=countdown,
                 error=error.type if error else None,
+                message=error.message[:500] if error and error.message else None,
                 shadow=request.shadow,
             )
         log.info(
@@ -172,6 +233,7 @@ class TaskEvents:
                 reason=reason,
                 error=error.type,
                 message=error.message[:500] if error.message else None,
+                traceback=error.traceback[-_TRACEBACK_LIMIT:] if error.traceback else None,
                 runtime=_rounded(runtime),
                 shadow=shadow,
             )
