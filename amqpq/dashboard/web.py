@@ -96,6 +96,12 @@ def _ago(seconds: float | None) -> str:
     return f"{delta / 86400:.1f}d ago"
 
 
+def _pretty(value: Any) -> str:
+    """JSON on one line when it fits, indented when it does not."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 100 else json.dumps(value, indent=2, default=str)
+
+
 class _Security(BaseHTTPMiddleware):
     """HTTP basic (pages and API) or a bearer token (API); read-only refuses changes."""
 
@@ -148,7 +154,7 @@ def create_app(config: DashboardConfig) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = _when
     templates.env.filters["ago"] = _ago
-    templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str)
+    templates.env.filters["tojson_pretty"] = _pretty
     templates.env.globals["read_only"] = config.read_only
     templates.env.globals["states"] = TASK_STATES
     state: dict[str, Any] = {"ingest": None, "sender": None}

@@ -37,10 +37,14 @@ def env(broker_url: str) -> dict[str, str]:
 def declared(broker_url: str) -> None:
     """The topology and its infrastructure (the events stream) on the test's vhost."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from amqpq.topology.loader import load_topology
 
-    asyncio.run(declare_topology(Settings(url=broker_url), load_topology(TOPOLOGY)))
+    declare = declare_topology(Settings(url=broker_url), load_topology(TOPOLOGY))
+    # A thread of its own: the browser tests' Playwright runs an event loop in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, declare).result()
 
 
 @pytest.fixture

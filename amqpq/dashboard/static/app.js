@@ -52,9 +52,9 @@
       height: 220,
       series: [
         {},
-        { label: "received", stroke: "#2563eb", width: 2 },
-        { label: "succeeded", stroke: "#16a34a", width: 2 },
-        { label: "failed", stroke: "#dc2626", width: 2 },
+        { label: "received", stroke: "#2563eb", width: 2, points: { show: false } },
+        { label: "succeeded", stroke: "#16a34a", width: 2, points: { show: false } },
+        { label: "failed", stroke: "#dc2626", width: 2, points: { show: false } },
       ],
       axes: [{}, { label: "tasks/min" }],
     }, data, el);
