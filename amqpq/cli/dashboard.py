@@ -11,7 +11,7 @@ import typer
 
 from amqpq.cli.common import TopologyOption, UrlOption, console, handle_errors, settings_from
 from amqpq.cli.purge import load_for
-from amqpq.errors import ConfigError
+from amqpq.errors import AmqpqError, ConfigError
 
 __all__ = ["dashboard", "parse_auth", "retention_seconds"]
 
@@ -112,8 +112,25 @@ def dashboard(
         notes.append("no --auth: listening on 127.0.0.1 only")
     console.print(f"amqpq dashboard on {where} ({'; '.join(notes)})", highlight=False)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=address, port=port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app,
+            host=address,
+            port=port,
+            log_level="critical",  # its errors come back here, said in one line
+            access_log=False,
+            # Live pages keep a server-sent events stream open: do not wait for them.
+            timeout_graceful_shutdown=2,
+        )
     )
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's own exit when the start-up fails: say why below
+        pass
+    failure = config.extra.get("startup_error")
+    if isinstance(failure, AmqpqError):
+        raise failure
     if not server.started:
-        raise ConfigError(f"the dashboard could not listen on {address}:{port}")
+        raise ConfigError(
+            f"the dashboard could not listen on {address}:{port} (in use, or not an address "
+            "of this machine)"
+        )

@@ -163,7 +163,13 @@ def create_app(config: DashboardConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if config.ingest:
             ingest = Ingest(config.settings, prefix, index, hub)
-            await ingest.start()
+            try:
+                await ingest.start()
+            except AmqpqError as exc:  # the command prints it as one line
+                config.extra["startup_error"] = exc
+                await ingest.close()
+                index.close()
+                raise
             state["ingest"] = ingest
         try:
             yield
@@ -283,7 +289,7 @@ def create_app(config: DashboardConfig) -> Starlette:
 
     async def api_retry(request: Request) -> Response:
         task = await the_task(request.path_params["task_id"])
-        if "args" not in task or isinstance(task.get("args"), str):
+        if task.get("args") is None or isinstance(task.get("args"), str):
             raise _ApiError(
                 409,
                 "this task's arguments were too large to keep in its events; "

@@ -227,3 +227,55 @@ def test_auth_bearer_token_read_only_and_json_errors(
         response = api.get(path, params=params)
         assert response.status_code == status, (path, response.text)
         assert message in response.json()["error"]
+
+
+def test_events_are_on_by_default_and_off_with_without_events(
+    start_worker: Callable[..., AmqpqProcess], env: dict[str, str]
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.dashboard.conftest import HERE
+
+    def inspected() -> list[dict[str, Any]]:
+        out = subprocess.run(
+            [sys.executable, "-m", "amqpq", "inspect", "--json", "--timeout", "3"],
+            env=env,
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return list(json.loads(out)["workers"])
+
+    default = start_worker()
+    assert [w["events"] for w in eventually(inspected)] == [True]
+    default.terminate()
+    start_worker("--without-events")
+    assert [w["events"] for w in eventually(inspected)] == [False]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["dashboard", "--address", "0.0.0.0"],
+            "without --auth the dashboard listens on 127.0.0.1",
+        ),
+        (["dashboard", "--auth", "nocolon"], "--auth: expected USER:PASSWORD"),
+        (["dashboard", "--token", "t"], "--token needs --auth"),
+        (["events", "--since", "soon"], "--since 'soon'"),
+    ],
+)
+def test_bad_command_lines_say_one_line(argv: list[str], message: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "amqpq", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
