@@ -36,7 +36,8 @@ from benchmarks.harness import (
 )
 from benchmarks.systems import SYSTEMS, NotSupported, System
 
-WORKLOADS = ("enqueue", "drain", "rpc", "coldstart", "blob", "scaling")
+WORKLOADS = ("enqueue", "drain", "rpc", "coldstart", "blob", "scaling", "dashboard")
+DASHBOARD_TASKS = 100_000
 SCALE = (1, 2, 4)
 MB = 1024 * 1024
 
@@ -83,6 +84,25 @@ METRICS: dict[str, list[Metric]] = {
         Metric("blob.enqueue", "1 MB payloads: enqueue one at a time", "msg/s"),
         Metric("blob.drain", "1 MB payloads: drain, 1 slot", "msg/s"),
     ],
+    "dashboard": [
+        Metric(
+            "dashboard.ingest",
+            f"dashboard: events indexed per second ({DASHBOARD_TASKS:,} tasks, amqpq only)",
+            "ev/s",
+        ),
+        Metric(
+            "dashboard.tasks_p50",
+            f"dashboard: GET /api/tasks?state=FAILURE p50, {DASHBOARD_TASKS:,} tasks indexed",
+            "ms",
+            False,
+        ),
+        Metric(
+            "dashboard.search_p50",
+            f"dashboard: GET /api/tasks?q=TEXT p50, {DASHBOARD_TASKS:,} tasks indexed",
+            "ms",
+            False,
+        ),
+    ],
     "scaling": [
         Metric(f"scale.{n}", f"drain, {n} worker process{'es' if n > 1 else ''} x 1 slot", "msg/s")
         for n in SCALE
@@ -107,6 +127,7 @@ TARGETS = [
     ("bulk enqueue >= 0.8x raw pipelined", "enqueue.bulk", "amqpq", "raw", 0.8, "ge"),
     ("delay one at a time >= 1.0x raw sequential", "enqueue.one", "amqpq", "raw", 1.0, "ge"),
     ("cold start <= 0.3 s", "coldstart", "amqpq", None, 0.3, "le"),
+    ("dashboard filtered task list p50 <= 100 ms", "dashboard.tasks_p50", "amqpq", None, 100, "le"),
     ("idle RSS <= 45 MiB", "rss", "amqpq", None, 45.0, "le"),
 ]
 
@@ -300,6 +321,30 @@ class Bench:
                 system.name,
                 lambda p=procs: self.drain(system, "procs", p, n=n),  # type: ignore[misc]
             )
+
+    def w_dashboard(self, system: System) -> None:
+        if system.name != "amqpq":
+            return
+        import tempfile
+
+        from benchmarks.dashboard_index import build, latency
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "history.db"
+            built: dict[str, float] = {}
+
+            def ingest() -> float:
+                events, seconds = build(path, DASHBOARD_TASKS)
+                built["done"] = 1
+                return events / seconds
+
+            self.record("dashboard.ingest", system.name, ingest)
+            if not built:
+                return
+            figures = latency(path, 30)
+            self.record("dashboard.tasks_p50", system.name, lambda: figures["state=FAILURE"][0])
+            search = figures["search q=bad input 12"][0]
+            self.record("dashboard.search_p50", system.name, lambda: search)
 
     def run(self) -> None:
         for workload in self.args.only:
