@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -122,10 +123,8 @@ def dashboard(
             timeout_graceful_shutdown=2,
         )
     )
-    try:
+    with contextlib.suppress(SystemExit):  # uvicorn's exit when start-up fails: why below
         server.run()
-    except SystemExit:  # uvicorn's own exit when the start-up fails: say why below
-        pass
     failure = config.extra.get("startup_error")
     if isinstance(failure, AmqpqError):
         raise failure

@@ -74,12 +74,14 @@ def test_events_since_takes_a_duration_or_an_iso_time() -> None:
 
 
 def test_a_stream_record_is_a_batch_or_one_event() -> None:
-    assert decode_record(b'[{"type":"task.received"},{"type":"task.started"},3]') == [
-        {"type": "task.received"},
-        {"type": "task.started"},
+    batch = b'{"worker":"w:1","events":[{"type":"task.received","ts":0},{"type":"x","n":null},3]}'
+    assert decode_record(batch) == [
+        {"type": "task.received", "timestamp": "1970-01-01T00:00:00.000+00:00", "worker": "w:1"},
+        {"type": "x", "worker": "w:1"},  # None fields are left out
     ]
     assert decode_record(b'{"type":"task.sent"}') == [{"type": "task.sent"}]
     assert decode_record(b"not json") == []
+    assert decode_record(b"[1, 2]") == []
     assert len(bounded_repr("x" * 10_000)) <= 1000
 
 
