@@ -29,6 +29,9 @@ log = logging.getLogger("amqpq.dashboard")
 
 _BATCH_SECONDS = 0.2
 _BATCH_EVENTS = 5000
+# Records read ahead of the index (a worker's record holds up to 500 events): with the
+# events kept for the next transaction, what a dashboard catching up holds in memory.
+_PREFETCH = 20
 
 
 class Hub:
@@ -65,6 +68,8 @@ class Ingest:
         self._pending_offset: int | None = None
         self._indexed = index.offset()
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
         self._task: asyncio.Task[None] | None = None
         self.indexed_events = 0
         self.error: str | None = None
@@ -73,12 +78,18 @@ class Ingest:
         self._broker = AsyncBroker(self._settings, "dashboard")
         offset: str | int = "first" if self._indexed is None else self._indexed + 1
         self._reader = StreamReader(
-            self._broker, self._stream, on_record=self._on_record, offset=offset, prefetch=2000
+            self._broker,
+            self._stream,
+            on_record=self._on_record,
+            offset=offset,
+            prefetch=_PREFETCH,
         )
         await self._reader.start()
         self._task = asyncio.ensure_future(self._write_loop())
 
-    def _on_record(self, body: bytes, properties: MessageProperties, offset: int | None) -> None:
+    async def _on_record(
+        self, body: bytes, properties: MessageProperties, offset: int | None
+    ) -> None:
         if offset is not None and self._indexed is not None and offset <= self._indexed:
             return
         self._pending.extend(decode_record(body))
@@ -87,6 +98,8 @@ class Ingest:
             self._indexed = offset
         if len(self._pending) >= _BATCH_EVENTS:
             self._wake.set()
+            self._room.clear()
+            await self._room.wait()  # the ack waits: the broker stops sending
 
     async def _write_loop(self) -> None:
         while True:
@@ -97,8 +110,10 @@ class Ingest:
 
     async def flush(self) -> None:
         if not self._pending and self._pending_offset is None:
+            self._room.set()
             return
         events, self._pending = self._pending, []
+        self._room.set()
         offset, self._pending_offset = self._pending_offset, None
         try:
             count = await asyncio.to_thread(self._index.ingest, events, offset)

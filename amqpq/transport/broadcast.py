@@ -197,6 +197,8 @@ class StreamReader:
 
     ``on_record(body, properties, offset)`` is called in order; each message is acked
     after it (streams need acks to keep the prefetch window moving; nothing is removed).
+    When ``on_record`` returns an awaitable, the ack waits for it: a reader that cannot
+    keep up holds at most ``prefetch`` records.
     """
 
     def __init__(
@@ -204,7 +206,7 @@ class StreamReader:
         broker: AsyncBroker,
         queue: str,
         *,
-        on_record: Callable[[bytes, MessageProperties, int | None], None],
+        on_record: Callable[[bytes, MessageProperties, int | None], Awaitable[None] | None],
         offset: str | int | datetime = "first",
         prefetch: int = 500,
     ) -> None:
@@ -232,11 +234,13 @@ class StreamReader:
         async def on_message(message: AbstractIncomingMessage) -> None:
             offset = (message.headers or {}).get("x-stream-offset")
             try:
-                on_record(
+                pending = on_record(
                     message.body,
                     from_amqp_properties(message.properties),
                     offset if isinstance(offset, int) else None,
                 )
+                if pending is not None:
+                    await pending
             except Exception:
                 log.exception("a stream record of %s could not be handled", self.queue_name)
             with contextlib.suppress(*CLOSE_ERRORS):
