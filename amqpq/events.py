@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import reprlib
+import zlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from time import time
@@ -80,6 +81,7 @@ BATCH_SIZE = 500
 FLUSH_SECONDS = 0.25
 """A partial batch waits at most this long: a dashboard sees a task within a second."""
 BATCH_TYPE = "amqpq.events.batch"
+BATCH_ENCODING = "deflate"  # zlib's format (RFC 1950), as HTTP's "deflate"
 _REPR_LIMIT = 1000
 
 _repr = reprlib.Repr()
@@ -137,8 +139,10 @@ def decode_record(body: bytes) -> list[dict[str, Any]]:
     with ``worker`` and an ISO ``timestamp``.
     """
     try:
+        if body[:1] == b"x":  # zlib's header: a worker's batch (JSON starts with "{")
+            body = zlib.decompress(body)
         decoded = json.loads(body)
-    except ValueError:
+    except (ValueError, zlib.error):
         return []
     if not isinstance(decoded, dict):
         return []
@@ -253,15 +257,21 @@ class EventPublisher:
         self.emit("worker.online", **online)
 
     def _encode(self, batch: list[dict[str, Any]]) -> bytes:
-        # The worker once per batch, times as numbers: the encoding stays in C.
+        # The worker once per batch, times as numbers: the encoding stays in C. Compressed:
+        # a batch's events repeat their keys and names, and the broker writes a tenth of
+        # the bytes (what it costs the broker, and what the retention holds).
         record = {"worker": self._worker, "events": batch}
-        return json.dumps(record, separators=(",", ":"), default=_json_default).encode()
+        text = json.dumps(record, separators=(",", ":"), default=_json_default).encode()
+        return zlib.compress(text, 1)
 
     def _record(self, body: bytes) -> OutgoingMessage:
         return OutgoingMessage(
             body=body,
             properties=MessageProperties(
-                content_type=CONTENT_TYPE, delivery_mode=2, type=BATCH_TYPE
+                content_type=CONTENT_TYPE,
+                content_encoding=BATCH_ENCODING,
+                delivery_mode=2,
+                type=BATCH_TYPE,
             ),
             exchange="",
             routing_key=self._stream,

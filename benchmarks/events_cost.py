@@ -4,8 +4,9 @@ Run from the repository root: ``.venv/bin/python -m benchmarks.events_cost [--n 
 [--runs 3] [-c N]``. Each run pre-fills the ``bench`` queue of a fresh vhost with N
 ``bench.noop`` tasks (no results), starts the default worker ``amqpq worker -A
 bench_tasks`` (events on) or the same with ``--without-events``, and times the drain
-(exact depth by passive declare). Runs alternate off/on so background noise hits both
-alike. With events on, every task adds three events (received, started, succeeded) to
+(exact depth by passive declare), and the CPU the worker's processes used per task
+(the whole run, read from the reaped children's usage; steadier than the rate on a busy
+machine). Runs alternate off/on so background noise hits both alike. With events on, every task adds three events (received, started, succeeded) to
 the worker's batches in the stream ``amqpq.events``.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -55,7 +57,13 @@ async def _depth(url: str) -> int:
         await connection.close()
 
 
-def run_once(n: int, concurrency: int | None, events: bool) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(n: int, concurrency: int | None, events: bool) -> tuple[float, float]:
+    """(drain rate in tasks/s, the worker processes' CPU in microseconds per task)."""
     vhost = f"bench-events-{uuid.uuid4().hex[:6]}"
     quoted = quote(vhost, safe="")
     with httpx.Client(base_url=MGMT, auth=AUTH) as api:
@@ -75,6 +83,7 @@ def run_once(n: int, concurrency: int | None, events: bool) -> float:
         args += ["-c", str(concurrency)] if concurrency else []
         args += [] if events else ["--without-events"]
         env = {**os.environ, "AMQPQ_URL": url}
+        cpu_before = _children_cpu()
         worker = subprocess.Popen(
             [sys.executable, "-m", "amqpq", "worker", "--no-declare", *args], cwd=HERE, env=env
         )
@@ -84,7 +93,14 @@ def run_once(n: int, concurrency: int | None, events: bool) -> float:
         start, start_depth = time.monotonic(), depth
         while asyncio.run(_depth(url)) > 0:
             time.sleep(0.01)
-        return start_depth / (time.monotonic() - start)
+        rate = start_depth / (time.monotonic() - start)
+        worker.terminate()
+        worker.wait(30)
+        # The whole run's CPU (start-up and shutdown too, alike with and without events):
+        # unlike the drain rate, barely moved by what else the machine runs.
+        cpu = (_children_cpu() - cpu_before) / n * 1e6
+        worker = None
+        return rate, cpu
     finally:
         if worker is not None:
             worker.terminate()
@@ -100,14 +116,23 @@ def main() -> None:
     parser.add_argument("-c", type=int, default=None, help="slots per worker [default worker]")
     args = parser.parse_args()
     rates: dict[bool, list[float]] = {False: [], True: []}
+    cpus: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(args.runs):
         for events in (False, True):
-            rate = run_once(args.n, args.c, events)
+            rate, cpu = run_once(args.n, args.c, events)
             rates[events].append(rate)
-            print(f"events={'on ' if events else 'off'} {rate:8.0f} tasks/s", flush=True)
+            cpus[events].append(cpu)
+            print(
+                f"events={'on ' if events else 'off'} {rate:8.0f} tasks/s, "
+                f"worker CPU {cpu:6.0f} us/task",
+                flush=True,
+            )
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
+    cpu_off, cpu_on = statistics.median(cpus[False]), statistics.median(cpus[True])
     print(
-        f"median: off {off:.0f}/s, on {on:.0f}/s ({(on - off) / off * 100:+.0f}%), "
+        f"median: off {off:.0f}/s, on {on:.0f}/s ({(on - off) / off * 100:+.0f}%); "
+        f"worker CPU off {cpu_off:.0f} us/task, on {cpu_on:.0f} us/task "
+        f"({(cpu_on - cpu_off) / cpu_off * 100:+.0f}%); "
         f"n={args.n}, runs={args.runs}, {f'-c {args.c}' if args.c else 'default worker'}"
     )
 

@@ -172,6 +172,7 @@ class FireAndForget:
                 routing_key=message.routing_key,
                 properties=aiormq.spec.Basic.Properties(
                     content_type=props.content_type,
+                    content_encoding=props.content_encoding,
                     delivery_mode=props.delivery_mode,
                     correlation_id=props.correlation_id,
                     message_type=props.type,

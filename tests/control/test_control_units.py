@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -80,6 +81,7 @@ def test_a_stream_record_is_a_batch_or_one_event() -> None:
         {"type": "x", "worker": "w:1"},  # None fields are left out
     ]
     assert decode_record(b'{"type":"task.sent"}') == [{"type": "task.sent"}]
+    assert decode_record(zlib.compress(batch)) == decode_record(batch)  # a worker's record
     assert decode_record(b"not json") == []
     assert decode_record(b"[1, 2]") == []
     assert len(bounded_repr("x" * 10_000)) <= 1000
