@@ -83,6 +83,12 @@ def _when(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
 def _ago(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -154,6 +160,7 @@ def create_app(config: DashboardConfig) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = _when
     templates.env.filters["ago"] = _ago
+    templates.env.filters["duration"] = _duration
     templates.env.filters["tojson_pretty"] = _pretty
     templates.env.globals["read_only"] = config.read_only
     templates.env.globals["states"] = TASK_STATES
