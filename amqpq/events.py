@@ -150,15 +150,28 @@ def decode_record(body: bytes) -> list[dict[str, Any]]:
     if not isinstance(batch, list):
         return [decoded]  # one event from a sender
     worker = decoded.get("worker")
-    events = []
+    events: list[dict[str, Any]] = []
     for event in batch:
-        if isinstance(event, dict):
-            stamp = event.pop("ts", None)
-            if isinstance(stamp, int | float):
-                event["timestamp"] = _stamp(stamp / 1000)
-            event["worker"] = worker
-            events.append({k: v for k, v in event.items() if v is not None})
+        if not isinstance(event, dict):
+            continue
+        received_at = event.pop("received_ts", None)
+        if received_at is not None:  # received and started, written as one (task_event)
+            received = {**event, "type": "task.received", "ts": received_at}
+            events.append(_finished(received, worker))
+            event = {k: event[k] for k in _STARTED_FIELDS if k in event}
+        events.append(_finished(event, worker))
     return events
+
+
+_STARTED_FIELDS = ("type", "task", "id", "ts", "queue", "shadow")
+
+
+def _finished(event: dict[str, Any], worker: Any) -> dict[str, Any]:
+    stamp = event.pop("ts", None)
+    if isinstance(stamp, int | float):
+        event["timestamp"] = _stamp(stamp / 1000)
+    event["worker"] = worker
+    return {k: v for k, v in event.items() if v is not None}
 
 
 def event_message(
@@ -235,6 +248,15 @@ class EventPublisher:
     def task_event(self, state: str, task: str, task_id: str, fields: Mapping[str, Any]) -> None:
         # Three calls per task on the worker's loop: written out, no helper calls.
         pending = self._pending
+        if state == "started" and pending:
+            last = pending[-1]
+            if last.get("id") == task_id and last["type"] == "task.received":
+                # Started right after it was received (a free slot, the common case): one
+                # event says both, decode_record() gives them back as two.
+                last["type"] = "task.started"
+                last["received_ts"] = last["ts"]
+                last["ts"] = int(time() * 1000)
+                return
         if len(pending) >= self._max_pending:
             self.dropped += 1
             return

@@ -82,6 +82,30 @@ def test_a_stream_record_is_a_batch_or_one_event() -> None:
     ]
     assert decode_record(b'{"type":"task.sent"}') == [{"type": "task.sent"}]
     assert decode_record(zlib.compress(batch)) == decode_record(batch)  # a worker's record
+    # Received and started written as one event come back as two
+    merged = (
+        b'{"worker":"w","events":[{"type":"task.started","id":"i","task":"t","queue":"q",'
+        b'"args":[1],"received_ts":1000,"ts":2000}]}'
+    )
+    assert decode_record(merged) == [
+        {
+            "type": "task.received",
+            "id": "i",
+            "task": "t",
+            "queue": "q",
+            "args": [1],
+            "timestamp": "1970-01-01T00:00:01.000+00:00",
+            "worker": "w",
+        },
+        {
+            "type": "task.started",
+            "id": "i",
+            "task": "t",
+            "queue": "q",
+            "timestamp": "1970-01-01T00:00:02.000+00:00",
+            "worker": "w",
+        },
+    ]
     assert decode_record(b"not json") == []
     assert decode_record(b"[1, 2]") == []
     assert len(bounded_repr("x" * 10_000)) <= 1000
