@@ -104,7 +104,7 @@ def test_plan_apply_plan_on_a_fresh_vhost(broker_url: str) -> None:
     after = run("plan", "-f", str(EXAMPLE), "--url", broker_url, "--all")
     assert after.exit_code == 0
     assert after.stdout.splitlines()[-1] == (
-        "plan: 0 to create, 159 unchanged, 0 conflicting, 0 only on the broker"
+        "plan: 0 to create, 161 unchanged, 0 conflicting, 0 only on the broker"
     )
     assert "= queue amqpq.delay.7 (quorum)" in after.stdout
 
