@@ -115,6 +115,15 @@ class AsyncBroker:
             raise BrokerError("not connected")
         return self._connection
 
+    @property
+    def is_ready(self) -> bool:
+        """Connected right now (never waits): False while the robust connection reconnects."""
+        connection = self._connection
+        if connection is None or connection.is_closed or not connection.connected.is_set():
+            return False
+        transport = connection.transport
+        return transport is not None and not transport.connection.is_closed
+
     async def connect(self) -> AbstractRobustConnection:
         async with self._lock:
             if self._connection is not None and not self._connection.is_closed:
