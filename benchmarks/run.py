@@ -36,7 +36,7 @@ from benchmarks.harness import (
 )
 from benchmarks.systems import SYSTEMS, NotSupported, System
 
-WORKLOADS = ("enqueue", "drain", "rpc", "coldstart", "blob", "scaling")
+WORKLOADS = ("enqueue", "drain", "rpc", "coldstart", "blob", "scaling", "store")
 SCALE = (1, 2, 4)
 MB = 1024 * 1024
 
@@ -63,7 +63,13 @@ METRICS: dict[str, list[Metric]] = {
             "msg/s",
         ),
         Metric("drain.default", "drain, default worker (raw: prefetch 100)", "msg/s"),
-        Metric("drain.redis_store", "drain, default worker, Redis store (amqpq only)", "msg/s"),
+    ],
+    "store": [
+        Metric("store.none", "drain add(1, 2), default worker, results kept nowhere", "msg/s"),
+        Metric("store.redis", "drain add(1, 2), default worker, every result in Redis", "msg/s"),
+        Metric(
+            "store.postgres", "drain add(1, 2), default worker, every result in PostgreSQL", "msg/s"
+        ),
     ],
     "rpc": [
         Metric("rpc.p50", "RPC add(1, 2) round trip p50", "ms", False),
@@ -169,12 +175,22 @@ class Bench:
         return WorkerProcess(argv, env=env, cwd=HERE, label=label)
 
     def drain(
-        self, system: System, mode: str, procs: int = 1, *, n: int, data: str | None = None
+        self,
+        system: System,
+        mode: str,
+        procs: int = 1,
+        *,
+        n: int,
+        data: str | None = None,
+        fill: Callable[[int], None] | None = None,
     ) -> float:
         system.worker(mode, procs)  # n/a before filling the queue for nothing
         probe = self.probes[system.name]
         probe.purge(system.queue)
-        system.fill(n, data)
+        if fill is None:
+            system.fill(n, data)
+        else:
+            fill(n)
         probe.wait_depth(system.queue, n)
         probe.wait_depth(system.queue, n)  # the first poll must see it untouched
         worker = self.start_worker(system, mode, procs)
@@ -220,9 +236,18 @@ class Bench:
         self.record("drain.one_slot", system.name, lambda: self.drain(system, "one_slot", n=n))
         self.record("drain.solo", system.name, lambda: self.drain(system, "solo", n=n))
         self.record("drain.default", system.name, lambda: self.drain(system, "default", n=n))
-        if system.name == "amqpq":  # every result also stored in Redis (docs/results.md)
-            store = lambda: self.drain(system, "redis_store", n=n)  # noqa: E731
-            self.record("drain.redis_store", system.name, store)
+
+    def w_store(self, system: System) -> None:
+        # Tasks that return a value, drained by the default worker with each result store.
+        n = self.args.n
+        for store in ("none", "redis", "postgres"):
+            self.record(
+                f"store.{store}",
+                system.name,
+                lambda s=store: self.drain(  # type: ignore[misc]
+                    system, f"store_{s}", n=n, fill=system.fill_results
+                ),
+            )
 
     def w_rpc(self, system: System) -> None:
         p50 = self.figure("rpc.p50", system.name)

@@ -63,10 +63,16 @@ class System:
         """Put n tasks in the queue as fast as this system allows (not timed)."""
         raise NotImplementedError
 
+    def fill_results(self, n: int) -> None:
+        """Put n ``add(1, 2)`` tasks in the queue, sent with default options by a caller
+        that is gone before they run (not timed)."""
+        raise NotSupported("no result store measured")
+
     def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
         """argv and env of a worker: mode ``one_slot``, ``solo`` (one slot, tasks on the
-        consumer's own thread), ``default`` or ``procs`` (N processes, one task at a time
-        each, prefetch 1, late ack)."""
+        consumer's own thread), ``default``, ``procs`` (N processes, one task at a time
+        each, prefetch 1, late ack) or ``store_none`` / ``store_redis`` / ``store_postgres``
+        (the default worker, results kept nowhere or in that store)."""
         raise NotImplementedError
 
     def rpc(self, n: int) -> list[float]:
@@ -321,12 +327,16 @@ class Amqpq(System):
             # one consumer feeding N children over pipes, like Celery's prefork.
             argv += ["--workers", str(procs), "-c", "1"]
         env = {"AMQPQ_URL": self.url}
-        if mode == "redis_store":  # the default worker, storing every result in Redis
-            env["AMQPQ_RESULT_BACKEND"] = os.environ.get(
-                "BENCH_REDIS_URL", "redis://127.0.0.1:6379/0?prefix=amqpq-bench:"
-            )
-            env["AMQPQ_RESULT_EXPIRES"] = "600"  # a run's keys do not pile up in Redis
+        store = STORES.get(mode)
+        if store:
+            env["AMQPQ_RESULT_BACKEND"] = store
+            env["AMQPQ_RESULT_EXPIRES"] = "600"  # a run's results do not pile up
         return argv, python_env(env)
+
+    def fill_results(self, n: int) -> None:
+        tasks = self.tasks
+        tasks.app.producer.map(tasks.add, [(1, 2)] * n)
+        tasks.app.close()  # the caller is gone: nobody waits for these replies
 
     def rpc(self, n: int) -> list[float]:
         add = self.tasks.add
@@ -338,6 +348,21 @@ class Amqpq(System):
             add.delay(1, 2).get(timeout=10)
             latencies.append(time.perf_counter() - start)
         return latencies
+
+
+# Each store's URL (``BENCH_REDIS_URL`` / ``BENCH_POSTGRES_URL`` override); "" = no store.
+STORES = {
+    "store_none": "",
+    "store_redis": os.environ.get(
+        "BENCH_REDIS_URL", "redis://127.0.0.1:6379/0?prefix=amqpq-bench:"
+    ),
+    "store_postgres": os.environ.get(
+        "BENCH_POSTGRES_URL", "postgresql://127.0.0.1:5432/test?table=amqpq_bench_results"
+    ),
+}
+CELERY_STORES = {
+    "store_redis": os.environ.get("BENCH_CELERY_REDIS_URL", "redis://127.0.0.1:6379/1"),
+}
 
 
 # -- Celery ---------------------------------------------------------------------------------------
@@ -383,14 +408,17 @@ class CeleryBench(System):
             return _timed_loop(n, tasks.noop.delay)
         return _timed_loop(n, lambda: tasks.blob.delay(data))
 
-    def fill(self, n: int, data: str | None = None) -> None:
+    def _filler(self) -> Any:
         if self._fill_app is None:
             from celery import Celery
 
             # Same messages, no confirms: only to pre-fill queues faster (not timed).
             self._fill_app = Celery("bench-fill", broker=self.url)
             self._fill_app.conf.broker_connection_retry_on_startup = True
-        app = self._fill_app
+        return self._fill_app
+
+    def fill(self, n: int, data: str | None = None) -> None:
+        app = self._filler()
         with app.producer_or_acquire() as producer:
             for _ in range(n):
                 if data is None:
@@ -398,10 +426,20 @@ class CeleryBench(System):
                 else:
                     app.send_task("bench.blob", (data,), producer=producer, ignore_result=True)
 
+    def fill_results(self, n: int) -> None:
+        app = self._filler()
+        with app.producer_or_acquire() as producer:
+            for _ in range(n):
+                app.send_task("bench.add", (1, 2), producer=producer)
+
     def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
         argv = [PYTHON, "-m", "celery", "-A", "celery_tasks", "worker", "-Q", self.queue]
         argv += ["--loglevel", "WARNING", "-n", f"bench{os.getpid()}-{time.time_ns()}@%h"]
         env = {"BENCH_CELERY_URL": self.url}
+        if mode.startswith("store_"):
+            if mode not in CELERY_STORES:
+                raise NotSupported(f"{mode[len('store_') :]} backend not measured")
+            env["BENCH_CELERY_BACKEND"] = CELERY_STORES[mode]
         if mode == "solo":
             raise NotSupported(
                 "-P solo with late acks and prefetch 1 drained ~10 tasks/s here (a task per "
