@@ -120,7 +120,8 @@ class UnroutableError(PublishError):
 
 
 class PublishNackedError(PublishError):
-    """The broker negatively acknowledged the publish (e.g. a full queue with reject-publish)."""
+    """The broker negatively acknowledged the publish (e.g. a full queue with reject-publish),
+    also when sent again over ~1.4 s."""
 
 
 class MessageError(AmqpqError):

@@ -41,8 +41,9 @@ from amqpq.transport.aio_mapping import (
     reply_text,
     to_amqp_properties,
 )
+from amqpq.transport.base import NACK_RETRY_PAUSES
 from amqpq.transport.tls import ssl_context_for
-from amqpq.transport.wording import CONNECTION_LOST, publish_lost
+from amqpq.transport.wording import CONNECTION_LOST, publish_lost, refused_times
 from amqpq.wire import DIRECT_REPLY_TO, RESULT_QUEUE_ARGUMENTS
 
 __all__ = [
@@ -257,7 +258,23 @@ class AsyncBroker:
 async def publish_on(
     channel: AbstractChannel, message: OutgoingMessage, *, timeout: float | None = 30.0
 ) -> None:
-    """Publish on a confirming channel, mapping returns and nacks to amqpq errors."""
+    """Publish on a confirming channel, mapping returns and nacks to amqpq errors; a
+    message the broker refused is sent again after each of :data:`NACK_RETRY_PAUSES`."""
+    for attempt, pause in enumerate(NACK_RETRY_PAUSES, start=1):
+        try:
+            return await _publish_once(channel, message, timeout=timeout)
+        except PublishNackedError as exc:
+            log.info("%s; attempt %d, sending again in %.1fs", exc, attempt, pause)
+            await asyncio.sleep(pause)
+    try:
+        await _publish_once(channel, message, timeout=timeout)
+    except PublishNackedError as exc:
+        raise PublishNackedError(f"{exc} ({refused_times(NACK_RETRY_PAUSES)})") from exc
+
+
+async def _publish_once(
+    channel: AbstractChannel, message: OutgoingMessage, *, timeout: float | None
+) -> None:
     try:
         # One deadline around the whole publish (a timer, no task). Given a timeout,
         # aiormq wraps each step (lock, write, confirm) in asyncio.wait_for: a task and

@@ -27,7 +27,9 @@ A transport must provide:
 - **a confirming publisher** whose ``publish`` returns only once the broker
   confirmed, and raises :class:`~amqpq.errors.UnroutableError`,
   :class:`~amqpq.errors.PublishNackedError` or :class:`~amqpq.errors.PublishError`
-  (never a client library's exception), retrying once after a connection loss;
+  (never a client library's exception), retrying once after a connection loss
+  and a message the broker refused (nacked) after each pause of
+  :data:`NACK_RETRY_PAUSES` before it raises;
 - **a consumer** that hands each delivery of its queues to a
   :data:`DeliveryHandler` in a task of its own, and stops (``cancel``) without
   losing the deliveries already received.
@@ -56,6 +58,7 @@ from typing import Any, Protocol
 from amqpq.codec import MessageProperties, OutgoingMessage
 
 __all__ = [
+    "NACK_RETRY_PAUSES",
     "AsyncSendTransport",
     "ConfirmingPublisher",
     "Consumer",
@@ -67,6 +70,13 @@ __all__ = [
     "SendLock",
     "SyncSendTransport",
 ]
+
+NACK_RETRY_PAUSES = (0.1, 0.3, 1.0)
+"""Seconds between the attempts of a publish the broker refused (basic.nack). A quorum
+queue refuses messages while it elects a new leader after a node loss, for well under a
+second; a full ``overflow=reject-publish`` queue refuses them until a consumer makes
+room. Either way the sender learns it ~1.4 s later at most, and a refusal that passes
+costs the caller a moment instead of an error."""
 
 # -- consuming -----------------------------------------------------------------------------
 
