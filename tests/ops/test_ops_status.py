@@ -92,6 +92,10 @@ def test_status_without_workers_says_so(plain: PlainClient, cli: Cli) -> None:
     assert all(q["exists"] for q in document["queues"])
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_status_watch_refreshes_until_ctrl_c_and_exits_0(
     plain: PlainClient, broker_url: str
 ) -> None:
@@ -101,10 +105,18 @@ def test_status_watch_refreshes_until_ctrl_c_and_exits_0(
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # As in a terminal: a suite run in the background (`... &`) ignores SIGINT, and
+        # a child inherits that, so Ctrl-C would never reach it.
+        preexec_fn=_interruptible,
     )
-    time.sleep(2.0)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=10)
+    try:
+        time.sleep(2.0)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 0, err
     assert b"queues in vhost" in out
     assert b"Traceback" not in err
