@@ -379,7 +379,7 @@ class App:
 
     def _result_from_wire(self, task: str, value: Any) -> Any:
         found = self.registry.find(task)
-        return found.signature.result_from_wire(value) if found is not None else value
+        return found.parameters.result_from_wire(value) if found is not None else value
 
     # -- results by task id (a result store) ------------------------------------------------
 

@@ -119,7 +119,7 @@ class PreparedTask:
         return self.reply_to if self.reply_to not in (None, DIRECT_REPLY_TO) else None
 
     def convert(self) -> Callable[[Any], Any] | None:
-        return self.task.signature.result_from_wire if self.task is not None else None
+        return self.task.parameters.result_from_wire if self.task is not None else None
 
 
 class TaskPreparer:
@@ -189,7 +189,7 @@ class TaskPreparer:
         if isinstance(args, str | bytes | Mapping):
             raise ArgumentsError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
         if task is not None:
-            wire_args, wire_kwargs = task.signature.to_wire(args, kwargs or {})
+            wire_args, wire_kwargs = task.parameters.to_wire(args, kwargs or {})
         else:
             wire_args, wire_kwargs = list(args), dict(kwargs or {})
         task_options = task.options if task is not None else None

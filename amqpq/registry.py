@@ -37,10 +37,10 @@ __all__ = [
     "Request",
     "Retry",
     "SendsTasks",
-    "Signature",
     "Task",
     "TaskContext",
     "TaskOptions",
+    "TaskParameters",
     "TaskRegistry",
     "TaskSender",
     "parse_rate_limit",
@@ -175,7 +175,7 @@ class TaskOptions:
         return parse_rate_limit(self.rate_limit)
 
 
-class Signature:
+class TaskParameters:
     """A task function's parameters as pydantic validators."""
 
     def __init__(self, func: Callable[..., Any], *, bind: bool = False) -> None:
@@ -324,7 +324,7 @@ class Task(Generic[P, R]):
         self.func = func
         self.options = options
         self.name = options.name
-        self.signature = Signature(func, bind=options.bind)
+        self.parameters = TaskParameters(func, bind=options.bind)
         self.is_async = inspect.iscoroutinefunction(func)
         self._sender = sender
         self.__doc__ = func.__doc__
