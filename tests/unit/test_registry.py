@@ -62,7 +62,9 @@ def test_models_and_datetimes_travel_as_json_and_come_back_typed() -> None:
 
 def test_var_positional_items_are_each_validated() -> None:
     with pytest.raises(ArgumentsError, match=r"tags\[2\]"):
-        TaskParameters(report).to_wire([{"number": 1, "issued": "2026-01-01T00:00:00Z"}, "a", [1]], {})
+        TaskParameters(report).to_wire(
+            [{"number": 1, "issued": "2026-01-01T00:00:00Z"}, "a", [1]], {}
+        )
 
 
 def test_bound_tasks_skip_their_first_parameter() -> None:
