@@ -40,7 +40,7 @@ def test_a_chord_of_a_thousand_members_joins_once(
     assert traced(traces, "big") == [list(range(1000))]
     assert c.parent.completed_count() == 1000
     assert eventually(lambda: not chord_queues(management, vhost) or None, what="no chord queue")
-    print(f"chord of 1000 no-op members: body after {elapsed:.2f}s")  # noqa: T201
+    print(f"chord of 1000 no-op members: body after {elapsed:.2f}s")
 
 
 @pytest.mark.slow
