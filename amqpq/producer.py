@@ -47,7 +47,7 @@ from amqpq.rpc import (
 )
 from amqpq.topology.routing import Router
 from amqpq.wire import MAP_TASK, STARMAP_TASK, is_direct_reply_to
-from amqpq.workflow import TaskCall
+from amqpq.workflow import TaskCall, shape_of
 
 if TYPE_CHECKING:
     from amqpq.registry import Task, TaskOptions, TaskRegistry
@@ -391,6 +391,7 @@ def sent_event(prefix: str, prepared: PreparedTask) -> OutgoingMessage:
         eta=envelope.eta,
         queues=sorted(prepared.targets),
         shadow=envelope.shadow,
+        **shape_of(envelope),
     )
 
 

@@ -95,6 +95,10 @@ class Request:
     hostname: str | None = None
     shadow: str | None = None
     """The display name the caller gave this call (``apply_async(shadow=...)``), else None."""
+    group_id: str | None = None
+    """In a workflow: the group or chord whose member this task is (docs/workflows.md)."""
+    group_index: int | None = None
+    chord_id: str | None = None
 
 
 class TaskContext(Protocol):

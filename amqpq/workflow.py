@@ -19,7 +19,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from amqpq.envelope import ChainNode, ChordMember, ChordNode, GroupNode, Node, TaskNode
+from amqpq.envelope import (
+    ChainNode,
+    ChordMember,
+    ChordNode,
+    GroupNode,
+    Node,
+    TaskEnvelope,
+    TaskNode,
+)
 
 __all__ = [
     "NO_VALUE",
@@ -30,6 +38,7 @@ __all__ = [
     "final_ids",
     "freeze",
     "launch",
+    "shape_of",
     "task_ids",
 ]
 
@@ -220,3 +229,25 @@ def downstream(rest: Sequence[Node] | None, chord: ChordMember | None) -> Downst
         ids += task_ids(member.body) + [i for n in member.rest for i in task_ids(n)]
         member = member.outer
     return Downstream(same_error=same, chord=chord, chord_ids=ids)
+
+
+def shape_of(envelope: TaskEnvelope) -> dict[str, Any]:
+    """Where a task sits in its workflow, for events and inspect (the graph's edges):
+    parent and root ids, group id and index, chord id, index and size; empty for a
+    task sent on its own."""
+    shape: dict[str, Any] = {}
+    if envelope.parent_id:
+        shape["parent_id"] = envelope.parent_id
+    if envelope.root_id:
+        shape["root_id"] = envelope.root_id
+    if envelope.group_id:
+        shape["group_id"] = envelope.group_id
+        shape["group_index"] = envelope.group_index
+    chord = envelope.chord
+    if chord is not None:
+        shape["chord_id"] = chord.id
+        shape["chord_index"] = chord.index
+        shape["chord_size"] = chord.size
+    if envelope.chain:
+        shape["chain_next"] = len(envelope.chain)
+    return shape

@@ -24,6 +24,7 @@ from amqpq.worker.admission import REVOKED, Admission, Refusal
 from amqpq.worker.fanout import TaskEvents, TaskObserver
 from amqpq.worker.outcomes import Outcomes
 from amqpq.worker.pools import Job, Pool
+from amqpq.workflow import shape_of
 
 # TaskObserver lives in amqpq.worker.fanout; named here too for amqpq.events, which cites it.
 __all__ = ["ActiveTask", "MessageHandler", "TaskObserver"]
@@ -86,7 +87,18 @@ class MessageHandler:
         if isinstance(envelope, Refusal):
             await outcomes.reject(delivery, None, envelope)
             return
-        events.received(envelope.task, envelope.id, delivery.queue, envelope.shadow)
+        if events.observers and (
+            envelope.parent_id or envelope.group_id or envelope.chord or envelope.chain
+        ):
+            events.received(
+                envelope.task,
+                envelope.id,
+                delivery.queue,
+                envelope.shadow,
+                shape_of(envelope),
+            )
+        else:
+            events.received(envelope.task, envelope.id, delivery.queue, envelope.shadow)
         revoked = admission.revoked
         if revoked is not None and not revoked.ready:
             await revoked.wait_ready()  # a worker just started: read the revocations first
@@ -148,6 +160,9 @@ class MessageHandler:
                     redelivered=delivery.redelivered,
                     hostname=self._worker,
                     shadow=envelope.shadow,
+                    group_id=envelope.group_id,
+                    group_index=envelope.group_index,
+                    chord_id=envelope.chord.id if envelope.chord is not None else None,
                 )
 
             if not options.acks_late:

@@ -1,0 +1,81 @@
+"""What a workflow leaves on the broker: its shape in the worker's task events (for
+``amqpq events``, inspect and the dashboard) and a chained type error in the dead letters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pika
+import pytest
+
+from amqpq import TaskRejectedError, chain, chord
+from tests.support.pika_clients import get_message
+from tests.support.processes import AmqpqProcess
+from tests.support.waiting import eventually
+from tests.workflows.flows import Flows
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def received_events(url: str, queue: str) -> list[dict[str, Any]]:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        found = []
+        while True:
+            method, _properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return found
+            found.append(json.loads(body))
+    finally:
+        connection.close()
+
+
+def test_task_events_carry_the_workflow_shape(
+    start_worker: Callable[..., AmqpqProcess], flows: Flows, broker_url: str
+) -> None:
+    start_worker("-c", "2", "--events").started_blocking()
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    channel = connection.channel()
+    channel.queue_declare("watch", durable=False, arguments={"x-queue-type": "classic"})
+    channel.queue_bind("watch", "amqpq.events", "task.received.#")
+    connection.close()
+
+    c = chord([flows.noop.s(0), flows.noop.s(1)], flows.tsum.s()).apply_async()
+    r = chain(flows.add.s(1, 1), flows.mul.s(2)).apply_async()
+    assert c.get(timeout=30) == 1
+    assert r.get(timeout=30) == 4
+
+    events: list[dict[str, Any]] = []
+
+    def all_five() -> bool:
+        events.extend(received_events(broker_url, "watch"))
+        return len(events) >= 5
+
+    eventually(all_five, what="five task.received events")
+    by_id = {e["id"]: e for e in events}
+    members = [by_id[h.id] for h in c.parent.results]
+    assert [(m["chord_id"], m["chord_index"], m["chord_size"]) for m in members] == [
+        (c.id, 0, 2),
+        (c.id, 1, 2),
+    ]
+    assert by_id[c.id]["parent_id"] == c.id  # the body: sent by the chord's join
+    assert by_id[r.id]["parent_id"] == r.parent.id
+    assert by_id[r.id]["root_id"] == r.parent.id
+    assert by_id[r.parent.id]["chain_next"] == 1
+
+
+def test_a_chained_type_error_is_dead_lettered_with_the_reason(
+    start_worker: Callable[..., AmqpqProcess], flows: Flows, broker_url: str
+) -> None:
+    start_worker("-c", "2").started_blocking()
+    r = chain(flows.upper.s("x"), flows.add.s(1)).apply_async()
+    with pytest.raises(TaskRejectedError):
+        r.get(timeout=30)
+    _method, properties, body = get_message(broker_url, "default.dlq", timeout=15)
+    assert properties.headers["amqpq-dead-letter-reason"] == "bad_arguments"
+    assert properties.headers["amqpq-error-type"] == "ArgumentsError"
+    assert "x" in properties.headers["amqpq-error-message"]
+    assert json.loads(body)["args"] == ["X", 1]
