@@ -259,6 +259,11 @@ class App:
             return register(func)
         return register
 
+    @property
+    def senders(self) -> TaskSender:
+        """How this App's tasks and signatures find its producers."""
+        return self._sender
+
     def signature(
         self,
         name: str,

@@ -39,6 +39,7 @@ __all__ = [
     "AsyncWorkflowSender",
     "Chunks",
     "GroupResult",
+    "HasSenders",
     "Signature",
     "Workflow",
     "WorkflowSender",
@@ -95,6 +96,13 @@ class WorkflowSenders(Protocol):
 
     @property
     def aproducer(self) -> Callable[[], AsyncWorkflowSender]: ...
+
+
+class HasSenders(Protocol):
+    """An App, as ``signature(..., app=app)`` uses it."""
+
+    @property
+    def senders(self) -> WorkflowSenders: ...
 
 
 _default_senders: list[WorkflowSenders] = []
@@ -194,9 +202,6 @@ class Workflow:
 
     async def adelay(self, *args: Any, **kwargs: Any) -> Any:
         return await self.aapply_async(args, kwargs)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.apply_async(args, kwargs)
 
     def _plan(
         self, args: Iterable[Any], kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]
@@ -432,13 +437,11 @@ class chord(Workflow):  # Celery's name, lower case
                 self.header.append(item)
             else:
                 raise ConfigError(f"chord() header takes signatures, got {item!r:.80}")
-        if body is None:
-            raise ConfigError("chord(header, body): the body is missing")
-        if not isinstance(body, Workflow):
+        if body is not None and not isinstance(body, Workflow):
             raise ConfigError(f"chord() body must be a signature, got {body!r:.80}")
         if not math.isfinite(expires) or expires <= 0:
             raise ConfigError("chord expires must be a positive number of seconds")
-        self.body = body
+        self.body: Workflow | None = body
         self.expires = expires
         self._errbacks: list[Signature] = []
 
@@ -446,7 +449,7 @@ class chord(Workflow):  # Celery's name, lower case
         return f"chord([{', '.join(repr(t) for t in self.header)}], {self.body!r})"
 
     def _members(self) -> Iterable[Workflow]:
-        return [*self.header, self.body]
+        return [*self.header, *([self.body] if self.body is not None else [])]
 
     def link_error(self, errback: Signature) -> Signature:
         """``errback`` runs (with the chord's id prepended) when a header task fails for good."""
@@ -454,6 +457,8 @@ class chord(Workflow):  # Celery's name, lower case
         return errback
 
     def to_node(self) -> ChordNode:
+        if self.body is None:
+            raise ConfigError("chord(header, body): the body is missing")
         return ChordNode(
             header=[t.to_node() for t in self.header],
             body=self.body.to_node(),
@@ -461,8 +466,13 @@ class chord(Workflow):  # Celery's name, lower case
             expires=self.expires,
         )
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.apply_async(args, kwargs)
+    def __call__(self, body: Workflow | None = None, **options: Any) -> Any:
+        """Send it; ``chord(header)(body)`` gives the body here, as in Celery."""
+        if body is not None:
+            made = chord(self.header, body, expires=self.expires)
+            made._errbacks = list(self._errbacks)
+            return made.apply_async(**options)
+        return self.apply_async(**options)
 
 
 class Chunks:
@@ -593,16 +603,17 @@ def signature(
     options: Mapping[str, Any] | None = None,
     *,
     immutable: bool = False,
-    app: WorkflowSenders | None = None,
+    app: HasSenders | None = None,
 ) -> Signature:
     """A signature by task name, without importing the task's code: ``signature("tasks.add",
     args=(2, 2))``; or made again from ``to_dict()`` data. ``app`` sends it (default: the
     current App, as for ``@shared_task`` tasks)."""
+    senders = app.senders if app is not None else None
     if isinstance(varies, Signature):
         return varies.clone()
     if isinstance(varies, Mapping):
-        return _from_data(varies, app)
-    return Signature(varies, args, kwargs, options, immutable=immutable, senders=app)
+        return _from_data(varies, senders)
+    return Signature(varies, args, kwargs, options, immutable=immutable, senders=senders)
 
 
 def _from_data(data: Mapping[str, Any], app: WorkflowSenders | None) -> Signature:
@@ -730,4 +741,9 @@ def _result_for(node: Node, found: Mapping[str, AsyncResult], parent: Any) -> An
         return made
     header = GroupResult(node.id, [_result_for(m, found, None) for m in node.header])
     header.parent = parent
-    return _result_for(node.body, found, header)
+    body = _result_for(node.body, found, header)
+    if isinstance(body, GroupResult):
+        return body
+    # Revoking a chord revokes its header too (the body alone would leave them running).
+    body.revoke_also = [h.id for h in _handles(header)] + body.revoke_also
+    return body

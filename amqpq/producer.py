@@ -860,11 +860,12 @@ class AsyncProducer:
         prepared = [self.preparer.prepare(c.name, c.args, c.kwargs, c.options) for c in calls]
         _refuse_result_queues(prepared)
         found: dict[str, AsyncResult] = {}
+        later = []
         for task_id, name in expected:  # registered before anything is published
             pending = PendingResult(task_id, name)
             pending.event = asyncio.Event()
-            pending.generation = self._rpc.generation
             self._router.add(pending)
+            later.append(pending)
             found[task_id] = AsyncResult(
                 task_id, task=name, backend=self, pending=pending, links=self._links
             )
@@ -883,6 +884,8 @@ class AsyncProducer:
                 raise outcome
             else:
                 errors.append(outcome)
+        for pending in later:  # on the reply path the first tasks were sent on
+            pending.generation = self._rpc.generation
         _raise_first(errors, len(prepared))
         return found
 

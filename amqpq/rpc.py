@@ -236,6 +236,8 @@ class AsyncResult:
         self._backend = backend
         self._pending = pending or PendingResult(task_id, task)
         self.parent: Any = None
+        self.revoke_also: list[str] = []
+        """Task ids :meth:`revoke` revokes with this one (a chord's result: its header)."""
         """In a workflow, the result this one's task received (a chain's previous task, a
         chord's header as a ``GroupResult``); else None."""
 
@@ -412,11 +414,11 @@ class AsyncResult:
         if hook is not None:
             hook(self, terminate)
             return
-        self._need_links().revoke([self.id], terminate)
+        self._need_links().revoke([self.id, *self.revoke_also], terminate)
 
     async def arevoke(self, terminate: bool = False) -> None:
         """:meth:`revoke` for asyncio code."""
-        await self._need_links().arevoke([self.id], terminate)
+        await self._need_links().arevoke([self.id, *self.revoke_also], terminate)
 
     @property
     def links(self) -> ResultLinks | None:

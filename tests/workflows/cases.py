@@ -7,12 +7,22 @@ tasks trace into.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from amqpq import ChordError, GroupResult, RemoteTaskError, TaskRejectedError, chain, chord, group
+from amqpq import (
+    ChordError,
+    GroupResult,
+    RemoteTaskError,
+    TaskRejectedError,
+    chain,
+    chord,
+    group,
+    signature,
+)
 from tests.support.waiting import eventually
 from tests.workflows.flows import Flows, traced
 
@@ -128,6 +138,29 @@ def a_chain_inside_a_group(f: Flows, drain: Drain, folder: Path) -> None:
     assert g.get(timeout=TIMEOUT) == [6, 10]
 
 
+def retried_members_keep_the_chord_waiting(f: Flows, drain: Drain, folder: Path) -> None:
+    c = chord([f.flaky.s(1), f.flaky.s(2), f.noop.s(3)], f.tsum.s()).apply_async()
+    drain()
+    assert c.get(timeout=TIMEOUT) == 6
+    r = chain(f.flaky.s(5), f.add.s(1)).apply_async()
+    drain()
+    assert r.get(timeout=TIMEOUT) == 6
+
+
+def signatures_by_name_and_as_data(f: Flows, drain: Drain, folder: Path) -> None:
+    by_name = f.app.signature("flows.add", args=(2, 3))
+    again = signature(json.loads(json.dumps(by_name.to_dict())), app=f.app)
+    assert again == by_name
+    r = chain(again, signature("flows.mul", args=(10,), app=f.app)).apply_async()
+    drain()
+    assert r.get(timeout=TIMEOUT) == 50
+    high = f.add.s(1, 1).set(queue="high_priority", priority=3).clone()
+    assert high.options == {"queue": "high_priority", "priority": 3}
+    r = high.apply_async()
+    drain()
+    assert r.get(timeout=TIMEOUT) == 2
+
+
 def the_workflow_shape_travels_in_the_messages(f: Flows, drain: Drain, folder: Path) -> None:
     c = chord([f.noop.s(0), f.noop.s(1)], f.tsum.s()).apply_async()
     drain()
@@ -148,4 +181,6 @@ CASES = [
     a_chord_inside_a_chain,
     a_chain_inside_a_group,
     the_workflow_shape_travels_in_the_messages,
+    retried_members_keep_the_chord_waiting,
+    signatures_by_name_and_as_data,
 ]

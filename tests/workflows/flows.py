@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amqpq import App
+from amqpq import App, TaskContext
 from amqpq.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -78,6 +78,13 @@ class Flows:
             time.sleep(seconds)
             return i
 
+        @app.task(name="flows.flaky", bind=True, max_retries=3)
+        def flaky(self: TaskContext, i: int) -> int:
+            if self.request.retries == 0:
+                self.retry(countdown=0.2)
+            return i
+
+        self.flaky = flaky
         self.add, self.mul, self.tsum, self.noop, self.fail = add, mul, tsum, noop, fail
         self.upper, self.record, self.collect, self.slow = upper, record, collect, slow
 

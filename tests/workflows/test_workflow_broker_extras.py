@@ -1,20 +1,23 @@
-"""What a workflow leaves on the broker: its shape in the worker's task events (for
-``amqpq events``, inspect and the dashboard) and a chained type error in the dead letters."""
+"""Workflows on RabbitMQ beyond the shared cases: the shape in the worker's task events
+(for ``amqpq events``, inspect and the dashboard), a chained type error in the dead
+letters, a revoked chord, and the asyncio API."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
 
-from amqpq import TaskRejectedError, chain, chord
+from amqpq import ChordError, TaskRejectedError, chain, chord, group
 from tests.support.pika_clients import get_message
 from tests.support.processes import AmqpqProcess
 from tests.support.waiting import eventually
-from tests.workflows.flows import Flows
+from tests.workflows.flows import Flows, traced
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -79,3 +82,35 @@ def test_a_chained_type_error_is_dead_lettered_with_the_reason(
     assert properties.headers["amqpq-error-type"] == "ArgumentsError"
     assert "x" in properties.headers["amqpq-error-message"]
     assert json.loads(body)["args"] == ["X", 1]
+
+
+def test_a_revoked_chord_revokes_its_members_and_body(
+    start_worker: Callable[..., AmqpqProcess], flows: Flows, traces: Path
+) -> None:
+    # Given a chord whose members wait in their queue (the worker consumes another one)
+    idle = start_worker("-Q", "high_priority").started_blocking()
+    c = chord((flows.noop.s(i) for i in range(3)), flows.collect.s("revoked")).apply_async()
+
+    # When it is revoked, then a worker takes the queue
+    c.revoke()
+    idle.terminate()
+    start_worker("-c", "2").started_blocking()
+
+    # Then no member runs, the body never does, and the result says why
+    with pytest.raises(ChordError) as caught:
+        c.get(timeout=30)
+    assert "revoked" in str(caught.value)
+    assert all(r.state.value == "REVOKED" for r in c.parent.results)
+    assert traced(traces, "revoked") == []
+
+
+def test_workflows_from_asyncio(start_worker: Callable[..., AmqpqProcess], flows: Flows) -> None:
+    start_worker("-c", "2").started_blocking()
+
+    async def main() -> tuple[Any, Any, Any]:
+        r = await chain(flows.add.s(1, 2), flows.mul.s(3)).aapply_async()
+        g = await group(flows.noop.s(i) for i in range(3)).aapply_async()
+        c = await chord([flows.noop.s(1), flows.noop.s(2)], flows.tsum.s()).aapply_async()
+        return await r.aget(timeout=30), await g.aget(timeout=30), await c.aget(timeout=30)
+
+    assert asyncio.run(main()) == (9, [0, 1, 2], 3)
