@@ -532,18 +532,18 @@ class GroupResult:
     def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
         """Every member's result in order; raises the first failed member's error (with
         ``propagate``), :class:`~amqpq.errors.ResultTimeoutError` after ``timeout``."""
-        deadline = deadline_after(timeout)
+        deadline = _deadline_after(timeout)
         values = []
         for result in self.results:
-            left = remaining(deadline)
+            left = _remaining(deadline)
             values.append(result.get(None if left is None else max(0.0, left), propagate))
         return values
 
     async def aget(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
-        deadline = deadline_after(timeout)
+        deadline = _deadline_after(timeout)
         values = []
         for result in self.results:
-            left = remaining(deadline)
+            left = _remaining(deadline)
             values.append(await result.aget(None if left is None else max(0.0, left), propagate))
         return values
 
@@ -585,11 +585,11 @@ def _handles(result: AsyncResult | GroupResult) -> Iterator[AsyncResult]:
         yield result
 
 
-def deadline_after(timeout: float | None) -> float | None:
+def _deadline_after(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
 
-def remaining(deadline: float | None) -> float | None:
+def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 

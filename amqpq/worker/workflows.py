@@ -192,19 +192,13 @@ class Continuations:
                 chord=chord.outer,
                 common=body_common,
             )
-            if not await self._send_body(delivery, envelope, chord, calls):
-                await held.finish()
-                return True
-            await held.finish()
-            log.info("chord %s: joined %d results, body sent", chord.id, chord.size)
+            if await self._send_body(delivery, chord, calls):
+                log.info("chord %s: joined %d results, body sent", chord.id, chord.size)
+            await held.finish()  # the body is out (or can never be): the queue goes
             return True
 
     async def _send_body(
-        self,
-        delivery: Delivery,
-        envelope: TaskEnvelope,
-        chord: ChordMember,
-        calls: Sequence[TaskCall],
+        self, delivery: Delivery, chord: ChordMember, calls: Sequence[TaskCall]
     ) -> bool:
         """Send the body, holding the join while the broker refuses it; False when it can
         never be sent (the chord's caller is told)."""
@@ -217,7 +211,9 @@ class Continuations:
                 log.error("chord %s: body cannot be sent: %s", chord.id, exc)
                 error = ErrorInfo(type=type(exc).__name__, message=str(exc))
                 ids = downstream([chord.body, *chord.rest], chord.outer)
-                await self._answer(delivery, ids.same_error, TaskState.FAILURE, error)
+                await self._answer(
+                    delivery, ids.same_error + ids.chord_ids, TaskState.FAILURE, error
+                )
                 return False
             except AmqpqError as exc:
                 log.warning(

@@ -114,3 +114,13 @@ def test_workflows_from_asyncio(start_worker: Callable[..., AmqpqProcess], flows
         return await r.aget(timeout=30), await g.aget(timeout=30), await c.aget(timeout=30)
 
     assert asyncio.run(main()) == (9, [0, 1, 2], 3)
+
+
+def test_workflows_on_the_processes_pool(
+    start_worker: Callable[..., AmqpqProcess], flows: Flows
+) -> None:
+    start_worker("--processes", "2").started_blocking()
+    c = chord((flows.add.s(i, i) for i in range(20)), flows.tsum.s()).apply_async()
+    r = chain(flows.add.s(2, 2), flows.add.s(4), flows.mul.s(10)).apply_async()
+    assert c.get(timeout=60) == 380
+    assert r.get(timeout=60) == 80
