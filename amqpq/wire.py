@@ -44,6 +44,7 @@ __all__ = [
     "TRANSIENT_QUEUE_ARGUMENTS",
     "beat_consumer_tag",
     "beat_leader_queue_name",
+    "chord_queue_name",
     "control_consumer_tag",
     "control_exchange_name",
     "dead_letter_exchange_name",
@@ -173,6 +174,12 @@ def events_exchange_name(prefix: str = "amqpq") -> str:
 def revocations_queue_name(prefix: str = "amqpq") -> str:
     """Stream of revoked task ids that every worker reads from the start."""
     return f"{prefix}.revoked"
+
+
+def chord_queue_name(prefix: str, chord_id: str) -> str:
+    """The queue a chord's members publish their results to and its last member joins
+    (docs/workflows.md, "The join of a chord"); it expires by itself (``x-expires``)."""
+    return f"{prefix}.chord.{chord_id}"
 
 
 def dead_letter_exchange_name(prefix: str = "amqpq") -> str:

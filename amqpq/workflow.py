@@ -33,7 +33,6 @@ __all__ = [
     "NO_VALUE",
     "Downstream",
     "TaskCall",
-    "chord_queue_name",
     "downstream",
     "final_ids",
     "freeze",
@@ -60,11 +59,6 @@ class TaskCall:
     args: Iterable[Any] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
-
-
-def chord_queue_name(prefix: str, chord_id: str) -> str:
-    """The per-chord queue its members' results go to (docs/workflows.md, "The join")."""
-    return f"{prefix}.chord.{chord_id}"
 
 
 def _new_id() -> str:

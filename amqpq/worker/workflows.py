@@ -24,8 +24,8 @@ from amqpq.envelope import ChordMember, ErrorInfo, Node, Reply, TaskEnvelope, Ta
 from amqpq.errors import AmqpqError, ArgumentsError, ConfigError, UnroutableError
 from amqpq.producer import TaskPreparer
 from amqpq.transport.base import ChordQueues, ConfirmingPublisher, Delivery
-from amqpq.wire import HEADER_CHORD_INDEX
-from amqpq.workflow import TaskCall, chord_queue_name, downstream, launch
+from amqpq.wire import HEADER_CHORD_INDEX, chord_queue_name
+from amqpq.workflow import TaskCall, downstream, launch
 
 __all__ = ["Continuations"]
 
