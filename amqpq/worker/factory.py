@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from amqpq.envelope import Reply
 from amqpq.registry import TaskRegistry
 from amqpq.topology.models import Topology
 from amqpq.transport.base import ChordQueues, ConfirmingPublisher, Delivery, ReplyPublisher
@@ -150,12 +151,19 @@ def build_handler(
         from amqpq.producer import TaskPreparer
         from amqpq.worker.workflows import Continuations
 
+        def record() -> Callable[[Reply], Awaitable[None]] | None:
+            recorder = outcomes.recorder
+            if recorder is None:
+                return None
+            return lambda reply: recorder.record(reply, None)
+
         return Continuations(
             TaskPreparer(registry, lambda: topology),
             republisher,
             chords,
             outcomes.publish_reply,
             options.worker_name,
+            record,
         )
 
     outcomes.make_continuations = continuations

@@ -32,6 +32,8 @@ __all__ = ["Continuations"]
 log = logging.getLogger("amqpq.worker")
 
 SendReply = Callable[[Delivery, str, Reply], Awaitable[None]]
+Record = Callable[[Reply], Awaitable[None]]
+"""Stores a state in the worker's result store (None: no store)."""
 # Errors that sending again would not cure: the next task's route, options or arguments.
 _PERMANENT = (ArgumentsError, ConfigError, UnroutableError)
 # While the broker refuses a chord's body, the joiner keeps holding the join and tries again.
@@ -48,12 +50,14 @@ class Continuations:
         chords: ChordQueues | None,
         send_reply: SendReply,
         worker_name: str,
+        record: Callable[[], Record | None] = lambda: None,
     ) -> None:
         self._preparer = preparer
         self._publisher = publisher
         self._chords = chords
         self._send_reply = send_reply
         self._worker = worker_name
+        self._record = record
 
     # -- after a success ----------------------------------------------------------------------
 
@@ -271,13 +275,17 @@ class Continuations:
         self, delivery: Delivery, ids: Sequence[str], state: TaskState, error: ErrorInfo
     ) -> None:
         reply_to = delivery.properties.reply_to
-        if not reply_to:
+        record = self._record()  # with a result store, those ids are stored as failed too
+        if not reply_to and record is None:
             return
         for task_id in ids:
             reply = Reply.model_construct(
                 id=task_id, task=None, state=state, error=error, retries=0, worker=self._worker
             )
-            await self._send_reply(delivery, reply_to, reply)
+            if reply_to:
+                await self._send_reply(delivery, reply_to, reply)
+            if record is not None:
+                await record(reply)
 
 
 def _common(delivery: Delivery, envelope: TaskEnvelope) -> dict[str, Any]:

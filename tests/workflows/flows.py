@@ -36,8 +36,13 @@ def traced(folder: Path, name: str) -> list[Any]:
 class Flows:
     """An App and its tasks, named ``flows.*`` wherever the module is imported from."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
-        app = self.app = App("flows", settings=settings, topology=HERE / "workflows.yaml")
+    def __init__(self, settings: Settings | None = None, result_backend: str | None = None) -> None:
+        app = self.app = App(
+            "flows",
+            settings=settings,
+            topology=HERE / "workflows.yaml",
+            result_backend=result_backend,
+        )
 
         @app.task(name="flows.add")
         def add(x: int, y: int) -> int:
