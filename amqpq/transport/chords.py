@@ -21,7 +21,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel
 from aiormq.abc import DeliveredMessage
 
-from amqpq.codec import MessageProperties, OutgoingMessage
+from amqpq.codec import OutgoingMessage
 from amqpq.errors import PublishError, UnroutableError
 from amqpq.transport.aio import AsyncBroker, publish_on
 from amqpq.transport.aio_mapping import CLOSE_ERRORS, CONNECTION_ERRORS, describe
@@ -88,15 +88,14 @@ class AioChordQueues:
 
     async def join(self, queue: str) -> AioChordJoin | None:
         expires_ms = self._expires.get(queue, 86_400_000)
-        channel = await self._broker.channel()
-        underlay = await channel.get_underlay_channel()
+        channel = await self._raw_channel()
         arrived: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
 
         async def on_message(message: DeliveredMessage) -> None:
             arrived.put_nowait(message)
 
         try:
-            ok = await underlay.basic_consume(queue, on_message, exclusive=True, no_ack=False)
+            ok = await channel.basic_consume(queue, on_message, exclusive=True, no_ack=False)
         except (
             aiormq.exceptions.ChannelLockedResource,
             aiormq.exceptions.ChannelAccessRefused,
@@ -105,19 +104,23 @@ class AioChordQueues:
             log.debug("chord queue %s not joined here: %s", queue, describe(exc))
             await _close(channel)
             return None
+        except _BROKER_ERRORS as exc:
+            await _close(channel)
+            raise PublishError(f"chord queue {queue!r}: {describe(exc)}") from exc
         join = AioChordJoin(channel, queue, str(ok.consumer_tag), expires_ms)
         marker = uuid.uuid4().hex
         try:
             # Behind every message ready now: once it comes round, all of them were read.
-            await publish_on(
-                channel,
-                OutgoingMessage(
-                    body=b"",
-                    properties=MessageProperties(headers={HEADER_CHORD_MARKER: marker}),
-                    exchange="",
-                    routing_key=queue,
+            confirm = await channel.basic_publish(
+                b"",
+                routing_key=queue,
+                properties=aiormq.spec.Basic.Properties(
+                    headers={HEADER_CHORD_MARKER: marker}, delivery_mode=2
                 ),
+                mandatory=True,
             )
+            if not isinstance(confirm, aiormq.spec.Basic.Ack):
+                raise PublishError(f"chord queue {queue!r}: the join's marker was refused")
             async with asyncio.timeout(_MARKER_TIMEOUT):
                 while True:
                     message = await arrived.get()
@@ -131,17 +134,32 @@ class AioChordQueues:
                         continue
                     join.tags.append(tag)
                     join.messages.append(bytes(message.body))
+        except _BROKER_ERRORS as exc:
+            await _close(channel)
+            raise PublishError(f"chord queue {queue!r}: {describe(exc)}") from exc
         except BaseException:
             await _close(channel)
             raise
         return join
+
+    async def _raw_channel(self) -> aiormq.abc.AbstractChannel:
+        """A plain channel on the worker's connection: one the broker closes (a refused
+        exclusive consume) stays closed, where a robust one would be reopened."""
+        connection = await self._broker.connect()
+        transport = connection.transport
+        if transport is None:
+            raise PublishError("chord join: no connection to RabbitMQ")
+        try:
+            return await transport.connection.channel(publisher_confirms=True)
+        except _BROKER_ERRORS as exc:
+            raise PublishError(f"chord join: {describe(exc)}") from exc
 
 
 class AioChordJoin:
     """A join in progress: the channel that holds the chord queue's messages."""
 
     def __init__(
-        self, channel: AbstractChannel, queue: str, consumer_tag: str, expires_ms: int
+        self, channel: aiormq.abc.AbstractChannel, queue: str, consumer_tag: str, expires_ms: int
     ) -> None:
         self._channel = channel
         self._queue = queue
@@ -153,8 +171,7 @@ class AioChordJoin:
 
     async def finish(self) -> None:
         try:
-            underlay = await self._channel.get_underlay_channel()
-            await underlay.queue_delete(self._queue)
+            await self._channel.queue_delete(self._queue)
         except _BROKER_ERRORS as exc:
             # The body is out: a queue left behind expires by itself.
             log.warning("chord queue %s not deleted (%s); it expires", self._queue, describe(exc))
@@ -162,25 +179,38 @@ class AioChordJoin:
             await _close(self._channel)
 
     async def release(self, drop: Sequence[int]) -> int:
+        channel = self._channel
         try:
-            underlay = await self._channel.get_underlay_channel()
-            await underlay.basic_cancel(self._consumer_tag)
+            await channel.basic_cancel(self._consumer_tag)
             for tag in [*self.drop_tags, *(self.tags[i] for i in drop)]:
-                await underlay.basic_ack(tag)
-            # Back in the queue in their order; the count below is taken on this channel,
-            # after the requeue (one channel: the broker handles them in order).
-            await underlay.basic_nack(0, multiple=True, requeue=True)
-            ok = await underlay.queue_declare(
+                await channel.basic_ack(tag)
+            # Back in the queue in their order (with what was pushed here after the marker).
+            await channel.basic_nack(0, multiple=True, requeue=True)
+            # The count must come after the requeue: a queue answers a declare ahead of the
+            # requeue still in its mailbox (the count would miss them, and a member that
+            # published meanwhile would be missed by both). A barrier published on this
+            # channel is handled after the requeue; once it is confirmed, the count is
+            # right. It expires at once (TTL 0) and is counted until it reaches the head.
+            confirm = await channel.basic_publish(
+                b"",
+                routing_key=self._queue,
+                properties=aiormq.spec.Basic.Properties(
+                    expiration="0", headers={HEADER_CHORD_MARKER: "barrier"}
+                ),
+            )
+            if not isinstance(confirm, aiormq.spec.Basic.Ack):
+                raise PublishError(f"chord queue {self._queue!r}: the barrier was refused")
+            ok = await channel.queue_declare(
                 self._queue, durable=True, arguments=_arguments(self._expires_ms)
             )
-            return int(ok.message_count or 0)
+            return max(0, int(ok.message_count or 0) - 1)
         except _BROKER_ERRORS as exc:
             raise PublishError(f"chord queue {self._queue!r}: {describe(exc)}") from exc
         finally:
             await _close(self._channel)
 
 
-async def _close(channel: AbstractChannel) -> None:
+async def _close(channel: AbstractChannel | aiormq.abc.AbstractChannel) -> None:
     if not channel.is_closed:
         with contextlib.suppress(*CLOSE_ERRORS):
             await channel.close()
