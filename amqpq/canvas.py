@@ -150,9 +150,8 @@ class Workflow:
 
     def to_dict(self) -> dict[str, Any]:
         """The workflow as JSON-able data (docs/protocol.md, "Workflows")."""
-        return self.to_node().model_dump(mode="json", exclude_defaults=True) | {
-            "kind": self.to_node().kind
-        }
+        node = self.to_node()
+        return node.model_dump(mode="json", exclude_defaults=True) | {"kind": node.kind}
 
     def __or__(self, other: Workflow) -> Workflow:
         if not isinstance(other, Workflow):
