@@ -89,7 +89,14 @@ class Flows:
                 self.retry(countdown=0.2)
             return i
 
-        self.flaky = flaky
+        @app.task(name="flows.unless_broken", max_retries=0)
+        def unless_broken(i: int) -> int:
+            folder = os.environ.get("FLOWS_DIR")
+            if folder and (Path(folder) / "broken").exists():
+                raise ValueError(f"member {i} is broken")
+            return i
+
+        self.flaky, self.unless_broken = flaky, unless_broken
         self.add, self.mul, self.tsum, self.noop, self.fail = add, mul, tsum, noop, fail
         self.upper, self.record, self.collect, self.slow = upper, record, collect, slow
 

@@ -14,9 +14,11 @@ import pika
 import pytest
 
 from amqpq import ChordError, TaskRejectedError, chain, chord, group
+from tests.support.cli import Cli
 from tests.support.pika_clients import get_message
 from tests.support.processes import AmqpqProcess
 from tests.support.waiting import eventually
+from tests.workflows.conftest import HERE
 from tests.workflows.flows import Flows, traced
 
 pytestmark = pytest.mark.rabbitmq
@@ -124,3 +126,26 @@ def test_workflows_on_the_processes_pool(
     r = chain(flows.add.s(2, 2), flows.add.s(4), flows.mul.s(10)).apply_async()
     assert c.get(timeout=60) == 380
     assert r.get(timeout=60) == 80
+
+
+def test_replaying_a_failed_member_completes_its_chord(
+    start_worker: Callable[..., AmqpqProcess], flows: Flows, traces: Path, broker_url: str
+) -> None:
+    # Given a chord whose member 1 fails for good: the caller hears ChordError
+    start_worker("-c", "2").started_blocking()
+    (traces / "broken").write_text("")
+    header = [flows.noop.s(0), flows.unless_broken.s(1), flows.noop.s(2)]
+    c = chord(header, flows.collect.s("replayed")).apply_async()
+    with pytest.raises(ChordError, match="member 1"):
+        c.get(timeout=30)
+    assert traced(traces, "replayed") == []
+
+    # When the cause is fixed and the dead letter replayed
+    (traces / "broken").unlink()
+    replay = Cli(env={"AMQPQ_URL": broker_url})(
+        "dlq", "replay", "default", "-f", str(HERE / "workflows.yaml")
+    )
+    assert replay.exit_code == 0, replay.output
+
+    # Then the member joins the chord's queue and the body runs, once
+    assert eventually(lambda: traced(traces, "replayed"), 30, what="the body") == [[0, 1, 2]]
