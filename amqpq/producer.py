@@ -23,8 +23,8 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,8 @@ from amqpq.rpc import (
     remaining,
 )
 from amqpq.topology.routing import Router
+from amqpq.wire import MAP_TASK, STARMAP_TASK, is_direct_reply_to
+from amqpq.workflow import TaskCall, shape_of
 
 if TYPE_CHECKING:
     from amqpq.registry import Task, TaskOptions, TaskRegistry
@@ -77,6 +79,7 @@ SEND_OPTIONS = frozenset(
         "parent_id",
         "priority",
         "queue",
+        "reply_to",
         "result_expires",
         "result_queue",
         "root_id",
@@ -87,18 +90,11 @@ SEND_OPTIONS = frozenset(
 )
 """The keyword options ``apply_async`` / ``send_task`` accept."""
 
+WORKFLOW_OPTIONS = frozenset({"chain", "chord", "group_id", "group_index", "link", "link_error"})
+"""The envelope's workflow fields, set by :mod:`amqpq.workflow`'s plans (docs/workflows.md)."""
+
 # Delays shorter than this are not worth a trip through the delay levels.
 _MIN_DELAY_MS = 1
-
-
-@dataclass(frozen=True, slots=True)
-class TaskCall:
-    """One task to send in a batch: ``TaskCall("tasks.add", (3, 4), options={"priority": 5})``."""
-
-    name: str
-    args: Iterable[Any] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +112,11 @@ class PreparedTask:
 
     @property
     def result_queue(self) -> str | None:
-        return self.reply_to if self.reply_to not in (None, DIRECT_REPLY_TO) else None
+        reply_to = self.reply_to
+        return reply_to if reply_to is not None and not is_direct_reply_to(reply_to) else None
 
     def convert(self) -> Callable[[Any], Any] | None:
-        return self.task.signature.result_from_wire if self.task is not None else None
+        return self.task.parameters.result_from_wire if self.task is not None else None
 
 
 class TaskPreparer:
@@ -175,9 +172,13 @@ class TaskPreparer:
         args: Iterable[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
+        *,
+        validate: bool = True,
     ) -> PreparedTask:
+        """``validate=False`` leaves the arguments as given (JSON already): a workflow's
+        next task, whose arguments its own worker checks (and dead-letters if wrong)."""
         options = options or {}
-        unknown = set(options) - SEND_OPTIONS
+        unknown = set(options) - SEND_OPTIONS - WORKFLOW_OPTIONS
         if unknown:
             raise ConfigError(
                 f"unknown send option(s) {', '.join(sorted(unknown))}; "
@@ -188,8 +189,8 @@ class TaskPreparer:
         task = self.registry.find(name)
         if isinstance(args, str | bytes | Mapping):
             raise ArgumentsError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
-        if task is not None:
-            wire_args, wire_kwargs = task.signature.to_wire(args, kwargs or {})
+        if task is not None and validate:
+            wire_args, wire_kwargs = task.parameters.to_wire(args, kwargs or {})
         else:
             wire_args, wire_kwargs = list(args), dict(kwargs or {})
         task_options = task.options if task is not None else None
@@ -213,9 +214,20 @@ class TaskPreparer:
         result_queue = options.get("result_queue")
         if result_queue is not None and (not isinstance(result_queue, str) or not result_queue):
             raise ConfigError(f"result_queue must be a queue name, got {result_queue!r}")
-        reply_to = None if ignore_result else (result_queue or DIRECT_REPLY_TO)
+        reply_to_option = options.get("reply_to")
+        if reply_to_option is not None and (
+            not isinstance(reply_to_option, str) or not reply_to_option
+        ):
+            raise ConfigError(f"reply_to must be a queue name or address, got {reply_to_option!r}")
+        reply_to = None if ignore_result else (result_queue or reply_to_option or DIRECT_REPLY_TO)
 
-        exchange, routing_key, headers = self._resolve_route(name, options, task_options)
+        route_name, route_options = name, task_options
+        if name in (MAP_TASK, STARMAP_TASK) and wire_args and isinstance(wire_args[0], str):
+            # task.map(...): one message that calls the mapped task goes where it goes.
+            route_name = wire_args[0]
+            mapped = self.registry.find(route_name)
+            route_options = mapped.options if mapped is not None else None
+        exchange, routing_key, headers = self._resolve_route(route_name, options, route_options)
         targets = self.targets(exchange, routing_key, headers)
         if not targets:
             raise UnroutableError(
@@ -247,6 +259,12 @@ class TaskPreparer:
                 created_at=now,
                 result_expires=options.get("result_expires"),
                 shadow=shadow,
+                chain=options.get("chain"),
+                chord=options.get("chord"),
+                link=options.get("link"),
+                link_error=options.get("link_error"),
+                group_id=options.get("group_id"),
+                group_index=options.get("group_index"),
             )
         except ValidationError as exc:
             raise ConfigError(f"{name}: invalid task options: {exc.errors()[0]['msg']}") from exc
@@ -373,6 +391,7 @@ def sent_event(prefix: str, prepared: PreparedTask) -> OutgoingMessage:
         eta=envelope.eta,
         queues=sorted(prepared.targets),
         shadow=envelope.shadow,
+        **shape_of(envelope),
     )
 
 
@@ -443,6 +462,15 @@ def _raise_first(errors: list[BaseException], total: int) -> None:
     if total > 1:
         first.add_note(f"{len(errors)} of {total} tasks in this batch were not sent; the rest were")
     raise first
+
+
+def _refuse_result_queues(prepared: Sequence[PreparedTask]) -> None:
+    for p in prepared:
+        if p.result_queue:
+            raise ConfigError(
+                f"{p.envelope.task}: workflows answer on the caller's direct reply-to "
+                "(or not at all with ignore_result=True); result_queue= is not supported"
+            )
 
 
 def _calls(name: str, iterable: Iterable[Any], options: Mapping[str, Any]) -> list[TaskCall]:
@@ -558,12 +586,33 @@ class Producer:
         or a single argument. ``producer.map("tasks.add", [(1, 2), (3, 4)])``."""
         return self.send_many(_calls(_task_name(task), iterable, options))
 
+    def send_workflow(
+        self, calls: Sequence[TaskCall], expected: Sequence[tuple[str, str]] = ()
+    ) -> dict[str, AsyncResult]:
+        """Send a workflow's first tasks (confirms pipelined, as :meth:`send_many`) and
+        return a handle by task id on each of them and on each ``(id, task name)`` in
+        ``expected``: the tasks workers will send later, whose replies come back on
+        this producer's reply path too."""
+        prepared = [self.preparer.prepare(c.name, c.args, c.kwargs, c.options) for c in calls]
+        _refuse_result_queues(prepared)
+        later = [PendingResult(task_id, name) for task_id, name in expected]
+        results, errors = self._publish(prepared, later)
+        _raise_first(errors, len(prepared))
+        found = {r.id: r for r in results}
+        for pending in later:
+            found[pending.id] = AsyncResult(
+                pending.id, task=pending.task, backend=self, pending=pending, links=self._links
+            )
+        return found
+
     def _publish(
-        self, prepared: list[PreparedTask]
+        self, prepared: list[PreparedTask], later: Sequence[PendingResult] = ()
     ) -> tuple[list[AsyncResult], list[BaseException]]:
         hooks = self._policy.hooks
         publish_hooks(hooks, "before_publish", prepared)
         pendings = [self._pending_for(p) for p in prepared]
+        for waiting in later:  # answered later, on this reply path, by the workflow's workers
+            self._router.add(waiting)
         errors: list[BaseException] = []
         with self._locked() as broker:
             for queue in {p.result_queue for p in prepared if p.result_queue}:
@@ -585,6 +634,10 @@ class Producer:
                     if generation != broker.generation or not broker.is_connected:
                         pending.lost = "the connection it was sent on closed"
                 results.append(self._result(p, pending))
+            for waiting in later:
+                waiting.generation = broker.generation
+                if not broker.is_connected:
+                    waiting.lost = "the connection it was sent on closed"
         publish_hooks(hooks, "after_publish", prepared, results)
         return results, errors
 
@@ -799,6 +852,42 @@ class AsyncProducer:
                 raise error
         _raise_first(errors, len(prepared))
         return [o for o in outcomes if isinstance(o, AsyncResult)]
+
+    async def send_workflow(
+        self, calls: Sequence[TaskCall], expected: Sequence[tuple[str, str]] = ()
+    ) -> dict[str, AsyncResult]:
+        """:meth:`Producer.send_workflow` for asyncio code."""
+        prepared = [self.preparer.prepare(c.name, c.args, c.kwargs, c.options) for c in calls]
+        _refuse_result_queues(prepared)
+        found: dict[str, AsyncResult] = {}
+        later = []
+        for task_id, name in expected:  # registered before anything is published
+            pending = PendingResult(task_id, name)
+            pending.event = asyncio.Event()
+            self._router.add(pending)
+            later.append(pending)
+            found[task_id] = AsyncResult(
+                task_id, task=name, backend=self, pending=pending, links=self._links
+            )
+        semaphore = asyncio.Semaphore(1000)
+
+        async def send(p: PreparedTask) -> AsyncResult:
+            async with semaphore:
+                return await self._send(p)
+
+        outcomes = await asyncio.gather(*(send(p) for p in prepared), return_exceptions=True)
+        errors: list[BaseException] = []
+        for outcome in outcomes:
+            if isinstance(outcome, AsyncResult):
+                found[outcome.id] = outcome
+            elif not isinstance(outcome, Exception):
+                raise outcome
+            else:
+                errors.append(outcome)
+        for pending in later:  # on the reply path the first tasks were sent on
+            pending.generation = self._rpc.generation
+        _raise_first(errors, len(prepared))
+        return found
 
     async def publish_message(self, message: OutgoingMessage) -> None:
         """Publish a prepared message that is not a task (a revocation), confirmed."""

@@ -57,7 +57,7 @@ def coerce_arguments(
     """
     if task is None:
         return [parse_value(a) for a in args], {k: parse_value(v) for k, v in kwargs.items()}
-    signature = task.signature
+    signature = task.parameters
     positional = [
         name
         for name, kind in signature.kinds.items()

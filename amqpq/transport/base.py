@@ -60,6 +60,8 @@ from amqpq.codec import MessageProperties, OutgoingMessage
 __all__ = [
     "NACK_RETRY_PAUSES",
     "AsyncSendTransport",
+    "ChordJoin",
+    "ChordQueues",
     "ConfirmingPublisher",
     "Consumer",
     "Delivery",
@@ -176,6 +178,36 @@ class Consumer(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class ChordJoin(Protocol):
+    """The messages of a chord's queue, held under exclusive access (docs/workflows.md)."""
+
+    messages: list[bytes]
+    """Every member result the queue held when the join began (duplicates included)."""
+
+    async def finish(self) -> None:
+        """The body is sent: delete the chord's queue with its messages, and let go."""
+        ...
+
+    async def release(self, drop: Sequence[int]) -> int:
+        """Not complete: remove the messages at positions ``drop`` (duplicates), put the
+        others back, let go; the number of messages ready in the queue after that."""
+        ...
+
+
+class ChordQueues(Protocol):
+    """The per-chord queues that members' results go to and that the last one joins."""
+
+    async def add(self, queue: str, message: OutgoingMessage, *, expires_ms: int) -> int:
+        """Publish a member result to ``queue`` (confirmed; the queue is declared, with
+        ``x-expires``, when it is missing); the number of messages ready in it after."""
+        ...
+
+    async def join(self, queue: str) -> ChordJoin | None:
+        """Take every message of ``queue`` under exclusive access; None when another joiner
+        holds it or the queue is gone (its chord is done)."""
+        ...
 
 
 # -- sending -------------------------------------------------------------------------------

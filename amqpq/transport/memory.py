@@ -57,6 +57,8 @@ from amqpq.wire import (
 __all__ = [
     "MemoryAsyncSendTransport",
     "MemoryBroker",
+    "MemoryChordJoin",
+    "MemoryChordQueues",
     "MemoryDelivery",
     "MemoryPublisher",
     "MemoryQueue",
@@ -510,6 +512,46 @@ class MemoryPublisher:
 
     async def close(self) -> None:
         return None
+
+
+class MemoryChordQueues:
+    """:class:`~amqpq.transport.base.ChordQueues` in memory: the test broker runs one task
+    at a time on its loop, so a join never meets another (nothing here awaits)."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, list[bytes]] = {}
+        self._held: set[str] = set()
+
+    async def add(self, queue: str, message: OutgoingMessage, *, expires_ms: int) -> int:
+        found = self.queues.setdefault(queue, [])
+        found.append(message.body)
+        return len(found)
+
+    async def join(self, queue: str) -> MemoryChordJoin | None:
+        if queue in self._held or queue not in self.queues:
+            return None
+        self._held.add(queue)
+        return MemoryChordJoin(self, queue)
+
+
+class MemoryChordJoin:
+    def __init__(self, owner: MemoryChordQueues, queue: str) -> None:
+        self._owner = owner
+        self._queue = queue
+        self.messages: list[bytes] = list(owner.queues[queue])
+
+    async def finish(self) -> None:
+        self._owner.queues.pop(self._queue, None)
+        self._owner._held.discard(self._queue)
+
+    async def release(self, drop: Sequence[int]) -> int:
+        dropped = set(drop)
+        kept = [m for i, m in enumerate(self.messages) if i not in dropped]
+        self._owner.queues[self._queue] = (
+            kept + self._owner.queues[self._queue][len(self.messages) :]
+        )
+        self._owner._held.discard(self._queue)
+        return len(self._owner.queues[self._queue])
 
 
 # -- the producers' transports (amqpq.transport.base: SyncSendTransport, AsyncSendTransport) ----

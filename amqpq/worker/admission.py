@@ -170,7 +170,7 @@ class Admission:
         """The envelope's arguments validated against the task's signature."""
         try:
             if envelope.args or envelope.kwargs or not self._takes_no_arguments(task):
-                return task.signature.from_wire(envelope.args, envelope.kwargs)
+                return task.parameters.from_wire(envelope.args, envelope.kwargs)
         except ArgumentsError as exc:
             return Refusal("bad_arguments", "ArgumentsError", str(exc))
         return [], {}
@@ -179,7 +179,7 @@ class Admission:
         known = self._no_arguments.get(task.name)
         if known is None:
             try:
-                task.signature.signature.bind()
+                task.parameters.signature.bind()
             except TypeError:
                 known = False
             else:

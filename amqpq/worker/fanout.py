@@ -83,9 +83,19 @@ class TaskEvents:
         """A delivery arrived (before it is even decoded)."""
         self.stats.received += 1
 
-    def received(self, task: str, task_id: str, queue: str, shadow: str | None = None) -> None:
+    def received(
+        self,
+        task: str,
+        task_id: str,
+        queue: str,
+        shadow: str | None = None,
+        workflow: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``workflow``: where the task sits in its workflow (``amqpq.workflow.shape_of``)."""
         if self.observers:
-            self._notify(TaskEvent.RECEIVED, task, task_id, queue=queue, shadow=shadow)
+            self._notify(
+                TaskEvent.RECEIVED, task, task_id, queue=queue, shadow=shadow, **(workflow or {})
+            )
 
     def started(self, task: str, task_id: str, queue: str, shadow: str | None = None) -> None:
         self.stats.active += 1

@@ -36,7 +36,10 @@ from amqpq.worker.fanout import TaskEvents
 from amqpq.worker.pools import Job
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from amqpq.results.recorder import ResultRecorder
+    from amqpq.worker.workflows import Continuations
 
 __all__ = ["DelayLevels", "Outcomes", "Publishers"]
 
@@ -85,6 +88,19 @@ class Outcomes:
         # The result store's writer (factory.build_handler), None without a store: every
         # state is stored before the ack (amqpq.results.recorder retries a store that is down).
         self.recorder: ResultRecorder | None = None
+        # The workflow steps (docs/workflows.md), built on the first workflow message: a
+        # worker that never sees one never imports the planner and the preparer.
+        self.make_continuations: Callable[[], Continuations] | None = None
+        self._continuations: Continuations | None = None
+
+    @property
+    def continuations(self) -> Continuations:
+        found = self._continuations
+        if found is None:
+            if self.make_continuations is None:
+                raise AmqpqError("this worker runs no workflows (no continuations given)")
+            found = self._continuations = self.make_continuations()
+        return found
 
     # -- the outcomes -----------------------------------------------------------------------
 
@@ -115,6 +131,12 @@ class Outcomes:
             if self.recorder is not None:  # result store
                 stored = self.make_reply(envelope, TaskState.SUCCESS, result=outcome.result)
                 await self.recorder.record(stored, envelope)
+            if (
+                envelope.chain or envelope.chord is not None or envelope.link
+            ) and not await self.continuations.succeeded(delivery, envelope, outcome.result):
+                await asyncio.sleep(1.0)  # do not spin on a broker that refuses the next step
+                await self.requeue(delivery)
+                return
             await self.ack(delivery)
         elif status is _RETRY:
             await self.retry(delivery, envelope, job.task, outcome, job.request)
@@ -219,7 +241,17 @@ class Outcomes:
             await self.recorder.record(
                 self.make_reply(envelope, TaskState.FAILURE, error=error), envelope
             )
+        await self._workflow_failed(delivery, envelope, error, TaskState.FAILURE)
         await self.deadletters.dead_letter(delivery, reason, error.type, error.message)
+
+    async def _workflow_failed(
+        self, delivery: Delivery, envelope: TaskEnvelope | None, error: ErrorInfo, state: TaskState
+    ) -> None:
+        """A workflow's task that ended without a result: the rest of it is told."""
+        if envelope is not None and (
+            envelope.chain or envelope.chord is not None or envelope.link_error
+        ):
+            await self.continuations.failed(delivery, envelope, error, state)
 
     async def reject(
         self, delivery: Delivery, envelope: TaskEnvelope | None, refusal: Refusal
@@ -244,6 +276,12 @@ class Outcomes:
                 await self.publish_reply(delivery, props.reply_to, reply)
             if self.recorder is not None:  # result store
                 await self.recorder.record(reply, envelope)
+        await self._workflow_failed(
+            delivery,
+            envelope,
+            ErrorInfo(type=refusal.error_type, message=refusal.message),
+            refusal.state,
+        )
         await self.deadletters.dead_letter(
             delivery, refusal.reason, refusal.error_type, refusal.message
         )
@@ -274,6 +312,7 @@ class Outcomes:
             await self.recorder.record(
                 self.make_reply(envelope, TaskState.REVOKED, error=error), envelope
             )
+        await self._workflow_failed(delivery, envelope, error, TaskState.REVOKED)
         await self.ack(delivery)
 
     async def redelay(self, delivery: Delivery, envelope: TaskEnvelope, wait: timedelta) -> None:
