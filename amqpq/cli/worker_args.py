@@ -275,9 +275,7 @@ def run_worker(args: WorkerArgs) -> int:
         # reach, a worker's collections never write to (and so never copy) those pages.
         gc.freeze()
         return supervise(run_one, workers)
-    worker = Worker(
-        application, options, settings=settings, topology=topo, topology_source=source
-    )
+    worker = Worker(application, options, settings=settings, topology=topo, topology_source=source)
     code = asyncio.run(worker.run())
     if code:
         # Stopped before its tasks finished: threads still running them must not hold the

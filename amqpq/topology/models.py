@@ -207,6 +207,11 @@ class Route(_Model):
     )
     routing_key: str = ""
     headers: dict[str, HeaderValue] = Field(default_factory=dict)
+    protocol: Literal["amqpq", "celery"] = Field(
+        default="amqpq",
+        description="the message format: amqpq's envelope, or Celery's protocol 2 for tasks "
+        "still served by Celery workers (docs/celery.md)",
+    )
 
 
 class Schedule(_Model):
