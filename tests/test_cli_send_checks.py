@@ -39,7 +39,7 @@ TOPOLOGY = {
     },
 }
 
-MODULE = '''
+MODULE = """
 from amqpq import App
 
 app = App("notify")
@@ -48,7 +48,7 @@ app = App("notify")
 @app.task(name="notify.send_email")
 def send_email(to: str, year: str, count: int = 1) -> str:
     return f"{to} {year} {count}"
-'''
+"""
 
 
 @pytest.fixture

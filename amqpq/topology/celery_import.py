@@ -5,7 +5,8 @@ Reads the app's configuration by attribute (``task_queues``, ``task_default_*``,
 ``task_routes``, ``beat_schedule``): Celery is the user's dependency, never amqpq's,
 and nothing here imports it. Every route gets ``protocol: celery``: on the day of the
 import Celery workers still serve every task; a queue moves to amqpq workers when its
-route loses that line (docs/celery.md). What cannot be carried over (a router
+route loses that line (docs/celery.md). Queues are declared as Celery declares them
+(``amqpq_arguments: false``), so both can declare them. What cannot be carried over (a router
 function, a regex route, a solar schedule) is listed in the file's comments, never
 dropped silently.
 """
@@ -54,13 +55,12 @@ class CeleryImport:
             "# Every route says protocol: celery: Celery workers still serve these tasks. To move",
             "# a queue to amqpq workers, remove that line from its routes (docs/celery.md).",
             "#",
-            "# Queue arguments: amqpq declares each work queue with dead-lettering arguments",
-            "# (x-dead-letter-exchange ...). RabbitMQ refuses to re-declare a queue with other",
-            "# arguments (PRECONDITION_FAILED), so Celery must not declare these queues itself;",
-            "# in the Celery app, declare nothing and let `amqpq topology apply` do it:",
+            "# Every queue says amqpq_arguments: false: amqpq declares it exactly as Celery does.",
+            "# RabbitMQ refuses to re-declare a queue with other arguments (PRECONDITION_FAILED),",
+            "# and amqpq's work queues otherwise get dead-lettering arguments Celery does not send.",
+            "# For a queue that does not exist yet you may instead let amqpq alone declare it:",
+            "# remove that line and give the Celery app these queues in task_queues:",
             *(f"#   {line}" for line in self.celery_queues),
-            "# A queue Celery already created without those arguments is reported by",
-            "# `amqpq topology plan` as a conflict: see docs/celery.md for the way through.",
         ]
         if self.skipped:
             lines += ["#", "# Not carried over (add them by hand):"]
@@ -155,7 +155,7 @@ def import_celery_app(celery_app: Any) -> CeleryImport:
             value = getattr(queue, attribute, None)
             if value is not None:
                 arguments[key] = int(value * factor)
-        entry: dict[str, Any] = {"name": name}
+        entry: dict[str, Any] = {"name": name, "amqpq_arguments": False}
         queue_type = arguments.pop("x-queue-type", None)
         if queue_type and queue_type != "classic":
             entry["type"] = str(queue_type)

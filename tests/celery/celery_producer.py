@@ -11,20 +11,21 @@ from kombu import Exchange, Queue
 
 
 def celery_app(broker_url: str, **conf: Any) -> Celery:
+    """``conf`` overrides; ``task_queues=None`` lets Celery declare its default queue."""
     app = Celery("shop", broker=broker_url, backend="rpc://", set_as_current=False)
-    app.conf.update(
-        task_default_queue="celery",
+    settings: dict[str, Any] = {
+        "task_default_queue": "celery",
         # amqpq declares the queue (with its dead-lettering arguments): Celery must not
         # re-declare it with other arguments (PRECONDITION_FAILED). docs/celery.md.
-        task_queues=[
+        "task_queues": [
             Queue(
                 "celery", Exchange("celery", type="direct"), routing_key="celery", no_declare=True
             )
         ],
-        broker_connection_retry_on_startup=True,
-        result_expires=None,
-        **conf,
-    )
+        "broker_connection_retry_on_startup": True,
+        "result_expires": None,
+    }
+    app.conf.update({**settings, **conf})
 
     @app.task(name="tasks.add")
     def add(x: int, y: int) -> int:  # sent with .delay(); runs on an amqpq worker

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -14,7 +15,9 @@ from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError
 
 from amqpq.wire import DELAY_LEVELS, delay_queue_name
 from tests.support.aio_clients import queue_count, take
-from tests.support.processes import AmqpqProcess
+from tests.support.processes import AmqpqProcess, Processes, amqpq_env
+
+HERE = Path(__file__).resolve().parent
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -180,3 +183,28 @@ async def test_a_message_with_a_celery_callback_is_dead_lettered_naming_the_fiel
     [dead] = await take(await amqp.channel(), "celery.dlq")
     assert dead.headers["amqpq-dead-letter-reason"] == "unsupported_workflow"
     assert f"embed.{embed}" in str(dead.headers["amqpq-error-message"])
+
+
+async def test_an_amqpq_worker_takes_over_a_queue_celery_declared_itself_in_place(
+    broker_url: str,
+    amqpq_processes: Processes,
+    make_celery: Callable[..., Celery],
+    amqp: aio_pika.abc.AbstractConnection,
+) -> None:
+    # Given Celery's queue as Celery declares it (no dead-lettering arguments) ...
+    declaring = make_celery(task_queues=None)
+    with declaring.connection_for_write() as connection:
+        declaring.amqp.queues["celery"].bind(connection.default_channel).declare()
+    # ... an amqpq worker whose file says amqpq_arguments: false starts on it ...
+    worker = amqpq_processes.start(
+        "worker", "-A", "adopted_tasks", "-Q", "celery", env=amqpq_env(broker_url), cwd=HERE
+    )
+    await worker.started()
+
+    # ... and runs what an unchanged Celery producer (which declares the queue) sends.
+    assert declaring.send_task("tasks.add", args=(2, 3)).get(timeout=30) == 5
+    bad = declaring.send_task("tasks.add", args=("two", 3))
+    with pytest.raises(Exception, match="valid integer"):
+        bad.get(timeout=30)
+    [dead] = await take(await amqp.channel(), "celery.dlq")
+    assert dead.headers["amqpq-dead-letter-reason"] == "bad_arguments"

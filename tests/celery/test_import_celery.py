@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kombu import Connection
 
 from amqpq.topology.loader import load_topology
+from tests.celery import shop_config
 from tests.support.processes import amqpq_env
 
 HERE = Path(__file__).resolve().parent
@@ -39,6 +41,7 @@ def test_a_celery_apps_configuration_becomes_an_amqpq_yaml_that_applies(
 
     topology = load_topology(written)
     assert {q.name for q in topology.queues} == {"default", "billing", "reports", "mail"}
+    assert not any(q.amqpq_arguments for q in topology.queues)  # as Celery declares them
     billing = topology.queue("billing")
     assert billing is not None
     assert billing.arguments == {"x-max-priority": 10}
@@ -65,6 +68,10 @@ def test_a_celery_apps_configuration_becomes_an_amqpq_yaml_that_applies(
         in imported.stdout
     )
 
+    # Celery has declared its queues already: amqpq declares them the same way.
+    with Connection(broker_url) as connection:
+        for queue in shop_config.app.conf.task_queues:
+            queue.bind(connection.default_channel).declare()
     applied = amqpq("topology", "apply", "-f", str(written), url=broker_url)
     assert applied.returncode == 0, applied.stdout + applied.stderr
 

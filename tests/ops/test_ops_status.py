@@ -47,9 +47,7 @@ def test_a_task_that_failed_on_a_bug_is_replayed_after_the_fix_and_succeeds(
             bool(mine) and queues["work"]["consumers"] == 1 and queues["work"]["dead_letters"] == 1
         )
 
-    eventually(
-        caught_up, 20.0, what="the worker and the dead letter in the management statistics"
-    )
+    eventually(caught_up, 20.0, what="the worker and the dead letter in the management statistics")
     [me] = [w for w in seen["workers"] if w["pid"] == worker.pid]
     assert me["name"].startswith("amqpq worker ")
     assert [c["queue"] for c in me["consumers"]] == ["work"]

@@ -28,7 +28,6 @@ from tests.support.processes import reconnected_marker
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
 
-
 async def test_a_reply_the_broker_cannot_deliver_costs_no_ack_and_runs_no_task_twice(
     start_worker, client: TaskClient, tmp_path: Path
 ) -> None:
