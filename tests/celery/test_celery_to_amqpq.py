@@ -15,7 +15,9 @@ from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError
 
 from amqpq.wire import DELAY_LEVELS, delay_queue_name
 from tests.support.aio_clients import queue_count, take
+from tests.support.cli import run_cli, run_cli_json
 from tests.support.processes import AmqpqProcess, Processes, amqpq_env
+from tests.support.waiting import eventually
 
 HERE = Path(__file__).resolve().parent
 
@@ -208,3 +210,28 @@ async def test_an_amqpq_worker_takes_over_a_queue_celery_declared_itself_in_plac
         bad.get(timeout=30)
     [dead] = await take(await amqp.channel(), "celery.dlq")
     assert dead.headers["amqpq-dead-letter-reason"] == "bad_arguments"
+
+
+def test_dlq_show_and_replay_read_a_celery_dead_letter_by_its_headers(
+    start_worker: Callable[..., AmqpqProcess], shop: Celery, broker_url: str
+) -> None:
+    worker = start_worker("-Q", "celery").started_blocking()
+    failed = shop.send_task("tasks.fail", args=("out of paper",))
+    with pytest.raises(ValueError, match="out of paper"):
+        failed.get(timeout=30)
+    env = amqpq_env(broker_url)
+    topology = str(HERE / "celery_topology.yaml")
+
+    [letter] = eventually(
+        lambda: run_cli_json(env, "dlq", "show", "celery", "-f", topology)["letters"],
+        what="the dead letter",
+    )
+    assert (letter["task"], letter["task_id"], letter["reason"]) == (
+        "tasks.fail",
+        failed.id,
+        "failed",
+    )
+
+    replayed = run_cli(env, "dlq", "replay", "celery", "-f", topology)
+    assert replayed.returncode == 0, replayed.stderr
+    worker.wait_for_log_blocking(f"id={failed.id}", count=2)  # it ran again on the worker
