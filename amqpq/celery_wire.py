@@ -314,7 +314,10 @@ def encode_celery_reply(reply: Reply, *, reply_to: str, correlation_id: str) -> 
     elif status == "SUCCESS":
         result = reply.result
     else:
-        result = reply.meta or {}
+        result = dict(reply.meta or {})
+        custom = result.pop("state", None) if status == "PROGRESS" else None
+        if isinstance(custom, str):  # update_state(state="RESIZING"): Celery shows that name
+            status = custom
     body = {
         "task_id": reply.id,
         "status": status,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aio_pika
 import pytest
-from celery import Celery
+from celery import Celery, group
 from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError
 
 from amqpq.wire import DELAY_LEVELS, delay_queue_name
@@ -235,3 +235,25 @@ def test_dlq_show_and_replay_read_a_celery_dead_letter_by_its_headers(
     replayed = run_cli(env, "dlq", "replay", "celery", "-f", topology)
     assert replayed.returncode == 0, replayed.stderr
     worker.wait_for_log_blocking(f"id={failed.id}", count=2)  # it ran again on the worker
+
+
+async def test_a_celery_group_runs_on_amqpq_workers_and_its_results_come_back_in_order(
+    start_worker: Callable[..., AmqpqProcess], shop: Celery
+) -> None:
+    await start_worker("-Q", "celery", "-c", "2").started()
+
+    results = group(shop.signature("tasks.add", args=(i, i)) for i in range(5)).apply_async()
+
+    assert results.get(timeout=30) == [0, 2, 4, 6, 8]
+
+
+async def test_an_unknown_task_fails_the_celery_call_instead_of_leaving_it_waiting(
+    start_worker: Callable[..., AmqpqProcess], shop: Celery
+) -> None:
+    await start_worker("-Q", "celery").started()
+
+    result = shop.send_task("tasks.nobody_has_this")
+
+    with pytest.raises(Exception, match="nobody_has_this") as raised:
+        result.get(timeout=30)
+    assert type(raised.value).__name__ == "TaskNotFoundError"
