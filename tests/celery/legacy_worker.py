@@ -11,7 +11,10 @@ from kombu import Exchange, Queue
 app = Celery("legacy", broker=os.environ["CELERY_TEST_BROKER_URL"], backend="rpc://")
 app.conf.update(
     task_queues=[
-        Queue("legacy", Exchange("celery", type="direct"), routing_key="legacy", no_declare=True)
+        # amqpq declares "legacy" (tests/celery/celery_topology.yaml) ...
+        Queue("legacy", Exchange("celery", type="direct"), routing_key="legacy", no_declare=True),
+        # ... and Celery declares its own "celery" queue, as it always has (the migration test).
+        Queue("celery", Exchange("celery", type="direct"), routing_key="celery"),
     ],
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
@@ -26,3 +29,8 @@ def multiply(x: int, y: int) -> int:
 @app.task(name="legacy.fail")
 def fail(message: str) -> None:
     raise ValueError(message)
+
+
+@app.task(name="tasks.add")
+def add(x: int, y: int) -> int:
+    return x + y
