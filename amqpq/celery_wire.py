@@ -271,6 +271,9 @@ def encode_celery_task(
         exchange=exchange,
         routing_key=routing_key,
         properties=MessageProperties(
+            # Celery reads the id from headers; the sync producer matches a returned
+            # (unroutable) message to its publish by message_id.
+            message_id=envelope.id,
             correlation_id=envelope.id,
             reply_to=reply_to,
             priority=priority,

@@ -27,7 +27,7 @@ def celery_app(broker_url: str, **conf: Any) -> Celery:
     }
     app.conf.update({**settings, **conf})
 
-    @app.task(name="tasks.add")
+    @app.task(name="tasks.add", shared=False)  # one app of many in the test process
     def add(x: int, y: int) -> int:  # sent with .delay(); runs on an amqpq worker
         raise NotImplementedError
 
