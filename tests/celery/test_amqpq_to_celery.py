@@ -15,6 +15,8 @@ from amqpq.settings import Settings
 from amqpq.topology.loader import load_topology
 from amqpq.transport.declare import declare_topology_sync
 from tests.celery.conftest import CeleryWorker
+from tests.support.cli import run_cli
+from tests.support.processes import amqpq_env
 
 HERE = Path(__file__).resolve().parent
 TOPOLOGY = HERE / "celery_topology.yaml"
@@ -40,7 +42,7 @@ def wait_ready(worker: CeleryWorker) -> CeleryWorker:
 
 
 def test_send_task_on_a_celery_route_runs_on_a_celery_worker_and_returns_its_result(
-    app: App, celery_worker: Callable[[str], CeleryWorker]
+    app: App, celery_worker: Callable[[str], CeleryWorker], broker_url: str
 ) -> None:
     worker = wait_ready(celery_worker("legacy"))
 
@@ -50,6 +52,12 @@ def test_send_task_on_a_celery_route_runs_on_a_celery_worker_and_returns_its_res
     assert positional.get(timeout=30) == 42
     assert keywords.get(timeout=30) == 15
     assert f"legacy.multiply[{positional.id}] succeeded" in worker.log()
+
+    # The command line sends through the same producer: `amqpq send ... --wait`.
+    sent = run_cli(
+        amqpq_env(broker_url), "send", "legacy.multiply", "6", "9", "--wait", "-f", str(TOPOLOGY)
+    )
+    assert (sent.returncode, sent.stdout.strip()) == (0, "54"), sent.stderr
 
 
 async def test_the_asyncio_producer_sends_to_a_celery_worker_too(

@@ -11,7 +11,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 from celery import Celery, group
-from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError
+from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 
 from amqpq.wire import DELAY_LEVELS, delay_queue_name
 from tests.support.aio_clients import queue_count, take
@@ -117,6 +117,17 @@ async def test_a_task_retried_from_inside_runs_again_and_returns_to_the_caller(
     result = shop.send_task("tasks.flaky", args=(2,))
 
     assert result.get(timeout=30) == 2
+
+
+async def test_a_celery_hard_time_limit_stops_the_task(
+    start_worker: Callable[..., AmqpqProcess], shop: Celery
+) -> None:
+    await start_worker("-Q", "celery").started()
+
+    result = shop.send_task("tasks.busy", args=(30,), time_limit=0.5)
+
+    with pytest.raises(TimeLimitExceeded):
+        result.get(timeout=30)
 
 
 async def test_a_celery_time_limit_stops_the_task(
