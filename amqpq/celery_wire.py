@@ -51,6 +51,7 @@ __all__ = [
     "is_celery_message",
     "looks_like_celery_protocol_1",
     "read_celery_task",
+    "serializer_of",
 ]
 
 # The canvas fields of a protocol 2 body's third element, with what each one is in Celery.
@@ -117,6 +118,11 @@ class Unsupported:
     reason: str  # unsupported_serializer, unsupported_protocol, unsupported_workflow
     message: str
     error_type: str = "UnsupportedCeleryMessage"
+
+
+def serializer_of(content_type: str | None) -> str | None:
+    """The name of a Celery serializer amqpq refuses (pickle, yaml, msgpack), else None."""
+    return _SERIALIZERS.get(content_type or "")
 
 
 def is_celery_message(headers: Mapping[str, Any]) -> bool:

@@ -27,6 +27,7 @@ from amqpq.celery_wire import (
     is_celery_message,
     looks_like_celery_protocol_1,
     read_celery_task,
+    serializer_of,
 )
 from amqpq.codec import CONTENT_TYPE, decode_task
 from amqpq.envelope import PROTOCOL_VERSION, TaskEnvelope, TaskState
@@ -174,6 +175,15 @@ class Admission:
             if isinstance(read, Unsupported):
                 return Refusal(read.reason, read.error_type, read.message)
             return read
+        serializer = serializer_of(properties.content_type)
+        if serializer is not None:  # Celery protocol 1 in pickle, say: refused unread
+            return Refusal(
+                "unsupported_serializer",
+                "UnsupportedCeleryMessage",
+                f"message serialized as {serializer} ({properties.content_type}); amqpq reads "
+                "JSON only and never unpickles",
+                celery_caller=True,  # only Celery (kombu) sends these content types
+            )
         if properties.content_type in _JSON_CONTENT_TYPES and b'"taskset"' in delivery.body:
             try:
                 raw = json.loads(delivery.body)

@@ -177,6 +177,22 @@ async def test_a_protocol_1_message_is_dead_lettered_with_the_reason(
     assert make_celery().send_task("tasks.add", args=(2, 2)).get(timeout=30) == 4
 
 
+async def test_a_pickled_protocol_1_message_is_refused_unread(
+    start_worker: Callable[..., AmqpqProcess],
+    make_celery: Callable[..., Celery],
+    amqp: aio_pika.abc.AbstractConnection,
+) -> None:
+    await start_worker("-Q", "celery").started()
+    old_style = make_celery(task_protocol=1)
+
+    result = old_style.send_task("tasks.add", args=(1, 2), serializer="pickle")
+
+    with pytest.raises(Exception, match="never unpickles"):
+        result.get(timeout=30)
+    [dead] = await take(await amqp.channel(), "celery.dlq")
+    assert dead.headers["amqpq-dead-letter-reason"] == "unsupported_serializer"
+
+
 @pytest.mark.parametrize("field", ["link", "link_error"])
 async def test_a_message_with_a_celery_callback_is_dead_lettered_naming_the_field(
     start_worker: Callable[..., AmqpqProcess],
