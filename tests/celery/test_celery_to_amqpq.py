@@ -119,10 +119,11 @@ async def test_a_task_retried_from_inside_runs_again_and_returns_to_the_caller(
     assert result.get(timeout=30) == 2
 
 
+@pytest.mark.parametrize("pool", ["threads", "processes"])
 async def test_a_celery_hard_time_limit_stops_the_task(
-    start_worker: Callable[..., AmqpqProcess], shop: Celery
+    start_worker: Callable[..., AmqpqProcess], shop: Celery, pool: str
 ) -> None:
-    await start_worker("-Q", "celery").started()
+    await start_worker("-Q", "celery", "--pool", pool, "-c", "1").started()
 
     result = shop.send_task("tasks.busy", args=(30,), time_limit=0.5)
 
@@ -130,10 +131,11 @@ async def test_a_celery_hard_time_limit_stops_the_task(
         result.get(timeout=30)
 
 
+@pytest.mark.parametrize("pool", ["threads", "processes"])
 async def test_a_celery_time_limit_stops_the_task(
-    start_worker: Callable[..., AmqpqProcess], shop: Celery
+    start_worker: Callable[..., AmqpqProcess], shop: Celery, pool: str
 ) -> None:
-    await start_worker("-Q", "celery").started()
+    await start_worker("-Q", "celery", "--pool", pool, "-c", "1").started()
 
     result = shop.send_task("tasks.busy", args=(30,), soft_time_limit=0.5)
 
