@@ -201,8 +201,14 @@ def import_celery_app(celery_app: Any) -> CeleryImport:
             _celery_side_queue(name, exchange_name, exchange_type, routing_key)
         )
 
+    # Celery's own view of its queues (``app.amqp.queues``): the default exchange and
+    # routing key filled in where a Queue(...) left them out, as Celery declares them.
+    processed = getattr(getattr(celery_app, "amqp", None), "queues", None)
     configured = conf.get("task_queues")
-    if configured:
+    if isinstance(processed, Mapping) and processed:
+        for queue in processed.values():
+            add_queue(queue)
+    elif configured:
         for queue in configured:
             add_queue(queue)
     else:

@@ -18,6 +18,7 @@ app.conf.update(
         Queue("default", Exchange("default"), routing_key="default"),
         Queue("billing", Exchange("shop", type="topic"), routing_key="billing.#", max_priority=10),
         Queue("reports", Exchange("shop", type="topic"), routing_key="reports.#", message_ttl=60),
+        Queue("plain"),  # Celery fills in its default exchange and routing key
     ],
     task_routes=[
         {

@@ -40,7 +40,10 @@ def test_a_celery_apps_configuration_becomes_an_amqpq_yaml_that_applies(
     written.write_text(imported.stdout)
 
     topology = load_topology(written)
-    assert {q.name for q in topology.queues} == {"default", "billing", "reports", "mail"}
+    assert {q.name for q in topology.queues} == {"default", "billing", "reports", "plain", "mail"}
+    plain = topology.queue("plain")
+    assert plain is not None
+    assert [(b.exchange, b.routing_key) for b in plain.bindings] == [("default", "default")]
     assert not any(q.amqpq_arguments for q in topology.queues)  # as Celery declares them
     billing = topology.queue("billing")
     assert billing is not None
