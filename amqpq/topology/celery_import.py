@@ -147,6 +147,8 @@ def import_celery_app(celery_app: Any) -> CeleryImport:
 
     def add_queue(queue: Any) -> None:
         name = str(queue.name)
+        if name in queues:  # named again by a route: the first definition stands
+            return
         exchange = getattr(queue, "exchange", None)
         exchange_name = str(getattr(exchange, "name", "") or "")
         routing_key = str(getattr(queue, "routing_key", "") or "")
