@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
+from amqpq.celery_wire import encode_celery_task
 from amqpq.codec import OutgoingMessage, encode_task
 from amqpq.delay import plan_delay
 from amqpq.envelope import TaskEnvelope, new_task_id, utcnow
@@ -133,6 +134,7 @@ class TaskPreparer:
         self._load_topology = topology
         self._topology: Topology | None = None
         self._routes: dict[str, Route] = {}
+        self._protocols: dict[str, str] = {}
         self._targets: dict[tuple[str, str, str], frozenset[str]] = {}
         self._router: Router | None = None
 
@@ -152,6 +154,18 @@ class TaskPreparer:
         if route is None:
             route = self._routes[name] = self.topology.route_for(name)
         return route
+
+    def protocol(self, name: str) -> str:
+        """The message format of a task: its route's ``protocol`` ("amqpq" without a route).
+
+        It follows the task, not the call: a ``queue=`` or ``routing_key=`` of one call
+        still reaches the workers that serve the task (Celery's, during a migration).
+        """
+        protocol = self._protocols.get(name)
+        if protocol is None:
+            has_route = self.topology.route_pattern_for(name) is not None
+            protocol = self._protocols[name] = self.route(name).protocol if has_route else "amqpq"
+        return protocol
 
     def targets(
         self, exchange: str, routing_key: str, headers: Mapping[str, Any]
@@ -286,8 +300,9 @@ class TaskPreparer:
                 headers = {**headers, **plan.headers}
             else:
                 delay_ms = 0
+        encode = encode_celery_task if self.protocol(name) == "celery" else encode_task
         try:
-            message = encode_task(
+            message = encode(
                 envelope,
                 exchange=publish_exchange,
                 routing_key=routing_key,
@@ -295,7 +310,7 @@ class TaskPreparer:
                 priority=priority,
                 headers=headers,
             )
-        except PydanticSerializationError as exc:
+        except (PydanticSerializationError, TypeError) as exc:
             raise ArgumentsError(f"{name}: arguments must be JSON-serialisable: {exc}") from exc
         return PreparedTask(
             envelope=envelope,

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from amqpq.codec import decode_reply
+from amqpq.celery_wire import decode_any_reply
 from amqpq.envelope import FINAL_STATES, Reply, TaskState
 from amqpq.errors import (
     BrokerError,
@@ -131,7 +131,7 @@ class ReplyRouter:
             log.debug("dropping a reply for unknown task id %r", correlation_id)
             return
         try:
-            reply = decode_reply(body)
+            reply = decode_any_reply(body)  # an amqpq worker's, or a Celery worker's (rpc://)
         except DecodeError as exc:
             log.warning("dropping an undecodable reply for task %s: %s", correlation_id, exc)
             return

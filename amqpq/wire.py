@@ -17,6 +17,10 @@ __all__ = [
     "BEAT_HEADER_TICK",
     "BEAT_LEADER_QUEUE_SUFFIX",
     "BROKER_DEAD_LETTER_HEADERS",
+    "CELERY_HEADER_ETA",
+    "CELERY_HEADER_ID",
+    "CELERY_HEADER_RETRIES",
+    "CELERY_HEADER_TASK",
     "DELAY_HEADER_PREFIX",
     "DELAY_LEVELS",
     "DIRECT_REPLY_TO",
@@ -80,6 +84,13 @@ HEADER_REDELIVERIES = "amqpq-redeliveries"
 # marker a joiner publishes behind the results it must read (any joiner drops markers).
 HEADER_CHORD_INDEX = "amqpq-chord-index"
 HEADER_CHORD_MARKER = "amqpq-chord-marker"
+
+# Celery's message protocol 2 (docs/celery.md): a message whose headers name the task and
+# its id, and that carries no ``amqpq-protocol`` header, came from a Celery producer.
+CELERY_HEADER_TASK = "task"
+CELERY_HEADER_ID = "id"
+CELERY_HEADER_RETRIES = "retries"
+CELERY_HEADER_ETA = "eta"
 
 # RabbitMQ's count of a quorum queue message's earlier deliveries.
 HEADER_DELIVERY_COUNT = "x-delivery-count"

@@ -369,9 +369,15 @@ class Bench:
         return fa.median / fb.median
 
     def table(self) -> str:
-        systems = [s for s in ("raw", "amqpq", "celery", "dramatiq") if s in self.args.systems]
-        others = [s for s in systems if s != "amqpq"] if "amqpq" in systems else []
+        order = ("raw", "amqpq", "celery", "dramatiq", "celery-amqpq")
+        systems = [s for s in order if s in self.args.systems]
+        others = (
+            [s for s in systems if s not in ("amqpq", "celery-amqpq")] if "amqpq" in systems else []
+        )
+        # Celery's producer on amqpq's worker, beside Celery's producer on Celery's worker.
+        interop = "celery-amqpq" in systems and "celery" in systems
         head = ["workload", *systems, *[f"amqpq / {s}" for s in others]]
+        head += ["celery-amqpq / celery"] if interop else []
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for workload in self.args.only:
             for metric in METRICS[workload]:
@@ -382,6 +388,9 @@ class Bench:
                 row += [self.cell(metric.key, s) for s in systems]
                 for other in others:
                     r = self.ratio(metric.key, "amqpq", other)
+                    row.append("" if r is None else f"{r:.2f}x")
+                if interop:
+                    r = self.ratio(metric.key, "celery-amqpq", "celery")
                     row.append("" if r is None else f"{r:.2f}x")
                 lines.append("| " + " | ".join(row) + " |")
         return "\n".join(lines)

@@ -466,6 +466,89 @@ class CeleryBench(System):
         return latencies
 
 
+# -- Celery producer -> amqpq worker ------------------------------------------------------------
+
+
+class CeleryToAmqpq(Amqpq):
+    """A Celery producer's unchanged messages (protocol 2 JSON, ``rpc://`` results) on
+    amqpq's worker (docs/celery.md): amqpq's queue, tasks and worker; Celery's client."""
+
+    name = "celery-amqpq"
+
+    def __init__(self, vhost_prefix: str = "bench-") -> None:
+        super().__init__(vhost_prefix)
+        self._celery: Any = None
+
+    def unavailable(self) -> str | None:
+        try:
+            importlib.import_module("celery")
+        except ImportError:
+            return "celery not installed (benchmarks/run.sh installs it in benchmarks/.venv)"
+        return super().unavailable()
+
+    @property
+    def celery(self) -> Any:
+        """The Celery producer: amqpq's queue, which amqpq declares (no_declare)."""
+        if self._celery is None:
+            from celery import Celery
+            from kombu import Exchange, Queue
+
+            from benchmarks.bench_tasks import QUEUE
+
+            app = Celery("bench-celery-producer", broker=self.url, backend="rpc://")
+            app.conf.update(
+                broker_transport_options={"confirm_publish": True},
+                broker_connection_retry_on_startup=True,
+                task_default_queue=QUEUE,
+                task_queues=[Queue(QUEUE, Exchange("bench"), routing_key=QUEUE, no_declare=True)],
+            )
+            self._celery = app
+        return self._celery
+
+    def prepare(self, probe: Probe) -> None:
+        # Not through self.tasks: that module's App may already point at amqpq's own vhost.
+        from amqpq.settings import Settings
+        from amqpq.transport.declare import declare_topology
+        from benchmarks.bench_tasks import TOPOLOGY
+
+        asyncio.run(declare_topology(Settings(url=self.url), TOPOLOGY))
+
+    def close(self) -> None:
+        if self._celery is not None:
+            self._celery.pool.force_close_all()
+            self._celery.close()
+        super().close()
+
+    def enqueue_one(self, n: int, data: str | None = None) -> float:
+        raise NotSupported("the producer is Celery's: see the celery column")
+
+    def enqueue_bulk(self, n: int) -> float:
+        raise NotSupported("the producer is Celery's: see the celery column")
+
+    def enqueue_bulk_async(self, n: int) -> float:
+        raise NotSupported("the producer is Celery's: see the celery column")
+
+    def fill(self, n: int, data: str | None = None) -> None:
+        app = self.celery
+        with app.producer_or_acquire() as producer:
+            for _ in range(n):
+                if data is None:
+                    app.send_task("bench.noop", producer=producer, ignore_result=True)
+                else:
+                    app.send_task("bench.blob", (data,), producer=producer, ignore_result=True)
+
+    def rpc(self, n: int) -> list[float]:
+        app = self.celery
+        for _ in range(WARMUP):
+            assert app.send_task("bench.add", (1, 2)).get(timeout=10) == 3
+        latencies = []
+        for _ in range(n):
+            start = time.perf_counter()
+            app.send_task("bench.add", (1, 2)).get(timeout=10)
+            latencies.append(time.perf_counter() - start)
+        return latencies
+
+
 # -- Dramatiq -------------------------------------------------------------------------------------
 
 
@@ -541,6 +624,7 @@ SYSTEMS: dict[str, type[System]] = {
     "amqpq": Amqpq,
     "celery": CeleryBench,
     "dramatiq": DramatiqBench,
+    "celery-amqpq": CeleryToAmqpq,
 }
 
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from amqpq.celery_wire import is_celery_message
 from amqpq.codec import MessageProperties, OutgoingMessage
 from amqpq.errors import AmqpqError, PublishNackedError, ResultTimeoutError, UnroutableError
 from amqpq.topology.infra import effective_topology
@@ -429,17 +430,25 @@ def shift_body_times(body: bytes, seconds: float) -> bytes:
         return body
     if not isinstance(data, dict):
         return body
-    changed = False
+    shifted = _shifted_times(data, seconds)
+    if not shifted:
+        return body
+    data.update(shifted)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _shifted_times(values: Mapping[str, Any], seconds: float) -> dict[str, str]:
+    """``eta`` and ``expires`` ISO strings of ``values`` moved by ``seconds``."""
+    shifted: dict[str, str] = {}
     for key in ("eta", "expires"):
-        value = data.get(key)
+        value = values.get(key)
         if isinstance(value, str):
             try:
                 when = datetime.fromisoformat(value)
             except ValueError:
                 continue
-            data[key] = (when + timedelta(seconds=seconds)).isoformat()
-            changed = True
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() if changed else body
+            shifted[key] = (when + timedelta(seconds=seconds)).isoformat()
+    return shifted
 
 
 class MemoryDelivery:
@@ -452,6 +461,8 @@ class MemoryDelivery:
         shift = (time.time() - message.born_real) - (broker.micros - message.born_virtual) / 1e6
         self.body: bytes = shift_body_times(message.body, shift)
         headers = dict(message.properties.headers)
+        if shift and is_celery_message(headers):  # a Celery message's times are headers
+            headers.update(_shifted_times(headers, shift))
         if broker.queues[queue].type == "quorum" and message.deliveries > 1:
             headers[HEADER_DELIVERY_COUNT] = message.deliveries - 1
         self.properties: MessageProperties = replace(message.properties, headers=headers)
