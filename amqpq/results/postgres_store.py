@@ -125,18 +125,13 @@ class PostgresStore:
                     self._sync = None
                 raise self._error(exc) from None
 
+    def _row(self, reply: Reply, expires: float) -> tuple[object, ...]:
+        """The upsert's parameters (the last one names the channel notified)."""
+        text = stored_text(reply, self.max_bytes)
+        return (reply.id, reply.state.value, reply.task, text, expires, self.table)
+
     def save(self, reply: Reply, expires: float) -> None:
-        self._run(
-            self._upsert,
-            (
-                reply.id,
-                reply.state.value,
-                reply.task,
-                stored_text(reply, self.max_bytes),
-                expires,
-                self.table,
-            ),
-        )
+        self._run(self._upsert, self._row(reply, expires))
         if self._purge_due():
             self._run(self._purge, ())
 
@@ -202,16 +197,7 @@ class PostgresStore:
 
     async def asave(self, reply: Reply, expires: float) -> None:
         # Writes of tasks that end together share one transaction (one commit, one log sync).
-        await self._writes.write(
-            (
-                reply.id,
-                reply.state.value,
-                reply.task,
-                stored_text(reply, self.max_bytes),
-                expires,
-                self.table,
-            )
-        )
+        await self._writes.write(self._row(reply, expires))
         if self._purge_due():
             await self._arun(self._purge, ())
 

@@ -349,17 +349,7 @@ class AioConfirmingPublisher:
     ) -> None:
         self._broker = broker
         self._retry_on = retry_on
-        self._channel: AbstractChannel | None = None
-        self._opening: asyncio.Lock = asyncio.Lock()
-
-    async def _get_channel(self) -> AbstractChannel:
-        channel = self._channel
-        if channel is not None and not channel.is_closed:
-            return channel
-        async with self._opening:
-            if self._channel is None or self._channel.is_closed:
-                self._channel = await self._broker.channel()
-            return self._channel
+        self._channel = ChannelSlot(broker)
 
     async def publish(self, message: OutgoingMessage, *, timeout: float | None = 30.0) -> None:
         """Publish and wait for the confirm; retried once after a connection loss.
@@ -368,11 +358,11 @@ class AioConfirmingPublisher:
         :class:`~amqpq.errors.PublishNackedError` or :class:`~amqpq.errors.PublishError`.
         """
         try:
-            await publish_on(await self._get_channel(), message, timeout=timeout)
+            await publish_on(await self._channel.get(), message, timeout=timeout)
         except BrokerUnreachableError:
             raise  # no address took a connection: nothing to retry on
         except self._retry_on:
-            self._channel = None
+            self._channel.forget()
             await retry_once_after_connection_loss(
                 self._broker,
                 lambda: self._publish_again(message, timeout),
@@ -382,10 +372,36 @@ class AioConfirmingPublisher:
 
     async def _publish_again(self, message: OutgoingMessage, timeout: float | None) -> None:
         try:
-            await publish_on(await self._get_channel(), message, timeout=timeout)
+            await publish_on(await self._channel.get(), message, timeout=timeout)
         except self._retry_on:
-            self._channel = None
+            self._channel.forget()
             raise
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class ChannelSlot:
+    """A channel of one connection, opened on first use and again once the broker or a
+    connection loss closed it (concurrent users wait for the one opening)."""
+
+    def __init__(self, broker: AsyncBroker) -> None:
+        self._broker = broker
+        self._channel: AbstractChannel | None = None
+        self._opening = asyncio.Lock()
+
+    async def get(self) -> AbstractChannel:
+        channel = self._channel
+        if channel is not None and not channel.is_closed:
+            return channel
+        async with self._opening:
+            if self._channel is None or self._channel.is_closed:
+                self._channel = await self._broker.channel()
+            return self._channel
+
+    def forget(self) -> None:
+        """The channel failed: the next :meth:`get` opens another."""
+        self._channel = None
 
     async def close(self) -> None:
         channel, self._channel = self._channel, None

@@ -23,7 +23,7 @@ from aiormq.abc import DeliveredMessage
 
 from amqpq.codec import OutgoingMessage
 from amqpq.errors import PublishError, UnroutableError
-from amqpq.transport.aio import AsyncBroker, publish_on
+from amqpq.transport.aio import AsyncBroker, ChannelSlot, publish_on
 from amqpq.transport.aio_mapping import CLOSE_ERRORS, CONNECTION_ERRORS, describe
 from amqpq.wire import HEADER_CHORD_MARKER, QUEUE_TYPE_ARGUMENT
 
@@ -52,36 +52,26 @@ class AioChordQueues:
 
     def __init__(self, broker: AsyncBroker) -> None:
         self._broker = broker
-        self._channel: AbstractChannel | None = None
-        self._opening = asyncio.Lock()
+        self._channel = ChannelSlot(broker)
         self._expires: dict[str, int] = {}
-
-    async def _get_channel(self) -> AbstractChannel:
-        channel = self._channel
-        if channel is not None and not channel.is_closed:
-            return channel
-        async with self._opening:
-            if self._channel is None or self._channel.is_closed:
-                self._channel = await self._broker.channel()
-            return self._channel
 
     async def add(self, queue: str, message: OutgoingMessage, *, expires_ms: int) -> int:
         self._expires[queue] = expires_ms
         try:
-            channel = await self._get_channel()
+            channel = await self._channel.get()
             try:
                 await publish_on(channel, message)
             except UnroutableError:  # the first result of this chord: declare its queue
                 await self._declare(queue, expires_ms)
-                await publish_on(await self._get_channel(), message)
+                await publish_on(await self._channel.get(), message)
             # Declared again (same arguments): the ready count, and the expiry restarts.
             return await self._declare(queue, expires_ms)
         except _BROKER_ERRORS as exc:
-            self._channel = None
+            self._channel.forget()
             raise PublishError(f"chord queue {queue!r}: {describe(exc)}") from exc
 
     async def _declare(self, queue: str, expires_ms: int) -> int:
-        channel = await self._get_channel()
+        channel = await self._channel.get()
         underlay = await channel.get_underlay_channel()
         ok = await underlay.queue_declare(queue, durable=True, arguments=_arguments(expires_ms))
         return int(ok.message_count or 0)
