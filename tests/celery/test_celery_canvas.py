@@ -12,6 +12,8 @@ import aio_pika
 import pytest
 from celery import Celery, chain
 
+from tests.celery.conftest import CeleryWorker
+from tests.celery.test_celery_to_amqpq import wait_in_delay_levels
 from tests.support.aio_clients import take
 from tests.support.processes import AmqpqProcess
 from tests.support.waiting import eventually
@@ -35,6 +37,26 @@ async def test_a_celery_chain_of_three_runs_on_amqpq_and_the_caller_reads_its_va
     assert result.get(timeout=30) == 80
     assert result.parent.get(timeout=30) == 8
     assert result.parent.parent.get(timeout=30) == 4
+
+
+async def test_a_chain_s_next_task_keeps_its_options_and_is_a_message_a_celery_worker_runs(
+    start_worker: Callable[..., AmqpqProcess],
+    shop: Celery,
+    celery_worker: Callable[[str], CeleryWorker],
+    amqp: aio_pika.abc.AbstractConnection,
+) -> None:
+    # Given an amqpq worker on "celery" and a real Celery worker on "legacy" ...
+    await start_worker("-Q", "celery").started()
+    legacy = celery_worker("legacy")
+    add = shop.signature("tasks.add")
+    later = add.clone((10,)).set(queue="legacy", countdown=2)
+
+    # ... the amqpq worker runs the first task and sends the next as Celery would:
+    result = chain(add.clone((1, 2)), later).apply_async()
+
+    await wait_in_delay_levels(amqp)  # countdown: it waits on the broker
+    assert result.get(timeout=60) == 13  # run by the Celery worker, answered to the caller
+    assert f"tasks.add[{result.id}] succeeded" in legacy.log()
 
 
 async def test_an_immutable_signature_in_a_celery_chain_ignores_the_parent_result(
