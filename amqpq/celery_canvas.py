@@ -92,10 +92,10 @@ def read_embed(embed: Mapping[str, Any]) -> dict[str, list[TaskNode]]:
     fields: dict[str, list[TaskNode]] = {}
     callbacks = _signatures(embed, "callbacks")
     if callbacks:
-        fields["link"] = [_link(sig, "embed.callbacks") for sig in callbacks]
+        fields["link"] = [_link(s, f"embed.callbacks[{i}]") for i, s in enumerate(callbacks)]
     errbacks = _signatures(embed, "errbacks")
     if errbacks:
-        fields["link_error"] = [_link(sig, "embed.errbacks") for sig in errbacks]
+        fields["link_error"] = [_link(s, f"embed.errbacks[{i}]") for i, s in enumerate(errbacks)]
     chain = _signatures(embed, "chain")
     if chain:
         # Celery keeps the next task last; amqpq's chain lists it first.
@@ -149,9 +149,13 @@ def _node(sig: Any, where: str, *, chained: bool) -> TaskNode:
     options = _options(raw_options, f"{where} ({task!r})")
     if chained and not options.get("task_id"):
         options["task_id"] = str(uuid.uuid4())
-    link = [_link(s, f"{where}.options.link") for s in _listed(raw_options.get("link"))]
+    link = [
+        _link(s, f"{where}.options.link[{i}]")
+        for i, s in enumerate(_listed(raw_options.get("link")))
+    ]
     link_error = [
-        _link(s, f"{where}.options.link_error") for s in _listed(raw_options.get("link_error"))
+        _link(s, f"{where}.options.link_error[{i}]")
+        for i, s in enumerate(_listed(raw_options.get("link_error")))
     ]
     return TaskNode(
         task=task,
