@@ -1,4 +1,4 @@
-"""Celery's canvas fields <-> amqpq's workflow nodes (docs/celery.md, "Workflows").
+"""Celery's canvas fields <-> amqpq's workflow nodes (docs/celery.md, "Celery workflows").
 
 A protocol 2 body's ``embed`` names what follows a task as Celery signatures (JSON
 objects ``{"task", "args", "kwargs", "options", "subtask_type", "immutable"}``):
