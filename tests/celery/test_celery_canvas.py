@@ -70,6 +70,18 @@ async def test_an_immutable_signature_in_a_celery_chain_ignores_the_parent_resul
     assert result.apply_async().get(timeout=30) == 10
 
 
+async def test_a_member_that_retries_keeps_the_celery_chain_going(
+    start_worker: Callable[..., AmqpqProcess], shop: Celery
+) -> None:
+    await start_worker("-Q", "celery").started()
+
+    # tasks.flaky retries twice (self.retry) and returns how often it retried.
+    flaky = shop.signature("tasks.flaky", args=(2,))
+    result = chain(flaky, shop.signature("tasks.add", args=(40,))).apply_async()
+
+    assert result.get(timeout=30) == 42
+
+
 async def test_a_failing_member_stops_a_celery_chain_and_the_caller_gets_its_error(
     start_worker: Callable[..., AmqpqProcess], shop: Celery, tmp_path: Path
 ) -> None:
