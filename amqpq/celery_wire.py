@@ -4,8 +4,10 @@ Celery producers and workers speak to amqpq through this module only (docs/celer
 has the mapping field by field):
 
 - a Celery task message -> a :class:`CeleryTaskEnvelope` the worker runs like any other
-  (:func:`read_celery_task`), or an :class:`Unsupported` reason to dead-letter it
-  (pickle and the other serializers, compression, protocol 1, canvas fields);
+  (:func:`read_celery_task`), its canvas fields (``link``, ``link_error``, ``chain``) as
+  amqpq workflow fields (:mod:`amqpq.celery_canvas`), or an :class:`Unsupported` reason
+  to dead-letter it (pickle and the other serializers, compression, protocol 1, a chord,
+  canvas fields that do not map);
 - amqpq's :class:`~amqpq.envelope.Reply` -> the message Celery's ``rpc://`` backend reads
   (:func:`encode_celery_reply`), and back (:func:`decode_any_reply`);
 - an amqpq task for a ``protocol: celery`` route -> a protocol 2 message
@@ -28,9 +30,10 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from amqpq.celery_canvas import NotMappable, read_embed, write_embed
 from amqpq.codec import CONTENT_TYPE, MessageProperties, OutgoingMessage, decode_reply
 from amqpq.envelope import ErrorInfo, Reply, TaskEnvelope, TaskState
-from amqpq.errors import DecodeError
+from amqpq.errors import ConfigError, DecodeError
 from amqpq.wire import (
     CELERY_HEADER_ETA,
     CELERY_HEADER_ID,
@@ -41,7 +44,6 @@ from amqpq.wire import (
 )
 
 __all__ = [
-    "CELERY_WORKFLOW_FIELDS",
     "CeleryTaskEnvelope",
     "Unsupported",
     "celery_retry_headers",
@@ -54,13 +56,6 @@ __all__ = [
     "serializer_of",
 ]
 
-# The canvas fields of a protocol 2 body's third element, with what each one is in Celery.
-CELERY_WORKFLOW_FIELDS: Final = {
-    "callbacks": "link",
-    "errbacks": "link_error",
-    "chain": "chain",
-    "chord": "chord",
-}
 # Content types of Celery's other serializers: refused unread (never unpickled).
 _SERIALIZERS: Final = {
     "application/x-python-serialize": "pickle",
@@ -186,13 +181,13 @@ def read_celery_task(
             f"{which}: a Celery protocol 2 body is [args, kwargs, embed], got {body[:80]!r}"
         )
     args, kwargs, embed = raw
-    for field, name in CELERY_WORKFLOW_FIELDS.items():
-        if embed and embed.get(field):
-            return Unsupported(
-                "unsupported_workflow",
-                f"{which} carries embed.{field} (Celery's {name}), which amqpq workers do not "
-                "run for Celery messages: dead-lettered rather than run without it",
-            )
+    try:
+        workflow = read_embed(embed or {})
+    except NotMappable as exc:
+        return Unsupported(
+            "unsupported_workflow",
+            f"{which}: {exc}; dead-lettered rather than run without it",
+        )
     hard, soft = _time_limits(headers.get("timelimit"))
     try:
         return CeleryTaskEnvelope.model_validate(
@@ -210,6 +205,7 @@ def read_celery_task(
                 "time_limit": hard,
                 "soft_time_limit": soft,
                 "ignore_result": bool(headers.get("ignore_result")),
+                **workflow,
             }
         )
     except ValidationError as exc:
@@ -248,7 +244,9 @@ def encode_celery_task(
     priority: int | None = None,
     headers: Mapping[str, Any] | None = None,
 ) -> OutgoingMessage:
-    """A protocol 2 JSON message a Celery worker runs (a ``protocol: celery`` route)."""
+    """A protocol 2 JSON message a Celery worker runs (a ``protocol: celery`` route, or the
+    next task of a Celery workflow); the envelope's chain and callbacks become its
+    ``embed`` (a chord, or a group in a chain, cannot: :class:`ConfigError`)."""
     celery_headers: dict[str, Any] = {
         **(headers or {}),
         "lang": "py",
@@ -268,7 +266,16 @@ def encode_celery_task(
         "origin": f"amqpq{os.getpid()}@{socket.gethostname()}",
         "ignore_result": reply_to is None,
     }
-    embed = dict.fromkeys(CELERY_WORKFLOW_FIELDS)
+    try:
+        embed = write_embed(
+            chain=envelope.chain,
+            link=envelope.link,
+            link_error=envelope.link_error,
+            chord=envelope.chord,
+            reply_to=reply_to,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{envelope.task} id={envelope.id}: {exc}") from exc
     body = json.dumps(
         [envelope.args, envelope.kwargs, embed], separators=(",", ":"), ensure_ascii=False
     ).encode()

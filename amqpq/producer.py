@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
+from amqpq.celery_canvas import CELERY_PROTOCOL, PROTOCOL_OPTION
 from amqpq.celery_wire import encode_celery_task
 from amqpq.codec import OutgoingMessage, encode_task
 from amqpq.delay import plan_delay
@@ -91,8 +92,12 @@ SEND_OPTIONS = frozenset(
 )
 """The keyword options ``apply_async`` / ``send_task`` accept."""
 
-WORKFLOW_OPTIONS = frozenset({"chain", "chord", "group_id", "group_index", "link", "link_error"})
-"""The envelope's workflow fields, set by :mod:`amqpq.workflow`'s plans (docs/workflows.md)."""
+WORKFLOW_OPTIONS = frozenset(
+    {"chain", "chord", "group_id", "group_index", "link", "link_error", PROTOCOL_OPTION}
+)
+"""The envelope's workflow fields, set by :mod:`amqpq.workflow`'s plans (docs/workflows.md),
+and ``protocol="celery"``: the next task of a Celery workflow is a Celery message again
+(:mod:`amqpq.celery_canvas`)."""
 
 # Delays shorter than this are not worth a trip through the delay levels.
 _MIN_DELAY_MS = 1
@@ -300,7 +305,8 @@ class TaskPreparer:
                 headers = {**headers, **plan.headers}
             else:
                 delay_ms = 0
-        encode = encode_celery_task if self.protocol(name) == "celery" else encode_task
+        celery = options.get(PROTOCOL_OPTION) == CELERY_PROTOCOL or self.protocol(name) == "celery"
+        encode = encode_celery_task if celery else encode_task
         try:
             message = encode(
                 envelope,

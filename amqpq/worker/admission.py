@@ -2,7 +2,8 @@
 
 Checks in this order, each cheap before the next: body size, decoding (amqpq's envelope,
 or a Celery protocol 2 message read as one by :mod:`amqpq.celery_wire`), revoked,
-expiry, an eta still ahead, task lookup (:meth:`Admission.check`), arguments
+expiry, an eta still ahead, task lookup (:meth:`Admission.check`: the tasks a Celery
+chain or callback names too), arguments
 (:meth:`Admission.arguments`). The outcome is a job to run (the task and its
 validated arguments), a :class:`Refusal` with its reason (the message is
 dead-lettered), :data:`REVOKED` (acked without running) or a :class:`Redelay`
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
+from amqpq.celery_canvas import task_names
 from amqpq.celery_wire import (
     CeleryTaskEnvelope,
     Unsupported,
@@ -30,7 +32,7 @@ from amqpq.celery_wire import (
     serializer_of,
 )
 from amqpq.codec import CONTENT_TYPE, decode_task
-from amqpq.envelope import PROTOCOL_VERSION, TaskEnvelope, TaskState
+from amqpq.envelope import PROTOCOL_VERSION, TaskEnvelope, TaskNode, TaskState
 from amqpq.errors import ArgumentsError, DecodeError
 from amqpq.registry import Task, TaskRegistry
 from amqpq.transport.base import Delivery
@@ -230,11 +232,34 @@ class Admission:
                 "TaskNotFoundError",
                 f"no task named {envelope.task!r} is registered in this worker",
             )
-        if isinstance(envelope, CeleryTaskEnvelope) and (
-            envelope.time_limit or envelope.soft_time_limit or envelope.ignore_result
-        ):
-            return self._celery_call(task, envelope)
+        if isinstance(envelope, CeleryTaskEnvelope):
+            if envelope.chain or envelope.link or envelope.link_error:
+                unknown = self._unknown_in_workflow(envelope)
+                if unknown is not None:
+                    return unknown
+            if envelope.time_limit or envelope.soft_time_limit or envelope.ignore_result:
+                return self._celery_call(task, envelope)
         return task
+
+    def _unknown_in_workflow(self, envelope: CeleryTaskEnvelope) -> Refusal | None:
+        """A Celery chain or callback naming a task this worker does not register: refused
+        before the first task runs, rather than stopping half-way."""
+        fields = {
+            "chain": [n for n in envelope.chain or () if isinstance(n, TaskNode)],
+            "callbacks": envelope.link or [],
+            "errbacks": envelope.link_error or [],
+        }
+        for field, nodes in fields.items():
+            missing = sorted({n for n in task_names(nodes) if self._registry.find(n) is None})
+            if missing:
+                return Refusal(
+                    "unsupported_workflow",
+                    "UnsupportedCeleryMessage",
+                    f"Celery task {envelope.task!r} id={envelope.id} carries embed.{field} "
+                    f"naming {', '.join(repr(m) for m in missing)}, which no amqpq task "
+                    "registers in this worker: dead-lettered rather than run half of it",
+                )
+        return None
 
     def _celery_call(self, task: Task[Any, Any], envelope: CeleryTaskEnvelope) -> Task[Any, Any]:
         """The task with a Celery message's own time limits (``timelimit``: they win over

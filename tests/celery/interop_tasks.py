@@ -47,3 +47,15 @@ def busy(seconds: float) -> str:
     while time.monotonic() < deadline:  # short sleeps: a time limit can interrupt it
         time.sleep(0.01)
     return "done"
+
+
+@app.task(name="tasks.mul")
+def mul(x: int, y: int) -> int:
+    return x * y
+
+
+@app.task(name="tasks.note")
+def note(value: object, path: str) -> None:
+    """A callback's observable effect: appends ``value`` to the file at ``path``."""
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(f"{value}\n")

@@ -195,27 +195,6 @@ async def test_a_pickled_protocol_1_message_is_refused_unread(
     assert dead.headers["amqpq-dead-letter-reason"] == "unsupported_serializer"
 
 
-@pytest.mark.parametrize("field", ["link", "link_error"])
-async def test_a_message_with_a_celery_callback_is_dead_lettered_naming_the_field(
-    start_worker: Callable[..., AmqpqProcess],
-    shop: Celery,
-    amqp: aio_pika.abc.AbstractConnection,
-    field: str,
-) -> None:
-    await start_worker("-Q", "celery").started()
-    embed = "callbacks" if field == "link" else "errbacks"
-
-    result = shop.send_task(
-        "tasks.add", args=(1, 2), **{field: shop.signature("tasks.add", args=(10,))}
-    )
-
-    with pytest.raises(Exception, match=f"embed.{embed}"):
-        result.get(timeout=30)
-    [dead] = await take(await amqp.channel(), "celery.dlq")
-    assert dead.headers["amqpq-dead-letter-reason"] == "unsupported_workflow"
-    assert f"embed.{embed}" in str(dead.headers["amqpq-error-message"])
-
-
 async def test_an_amqpq_worker_takes_over_a_queue_celery_declared_itself_in_place(
     broker_url: str,
     amqpq_processes: Processes,

@@ -100,15 +100,40 @@ def test_a_compressed_message_is_refused() -> None:
     assert "compressed" in refused.message
 
 
-@pytest.mark.parametrize("field", ["callbacks", "errbacks", "chain", "chord"])
-def test_a_canvas_field_is_refused_by_name(field: str) -> None:
-    body, properties = celery_message(([1, 2], {}, {**EMBED, field: [{"task": "x"}]}))
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("chord", {"task": "tasks.tsum", "options": {}}),
+        ("chain", [{"task": "x", "subtask_type": "group", "kwargs": {"tasks": []}}]),
+        ("callbacks", [{"task": "x", "options": {"time_limit": 5}}]),
+    ],
+)
+def test_a_canvas_field_that_cannot_map_is_refused_by_name(field: str, value: object) -> None:
+    body, properties = celery_message(([1, 2], {}, {**EMBED, field: value}))
 
     refused = read_celery_task(body, properties)
 
     assert isinstance(refused, Unsupported)
     assert refused.reason == "unsupported_workflow"
     assert f"embed.{field}" in refused.message
+
+
+def test_a_celery_chain_and_callbacks_are_read_as_the_envelope_s_workflow_fields() -> None:
+    chain = [
+        {"task": "tasks.c", "options": {"task_id": "c", "reply_to": "oid"}, "immutable": True},
+        {"task": "tasks.b", "options": {"task_id": "b", "reply_to": "oid"}},
+    ]
+    callbacks = [{"task": "tasks.log", "args": ["x"]}]
+    body, properties = celery_message(([1], {}, {**EMBED, "chain": chain, "callbacks": callbacks}))
+
+    read = read_celery_task(body, properties)
+
+    assert isinstance(read, CeleryTaskEnvelope)
+    assert [(n.task, n.options["task_id"]) for n in read.chain or []] == [  # type: ignore[union-attr]
+        ("tasks.b", "b"),
+        ("tasks.c", "c"),
+    ]
+    assert [n.task for n in read.link or []] == ["tasks.log"]
 
 
 @pytest.mark.parametrize("body", [b"{not json", json.dumps({"args": []}).encode(), b"[[], {}]"])
