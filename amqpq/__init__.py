@@ -27,6 +27,7 @@ from amqpq.errors import (
     ArgumentsError,
     BrokerError,
     BrokerUnreachableError,
+    ChordError,
     ConfigError,
     DecodeError,
     ExitCode,
@@ -47,15 +48,23 @@ from amqpq.errors import (
 
 if _typing.TYPE_CHECKING:
     from amqpq.app import App, current_app, shared_task
+    from amqpq.canvas import GroupResult, Signature, chain, chord, group, signature
     from amqpq.envelope import Reply, TaskEnvelope, TaskState
-    from amqpq.producer import AsyncProducer, Producer, TaskCall
+    from amqpq.producer import AsyncProducer, Producer
     from amqpq.registry import Request, Retry, Task, TaskContext, TaskOptions
     from amqpq.rpc import AsyncResult
     from amqpq.settings import Settings
     from amqpq.topology.models import Topology
+    from amqpq.workflow import TaskCall
 
 _LAZY = {
     "App": "amqpq.app",
+    "GroupResult": "amqpq.canvas",
+    "Signature": "amqpq.canvas",
+    "chain": "amqpq.canvas",
+    "chord": "amqpq.canvas",
+    "group": "amqpq.canvas",
+    "signature": "amqpq.canvas",
     "AsyncProducer": "amqpq.producer",
     "AsyncResult": "amqpq.rpc",
     "Producer": "amqpq.producer",
@@ -64,7 +73,7 @@ _LAZY = {
     "Retry": "amqpq.registry",
     "Settings": "amqpq.settings",
     "Task": "amqpq.registry",
-    "TaskCall": "amqpq.producer",
+    "TaskCall": "amqpq.workflow",
     "TaskContext": "amqpq.registry",
     "TaskEnvelope": "amqpq.envelope",
     "TaskOptions": "amqpq.registry",
@@ -98,9 +107,11 @@ __all__ = [
     "AsyncResult",
     "BrokerError",
     "BrokerUnreachableError",
+    "ChordError",
     "ConfigError",
     "DecodeError",
     "ExitCode",
+    "GroupResult",
     "ManagementAPIError",
     "MessageError",
     "Producer",
@@ -112,6 +123,7 @@ __all__ = [
     "ResultTimeoutError",
     "Retry",
     "Settings",
+    "Signature",
     "Task",
     "TaskCall",
     "TaskContext",
@@ -126,6 +138,10 @@ __all__ = [
     "TopologyConflictError",
     "TopologyError",
     "UnroutableError",
+    "chain",
+    "chord",
     "current_app",
+    "group",
     "shared_task",
+    "signature",
 ]

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from amqpq.builtin_tasks import register_builtin_tasks
+from amqpq.canvas import Signature, use_default_senders
 from amqpq.errors import ConfigError
 from amqpq.registry import Task, TaskOptions, TaskRegistry, TaskSender, task_name_for
 from amqpq.settings import Settings, load_settings
@@ -92,6 +94,7 @@ class App:
         self._send_events: bool | None = None
         self._send_context: SendContext | None = None
         self._sender = TaskSender(producer=lambda: self.producer, aproducer=self.aproducer)
+        register_builtin_tasks(self.registry, self._sender)
         # Result store (docs/results.md): opened on first use, from the argument or
         # AMQPQ_RESULT_BACKEND; ``result_expires`` likewise.
         self._result_backend = result_backend
@@ -256,6 +259,23 @@ class App:
             return register(func)
         return register
 
+    @property
+    def senders(self) -> TaskSender:
+        """How this App's tasks and signatures find its producers."""
+        return self._sender
+
+    def signature(
+        self,
+        name: str,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        immutable: bool = False,
+    ) -> Signature:
+        """A signature by task name that sends through this App (docs/workflows.md)."""
+        return Signature(name, args, kwargs, options, immutable=immutable, senders=self._sender)
+
     def set_current(self) -> App:
         """Make this the App that ``@shared_task`` tasks send through in this process.
 
@@ -379,7 +399,7 @@ class App:
 
     def _result_from_wire(self, task: str, value: Any) -> Any:
         found = self.registry.find(task)
-        return found.signature.result_from_wire(value) if found is not None else value
+        return found.parameters.result_from_wire(value) if found is not None else value
 
     # -- results by task id (a result store) ------------------------------------------------
 
@@ -524,6 +544,13 @@ class _SharedTasks:
 
 
 _shared = _SharedTasks()
+# Signatures made by name without an App send through the current App, as shared tasks do.
+use_default_senders(
+    TaskSender(
+        producer=lambda: _shared.app(None).producer,
+        aproducer=lambda: _shared.app(None).aproducer(),
+    )
+)
 
 
 def _register_shared(app: App, task: Task[Any, Any]) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from amqpq.celery_wire import is_celery_message
 from amqpq.codec import (
     HEADER_DEAD_AT,
     HEADER_ERROR_MESSAGE,
@@ -46,7 +47,7 @@ from amqpq.topology.infra import (
 )
 from amqpq.topology.models import Topology
 from amqpq.transport.queues import GotMessage, QueueSession
-from amqpq.wire import is_direct_reply_to
+from amqpq.wire import CELERY_HEADER_ID, CELERY_HEADER_RETRIES, is_direct_reply_to
 
 __all__ = [
     "DEAD_LETTER_HEADERS",
@@ -205,9 +206,10 @@ def _death_entry(headers: dict[str, Any], work_queue: str) -> dict[str, Any] | N
 def describe(message: GotMessage, work_queue: str) -> DeadLetter:
     """Read one dead letter of ``work_queue`` (pure: the message is not touched)."""
     headers = message.properties.headers
-    body = _body_object(message.body)
+    celery = is_celery_message(headers)  # a Celery message: the task's fields are headers
+    body = headers if celery else _body_object(message.body)
     task = headers.get(HEADER_TASK) or message.properties.type or (body or {}).get("task")
-    task_id = (
+    task_id = (headers.get(CELERY_HEADER_ID) if celery else None) or (
         message.properties.message_id or (body or {}).get("id") or message.properties.correlation_id
     )
     raw_retries = (body or {}).get("retries", 0)  # the envelope's default
@@ -295,6 +297,9 @@ def replay_message(
         for k, v in fresh_headers(letter.message.properties.headers).items()
         if k not in DEAD_LETTER_HEADERS
     }
+    celery = is_celery_message(headers)
+    if celery and headers.get(CELERY_HEADER_RETRIES):
+        headers[CELERY_HEADER_RETRIES] = 0  # a Celery message counts its retries in a header
     # A direct reply-to address names the channel of a caller that is gone by now (and on
     # RabbitMQ 3.10, a reply to one whose node left the cluster breaks the worker's reply
     # connection): a replayed task answers only a durable result queue, where a handle
@@ -308,7 +313,7 @@ def replay_message(
         reply_to=None if reply_to and is_direct_reply_to(reply_to) else reply_to,
     )
     return OutgoingMessage(
-        body=_reset_retries(letter.message.body),
+        body=letter.message.body if celery else _reset_retries(letter.message.body),
         properties=properties,
         exchange=exchange,
         routing_key=routing_key,

@@ -10,15 +10,21 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "ChainNode",
+    "ChordMember",
+    "ChordNode",
     "ErrorInfo",
+    "GroupNode",
+    "Node",
     "Reply",
     "TaskEnvelope",
+    "TaskNode",
     "TaskState",
     "new_task_id",
     "utcnow",
@@ -66,6 +72,87 @@ class _WireModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
+# -- workflows (docs/workflows.md): what runs next travels in the message ---------------------
+
+
+class TaskNode(_WireModel):
+    """One task of a workflow (a signature): name, arguments, send options."""
+
+    kind: Literal["task"] = "task"
+    task: str = Field(min_length=1, max_length=255)
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Send options (queue, routing_key, countdown, priority, task_id, headers, ...)."""
+    immutable: bool = False
+    """True: the parent's result is not prepended to ``args`` (``task.si()``)."""
+    link: list[TaskNode] = Field(default_factory=list)
+    """Sent with the task's result prepended once it succeeded."""
+    link_error: list[TaskNode] = Field(default_factory=list)
+    """Sent with the task's id prepended once it failed for good."""
+
+
+class ChainNode(_WireModel):
+    """Tasks one after the other, each result prepended to the next task's arguments."""
+
+    kind: Literal["chain"] = "chain"
+    tasks: list[Node]
+
+
+class GroupNode(_WireModel):
+    """Tasks in parallel."""
+
+    kind: Literal["group"] = "group"
+    tasks: list[Node]
+    id: str | None = None
+
+
+class ChordNode(_WireModel):
+    """A header group whose results, in header order, are the first argument of the body."""
+
+    kind: Literal["chord"] = "chord"
+    header: list[Node]
+    body: Node
+    id: str | None = None
+    """The chord's id; its per-chord queue is named after it."""
+    link_error: list[TaskNode] = Field(default_factory=list)
+    expires: float = Field(default=86_400.0, gt=0)
+    """Seconds the chord's queue outlives the last member result published to it."""
+
+
+def _node_kind(value: Any) -> str:
+    # "kind" may be left out of a task node: a plain signature is {"task": ..., "args": ...}.
+    if isinstance(value, dict):
+        return str(value.get("kind", "task"))
+    return str(getattr(value, "kind", "task"))
+
+
+Node = Annotated[
+    Annotated[TaskNode, Tag("task")]
+    | Annotated[ChainNode, Tag("chain")]
+    | Annotated[GroupNode, Tag("group")]
+    | Annotated[ChordNode, Tag("chord")],
+    Discriminator(_node_kind),
+]
+
+
+class ChordMember(_WireModel):
+    """What a header member knows of its chord (``chord`` in the envelope)."""
+
+    id: str
+    index: int = Field(ge=0)
+    size: int = Field(ge=1)
+    body: Node
+    rest: list[Node] = Field(default_factory=list)
+    """What follows the body when the chord is part of a chain."""
+    outer: ChordMember | None = None
+    """The chord whose header the body (and ``rest``) ends in, if any."""
+    link_error: list[TaskNode] = Field(default_factory=list)
+    expires: float = Field(default=86_400.0, gt=0)
+    reply_to: str | None = None
+    """Where the body's replies go (the caller of the workflow), when not the member's own."""
+
+
 class TaskEnvelope(_WireModel):
     """The body of a task message."""
 
@@ -85,6 +172,15 @@ class TaskEnvelope(_WireModel):
     shadow: str | None = Field(default=None, min_length=1, max_length=255)
     """A display name for this call in logs, events and inspect (``apply_async(shadow=...)``);
     optional, so workers that predate it ignore it."""
+    # Workflows (docs/workflows.md); optional, absent from plain tasks.
+    chain: list[Node] | None = None
+    """What runs after this task, its result prepended to the first one's arguments."""
+    chord: ChordMember | None = None
+    """The chord whose header this task (or the chain it ends) belongs to."""
+    link: list[TaskNode] | None = None
+    link_error: list[TaskNode] | None = None
+    group_id: str | None = None
+    group_index: int | None = Field(default=None, ge=0)
 
 
 class ErrorInfo(_WireModel):

@@ -22,7 +22,8 @@ catches that base, prints one line and exits with the error's ``exit_code``.
     ├── RemoteTaskError                        the task raised: carries type, message, traceback
     │   ├── TaskRevokedError
     │   ├── TaskExpiredError
-    │   └── TaskRejectedError
+    │   ├── TaskRejectedError
+    │   └── ChordError                         a member of a chord's header failed
     └── ResultTimeoutError (TimeoutError)      no result within the timeout
 
 Library errors (pika, aio-pika, httpx) are mapped to these at the transport
@@ -36,6 +37,7 @@ __all__ = [
     "ArgumentsError",
     "BrokerError",
     "BrokerUnreachableError",
+    "ChordError",
     "ConfigError",
     "DecodeError",
     "ExitCode",
@@ -120,7 +122,8 @@ class UnroutableError(PublishError):
 
 
 class PublishNackedError(PublishError):
-    """The broker negatively acknowledged the publish (e.g. a full queue with reject-publish)."""
+    """The broker negatively acknowledged the publish (e.g. a full queue with reject-publish),
+    also when sent again over ~1.4 s."""
 
 
 class MessageError(AmqpqError):
@@ -170,6 +173,11 @@ class TaskExpiredError(RemoteTaskError):
 
 class TaskRejectedError(RemoteTaskError):
     """The worker rejected the message (bad input); it went to the dead-letter queue."""
+
+
+class ChordError(RemoteTaskError):
+    """A member of the chord's header failed (after its retries): the body did not run.
+    The message names the member(s): index, task name and id, and their error."""
 
 
 class ResultTimeoutError(AmqpqError, TimeoutError):

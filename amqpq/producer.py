@@ -23,14 +23,16 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
+from amqpq.celery_canvas import CELERY_PROTOCOL, PROTOCOL_OPTION
+from amqpq.celery_wire import encode_celery_task
 from amqpq.codec import OutgoingMessage, encode_task
 from amqpq.delay import plan_delay
 from amqpq.envelope import TaskEnvelope, new_task_id, utcnow
@@ -46,6 +48,8 @@ from amqpq.rpc import (
     remaining,
 )
 from amqpq.topology.routing import Router
+from amqpq.wire import MAP_TASK, STARMAP_TASK, is_direct_reply_to
+from amqpq.workflow import TaskCall, shape_of
 
 if TYPE_CHECKING:
     from amqpq.registry import Task, TaskOptions, TaskRegistry
@@ -77,6 +81,7 @@ SEND_OPTIONS = frozenset(
         "parent_id",
         "priority",
         "queue",
+        "reply_to",
         "result_expires",
         "result_queue",
         "root_id",
@@ -87,18 +92,15 @@ SEND_OPTIONS = frozenset(
 )
 """The keyword options ``apply_async`` / ``send_task`` accept."""
 
+WORKFLOW_OPTIONS = frozenset(
+    {"chain", "chord", "group_id", "group_index", "link", "link_error", PROTOCOL_OPTION}
+)
+"""The envelope's workflow fields, set by :mod:`amqpq.workflow`'s plans (docs/workflows.md),
+and ``protocol="celery"``: the next task of a Celery workflow is a Celery message again
+(:mod:`amqpq.celery_canvas`)."""
+
 # Delays shorter than this are not worth a trip through the delay levels.
 _MIN_DELAY_MS = 1
-
-
-@dataclass(frozen=True, slots=True)
-class TaskCall:
-    """One task to send in a batch: ``TaskCall("tasks.add", (3, 4), options={"priority": 5})``."""
-
-    name: str
-    args: Iterable[Any] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +118,11 @@ class PreparedTask:
 
     @property
     def result_queue(self) -> str | None:
-        return self.reply_to if self.reply_to not in (None, DIRECT_REPLY_TO) else None
+        reply_to = self.reply_to
+        return reply_to if reply_to is not None and not is_direct_reply_to(reply_to) else None
 
     def convert(self) -> Callable[[Any], Any] | None:
-        return self.task.signature.result_from_wire if self.task is not None else None
+        return self.task.parameters.result_from_wire if self.task is not None else None
 
 
 class TaskPreparer:
@@ -136,6 +139,7 @@ class TaskPreparer:
         self._load_topology = topology
         self._topology: Topology | None = None
         self._routes: dict[str, Route] = {}
+        self._protocols: dict[str, str] = {}
         self._targets: dict[tuple[str, str, str], frozenset[str]] = {}
         self._router: Router | None = None
 
@@ -156,6 +160,18 @@ class TaskPreparer:
             route = self._routes[name] = self.topology.route_for(name)
         return route
 
+    def protocol(self, name: str) -> str:
+        """The message format of a task: its route's ``protocol`` ("amqpq" without a route).
+
+        It follows the task, not the call: a ``queue=`` or ``routing_key=`` of one call
+        still reaches the workers that serve the task (Celery's, during a migration).
+        """
+        protocol = self._protocols.get(name)
+        if protocol is None:
+            has_route = self.topology.route_pattern_for(name) is not None
+            protocol = self._protocols[name] = self.route(name).protocol if has_route else "amqpq"
+        return protocol
+
     def targets(
         self, exchange: str, routing_key: str, headers: Mapping[str, Any]
     ) -> frozenset[str]:
@@ -175,9 +191,13 @@ class TaskPreparer:
         args: Iterable[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
+        *,
+        validate: bool = True,
     ) -> PreparedTask:
+        """``validate=False`` leaves the arguments as given (JSON already): a workflow's
+        next task, whose arguments its own worker checks (and dead-letters if wrong)."""
         options = options or {}
-        unknown = set(options) - SEND_OPTIONS
+        unknown = set(options) - SEND_OPTIONS - WORKFLOW_OPTIONS
         if unknown:
             raise ConfigError(
                 f"unknown send option(s) {', '.join(sorted(unknown))}; "
@@ -188,8 +208,8 @@ class TaskPreparer:
         task = self.registry.find(name)
         if isinstance(args, str | bytes | Mapping):
             raise ArgumentsError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
-        if task is not None:
-            wire_args, wire_kwargs = task.signature.to_wire(args, kwargs or {})
+        if task is not None and validate:
+            wire_args, wire_kwargs = task.parameters.to_wire(args, kwargs or {})
         else:
             wire_args, wire_kwargs = list(args), dict(kwargs or {})
         task_options = task.options if task is not None else None
@@ -213,9 +233,20 @@ class TaskPreparer:
         result_queue = options.get("result_queue")
         if result_queue is not None and (not isinstance(result_queue, str) or not result_queue):
             raise ConfigError(f"result_queue must be a queue name, got {result_queue!r}")
-        reply_to = None if ignore_result else (result_queue or DIRECT_REPLY_TO)
+        reply_to_option = options.get("reply_to")
+        if reply_to_option is not None and (
+            not isinstance(reply_to_option, str) or not reply_to_option
+        ):
+            raise ConfigError(f"reply_to must be a queue name or address, got {reply_to_option!r}")
+        reply_to = None if ignore_result else (result_queue or reply_to_option or DIRECT_REPLY_TO)
 
-        exchange, routing_key, headers = self._resolve_route(name, options, task_options)
+        route_name, route_options = name, task_options
+        if name in (MAP_TASK, STARMAP_TASK) and wire_args and isinstance(wire_args[0], str):
+            # task.map(...): one message that calls the mapped task goes where it goes.
+            route_name = wire_args[0]
+            mapped = self.registry.find(route_name)
+            route_options = mapped.options if mapped is not None else None
+        exchange, routing_key, headers = self._resolve_route(route_name, options, route_options)
         targets = self.targets(exchange, routing_key, headers)
         if not targets:
             raise UnroutableError(
@@ -247,6 +278,12 @@ class TaskPreparer:
                 created_at=now,
                 result_expires=options.get("result_expires"),
                 shadow=shadow,
+                chain=options.get("chain"),
+                chord=options.get("chord"),
+                link=options.get("link"),
+                link_error=options.get("link_error"),
+                group_id=options.get("group_id"),
+                group_index=options.get("group_index"),
             )
         except ValidationError as exc:
             raise ConfigError(f"{name}: invalid task options: {exc.errors()[0]['msg']}") from exc
@@ -268,8 +305,10 @@ class TaskPreparer:
                 headers = {**headers, **plan.headers}
             else:
                 delay_ms = 0
+        celery = options.get(PROTOCOL_OPTION) == CELERY_PROTOCOL or self.protocol(name) == "celery"
+        encode = encode_celery_task if celery else encode_task
         try:
-            message = encode_task(
+            message = encode(
                 envelope,
                 exchange=publish_exchange,
                 routing_key=routing_key,
@@ -277,7 +316,7 @@ class TaskPreparer:
                 priority=priority,
                 headers=headers,
             )
-        except PydanticSerializationError as exc:
+        except (PydanticSerializationError, TypeError) as exc:
             raise ArgumentsError(f"{name}: arguments must be JSON-serialisable: {exc}") from exc
         return PreparedTask(
             envelope=envelope,
@@ -373,6 +412,7 @@ def sent_event(prefix: str, prepared: PreparedTask) -> OutgoingMessage:
         eta=envelope.eta,
         queues=sorted(prepared.targets),
         shadow=envelope.shadow,
+        **shape_of(envelope),
     )
 
 
@@ -443,6 +483,15 @@ def _raise_first(errors: list[BaseException], total: int) -> None:
     if total > 1:
         first.add_note(f"{len(errors)} of {total} tasks in this batch were not sent; the rest were")
     raise first
+
+
+def _refuse_result_queues(prepared: Sequence[PreparedTask]) -> None:
+    for p in prepared:
+        if p.result_queue:
+            raise ConfigError(
+                f"{p.envelope.task}: workflows answer on the caller's direct reply-to "
+                "(or not at all with ignore_result=True); result_queue= is not supported"
+            )
 
 
 def _calls(name: str, iterable: Iterable[Any], options: Mapping[str, Any]) -> list[TaskCall]:
@@ -558,12 +607,33 @@ class Producer:
         or a single argument. ``producer.map("tasks.add", [(1, 2), (3, 4)])``."""
         return self.send_many(_calls(_task_name(task), iterable, options))
 
+    def send_workflow(
+        self, calls: Sequence[TaskCall], expected: Sequence[tuple[str, str]] = ()
+    ) -> dict[str, AsyncResult]:
+        """Send a workflow's first tasks (confirms pipelined, as :meth:`send_many`) and
+        return a handle by task id on each of them and on each ``(id, task name)`` in
+        ``expected``: the tasks workers will send later, whose replies come back on
+        this producer's reply path too."""
+        prepared = [self.preparer.prepare(c.name, c.args, c.kwargs, c.options) for c in calls]
+        _refuse_result_queues(prepared)
+        later = [PendingResult(task_id, name) for task_id, name in expected]
+        results, errors = self._publish(prepared, later)
+        _raise_first(errors, len(prepared))
+        found = {r.id: r for r in results}
+        for pending in later:
+            found[pending.id] = AsyncResult(
+                pending.id, task=pending.task, backend=self, pending=pending, links=self._links
+            )
+        return found
+
     def _publish(
-        self, prepared: list[PreparedTask]
+        self, prepared: list[PreparedTask], later: Sequence[PendingResult] = ()
     ) -> tuple[list[AsyncResult], list[BaseException]]:
         hooks = self._policy.hooks
         publish_hooks(hooks, "before_publish", prepared)
         pendings = [self._pending_for(p) for p in prepared]
+        for waiting in later:  # answered later, on this reply path, by the workflow's workers
+            self._router.add(waiting)
         errors: list[BaseException] = []
         with self._locked() as broker:
             for queue in {p.result_queue for p in prepared if p.result_queue}:
@@ -585,6 +655,10 @@ class Producer:
                     if generation != broker.generation or not broker.is_connected:
                         pending.lost = "the connection it was sent on closed"
                 results.append(self._result(p, pending))
+            for waiting in later:
+                waiting.generation = broker.generation
+                if not broker.is_connected:
+                    waiting.lost = "the connection it was sent on closed"
         publish_hooks(hooks, "after_publish", prepared, results)
         return results, errors
 
@@ -799,6 +873,42 @@ class AsyncProducer:
                 raise error
         _raise_first(errors, len(prepared))
         return [o for o in outcomes if isinstance(o, AsyncResult)]
+
+    async def send_workflow(
+        self, calls: Sequence[TaskCall], expected: Sequence[tuple[str, str]] = ()
+    ) -> dict[str, AsyncResult]:
+        """:meth:`Producer.send_workflow` for asyncio code."""
+        prepared = [self.preparer.prepare(c.name, c.args, c.kwargs, c.options) for c in calls]
+        _refuse_result_queues(prepared)
+        found: dict[str, AsyncResult] = {}
+        later = []
+        for task_id, name in expected:  # registered before anything is published
+            pending = PendingResult(task_id, name)
+            pending.event = asyncio.Event()
+            self._router.add(pending)
+            later.append(pending)
+            found[task_id] = AsyncResult(
+                task_id, task=name, backend=self, pending=pending, links=self._links
+            )
+        semaphore = asyncio.Semaphore(1000)
+
+        async def send(p: PreparedTask) -> AsyncResult:
+            async with semaphore:
+                return await self._send(p)
+
+        outcomes = await asyncio.gather(*(send(p) for p in prepared), return_exceptions=True)
+        errors: list[BaseException] = []
+        for outcome in outcomes:
+            if isinstance(outcome, AsyncResult):
+                found[outcome.id] = outcome
+            elif not isinstance(outcome, Exception):
+                raise outcome
+            else:
+                errors.append(outcome)
+        for pending in later:  # on the reply path the first tasks were sent on
+            pending.generation = self._rpc.generation
+        _raise_first(errors, len(prepared))
+        return found
 
     async def publish_message(self, message: OutgoingMessage) -> None:
         """Publish a prepared message that is not a task (a revocation), confirmed."""

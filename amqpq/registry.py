@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import (
@@ -27,7 +27,10 @@ from typing import (
 
 from pydantic import TypeAdapter, ValidationError
 
+from amqpq.canvas import Chunks, Signature
 from amqpq.errors import ArgumentsError, ConfigError, TaskNotFoundError
+from amqpq.wire import MAP_TASK, STARMAP_TASK
+from amqpq.workflow import TaskCall
 
 if TYPE_CHECKING:
     from amqpq.rpc import AsyncResult
@@ -37,10 +40,10 @@ __all__ = [
     "Request",
     "Retry",
     "SendsTasks",
-    "Signature",
     "Task",
     "TaskContext",
     "TaskOptions",
+    "TaskParameters",
     "TaskRegistry",
     "TaskSender",
     "parse_rate_limit",
@@ -92,6 +95,10 @@ class Request:
     hostname: str | None = None
     shadow: str | None = None
     """The display name the caller gave this call (``apply_async(shadow=...)``), else None."""
+    group_id: str | None = None
+    """In a workflow: the group or chord whose member this task is (docs/workflows.md)."""
+    group_index: int | None = None
+    chord_id: str | None = None
 
 
 class TaskContext(Protocol):
@@ -175,7 +182,7 @@ class TaskOptions:
         return parse_rate_limit(self.rate_limit)
 
 
-class Signature:
+class TaskParameters:
     """A task function's parameters as pydantic validators."""
 
     def __init__(self, func: Callable[..., Any], *, bind: bool = False) -> None:
@@ -296,6 +303,10 @@ class SendsTasks(Protocol):
         self, name: str, args: Any = ..., kwargs: Any = ..., **options: Any
     ) -> AsyncResult: ...
 
+    def send_workflow(
+        self, calls: Sequence[TaskCall], expected: Sequence[tuple[str, str]] = ...
+    ) -> dict[str, AsyncResult]: ...
+
 
 class AsyncSendsTasks(Protocol):
     """What a Task sends through from asyncio code (``amqpq.producer.AsyncProducer``)."""
@@ -303,6 +314,10 @@ class AsyncSendsTasks(Protocol):
     async def send_task(
         self, name: str, args: Any = ..., kwargs: Any = ..., **options: Any
     ) -> AsyncResult: ...
+
+    async def send_workflow(
+        self, calls: Sequence[TaskCall], expected: Sequence[tuple[str, str]] = ...
+    ) -> dict[str, AsyncResult]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +339,7 @@ class Task(Generic[P, R]):
         self.func = func
         self.options = options
         self.name = options.name
-        self.signature = Signature(func, bind=options.bind)
+        self.parameters = TaskParameters(func, bind=options.bind)
         self.is_async = inspect.iscoroutinefunction(func)
         self._sender = sender
         self.__doc__ = func.__doc__
@@ -364,12 +379,53 @@ class Task(Generic[P, R]):
     ) -> AsyncResult:
         return await self._sender.aproducer().send_task(self.name, args, kwargs, **options)
 
+    # -- workflows (amqpq.canvas, docs/workflows.md) -------------------------------------------
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task: ``add.s(2, 2)``; in a chain it receives the parent's
+        result as its first argument (``add.s(4)`` after ``add.s(2, 2)`` runs ``add(4, 4)``)."""
+        return Signature(self.name, args, kwargs, senders=self._sender)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: the parent's result is not prepended."""
+        return Signature(self.name, args, kwargs, immutable=True, senders=self._sender)
+
+    def signature(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        """``add.signature((2, 2), countdown=10)``: a signature with send options."""
+        immutable = bool(options.pop("immutable", False))
+        return Signature(
+            self.name, args, kwargs, options, immutable=immutable, senders=self._sender
+        )
+
+    def map(self, items: Iterable[Any]) -> Signature:
+        """One task that calls this one for each item, in order: ``add_one.map([1, 2])``."""
+        return Signature(MAP_TASK, [self.name, list(items)], senders=self._sender)
+
+    def starmap(self, items: Iterable[Iterable[Any]]) -> Signature:
+        """One task that calls this one with each argument list: ``add.starmap([(1, 2)])``."""
+        return Signature(STARMAP_TASK, [self.name, [list(i) for i in items]], senders=self._sender)
+
+    def chunks(self, items: Iterable[Iterable[Any]], size: int) -> Chunks:
+        """The argument lists in tasks of ``size`` calls each (a group of starmaps)."""
+        return Chunks(self.name, items, size, self._sender)
+
 
 class TaskRegistry:
     """Tasks by name."""
 
     def __init__(self) -> None:
         self._tasks: dict[str, Task[Any, Any]] = {}
+        self._builtin: set[str] = set()
+
+    def add_builtin(self, task: Task[Any, Any]) -> None:
+        """amqpq's own tasks (``amqpq.map``...): found by name, left out of :meth:`names`."""
+        self._tasks[task.name] = task
+        self._builtin.add(task.name)
 
     def add(self, task: Task[Any, Any]) -> None:
         existing = self._tasks.get(task.name)
@@ -387,13 +443,14 @@ class TaskRegistry:
         return self._tasks.get(name)
 
     def names(self) -> list[str]:
-        return sorted(self._tasks)
+        """The App's tasks (amqpq's own left out)."""
+        return sorted(n for n in self._tasks if n not in self._builtin)
 
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return len(self._tasks) - len(self._builtin)
 
 
 def task_name_for(func: Callable[..., Any], app_main: str | None) -> str:

@@ -25,10 +25,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from amqpq.codec import decode_reply
+from amqpq.celery_wire import decode_any_reply
 from amqpq.envelope import FINAL_STATES, Reply, TaskState
 from amqpq.errors import (
     BrokerError,
+    ChordError,
     ConfigError,
     DecodeError,
     RemoteTaskError,
@@ -64,6 +65,8 @@ _ERRORS: dict[TaskState, type[RemoteTaskError]] = {
 def remote_error(reply: Reply) -> RemoteTaskError:
     """The exception a failed reply stands for (FAILURE, REVOKED, EXPIRED or REJECTED)."""
     cls = _ERRORS.get(reply.state, RemoteTaskError)
+    if reply.error is not None and reply.error.type == "ChordError":
+        cls = ChordError
     if reply.error is None:
         return cls(reply.state.value, "", None, task_id=reply.id)
     return cls(reply.error.type, reply.error.message, reply.error.traceback, task_id=reply.id)
@@ -128,7 +131,7 @@ class ReplyRouter:
             log.debug("dropping a reply for unknown task id %r", correlation_id)
             return
         try:
-            reply = decode_reply(body)
+            reply = decode_any_reply(body)  # an amqpq worker's, or a Celery worker's (rpc://)
         except DecodeError as exc:
             log.warning("dropping an undecodable reply for task %s: %s", correlation_id, exc)
             return
@@ -232,6 +235,11 @@ class AsyncResult:
         self._links = links
         self._backend = backend
         self._pending = pending or PendingResult(task_id, task)
+        self.parent: Any = None
+        self.revoke_also: list[str] = []
+        """Task ids :meth:`revoke` revokes with this one (a chord's result: its header)."""
+        """In a workflow, the result this one's task received (a chain's previous task, a
+        chord's header as a ``GroupResult``); else None."""
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id} {self.task_name or '?'} {self.state.value}>"
@@ -406,11 +414,16 @@ class AsyncResult:
         if hook is not None:
             hook(self, terminate)
             return
-        self._need_links().revoke([self.id], terminate)
+        self._need_links().revoke([self.id, *self.revoke_also], terminate)
 
     async def arevoke(self, terminate: bool = False) -> None:
         """:meth:`revoke` for asyncio code."""
-        await self._need_links().arevoke([self.id], terminate)
+        await self._need_links().arevoke([self.id, *self.revoke_also], terminate)
+
+    @property
+    def links(self) -> ResultLinks | None:
+        """What this handle reaches beyond its reply path (None for a bare handle)."""
+        return self._links
 
     def _need_links(self) -> ResultLinks:
         if self._links is None:

@@ -63,6 +63,7 @@ from amqpq.topology.infra import dead_letter_queue_name
 from amqpq.transport.memory import (
     MemoryAsyncSendTransport,
     MemoryBroker,
+    MemoryChordQueues,
     MemoryDelivery,
     MemoryPublisher,
     MemorySendTransport,
@@ -269,6 +270,8 @@ class TestBroker:
         self._deliver: DeliveryGuard | None = None
         self._draining = 0
         self._open = False
+        self.chords = MemoryChordQueues()
+        """The chords' queues of the workflows run here (docs/workflows.md)."""
         self.results = MemoryStore()
         """Every task's state by id, as a result store keeps it: while the broker is open,
         ``app.AsyncResult(task_id)`` reads from here (no Redis or PostgreSQL needed)."""
@@ -489,6 +492,7 @@ class TestBroker:
                 result_store=self.results,
                 result_expires=self.app.result_expires,
             ),
+            chords=self.chords,
         )
 
     def _consumed(self, queues: Sequence[str] | None) -> list[str]:

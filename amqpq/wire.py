@@ -17,10 +17,16 @@ __all__ = [
     "BEAT_HEADER_TICK",
     "BEAT_LEADER_QUEUE_SUFFIX",
     "BROKER_DEAD_LETTER_HEADERS",
+    "CELERY_HEADER_ETA",
+    "CELERY_HEADER_ID",
+    "CELERY_HEADER_RETRIES",
+    "CELERY_HEADER_TASK",
     "DELAY_HEADER_PREFIX",
     "DELAY_LEVELS",
     "DIRECT_REPLY_TO",
     "DIRECT_REPLY_TO_PREFIX",
+    "HEADER_CHORD_INDEX",
+    "HEADER_CHORD_MARKER",
     "HEADER_DEAD_AT",
     "HEADER_DELAY_EXCHANGE",
     "HEADER_DELAY_QUEUE",
@@ -34,12 +40,15 @@ __all__ = [
     "HEADER_REASON",
     "HEADER_REDELIVERIES",
     "HEADER_TASK",
+    "MAP_TASK",
     "MAX_DELAY_MS",
     "QUEUE_TYPE_ARGUMENT",
     "RESULT_QUEUE_ARGUMENTS",
+    "STARMAP_TASK",
     "TRANSIENT_QUEUE_ARGUMENTS",
     "beat_consumer_tag",
     "beat_leader_queue_name",
+    "chord_queue_name",
     "control_consumer_tag",
     "control_exchange_name",
     "dead_letter_exchange_name",
@@ -71,6 +80,18 @@ HEADER_DEAD_AT = "amqpq-dead-at"
 # How many times a message of a classic queue came back unacked (amqpq/worker/redelivery.py).
 HEADER_REDELIVERIES = "amqpq-redeliveries"
 
+# A member result in a chord's queue (docs/workflows.md): its index in the header; and the
+# marker a joiner publishes behind the results it must read (any joiner drops markers).
+HEADER_CHORD_INDEX = "amqpq-chord-index"
+HEADER_CHORD_MARKER = "amqpq-chord-marker"
+
+# Celery's message protocol 2 (docs/celery.md): a message whose headers name the task and
+# its id, and that carries no ``amqpq-protocol`` header, came from a Celery producer.
+CELERY_HEADER_TASK = "task"
+CELERY_HEADER_ID = "id"
+CELERY_HEADER_RETRIES = "retries"
+CELERY_HEADER_ETA = "eta"
+
 # RabbitMQ's count of a quorum queue message's earlier deliveries.
 HEADER_DELIVERY_COUNT = "x-delivery-count"
 
@@ -98,6 +119,11 @@ BROKER_DEAD_LETTER_HEADERS = (
 # The scheduler's token messages on its leader queue (amqpq/beat/main.py).
 BEAT_HEADER_SCHEDULE = "amqpq-beat-schedule"
 BEAT_HEADER_TICK = "amqpq-beat-tick"
+
+# -- amqpq's own tasks (amqpq.builtin_tasks), routed as the task they call ------------------
+
+MAP_TASK = "amqpq.map"
+STARMAP_TASK = "amqpq.starmap"
 
 # -- queue types -----------------------------------------------------------------------------
 
@@ -165,6 +191,12 @@ def events_stream_name(prefix: str = "amqpq") -> str:
 def revocations_queue_name(prefix: str = "amqpq") -> str:
     """Stream of revoked task ids that every worker reads from the start."""
     return f"{prefix}.revoked"
+
+
+def chord_queue_name(prefix: str, chord_id: str) -> str:
+    """The queue a chord's members publish their results to and its last member joins
+    (docs/workflows.md, "The join of a chord"); it expires by itself (``x-expires``)."""
+    return f"{prefix}.chord.{chord_id}"
 
 
 def dead_letter_exchange_name(prefix: str = "amqpq") -> str:

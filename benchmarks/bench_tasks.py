@@ -43,3 +43,13 @@ def add(x: int, y: int) -> int:
 @app.task(name="bench.blob", ignore_result=True)
 def blob(data: str) -> int:
     return len(data)
+
+
+@app.task(name="bench.echo")
+def echo(i: int) -> int:
+    return i
+
+
+@app.task(name="bench.tsum")
+def tsum(numbers: list[int]) -> int:
+    return sum(numbers)

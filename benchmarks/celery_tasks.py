@@ -1,7 +1,7 @@
 """Celery side of the benchmarks: ``celery -A celery_tasks worker`` (run from benchmarks/).
 
 Broker URL from ``BENCH_CELERY_URL`` (the benchmark's own vhost), results over
-``rpc://``, publisher confirms on. ``BENCH_ACKS_LATE=1`` turns on late acks (the
+``rpc://`` (``BENCH_CELERY_BACKEND``, e.g. a Redis URL, for the result-store rows), publisher confirms on. ``BENCH_ACKS_LATE=1`` turns on late acks (the
 one-slot and scaling workers); the default worker keeps Celery's defaults.
 ``BENCH_CELERY_CONFIRM=0`` is only for pre-filling queues, which is not timed.
 """
@@ -17,7 +17,7 @@ QUEUE = "celery"
 app = Celery(
     "bench",
     broker=os.environ.get("BENCH_CELERY_URL", "amqp://guest:guest@127.0.0.1:5672//"),
-    backend="rpc://",
+    backend=os.environ.get("BENCH_CELERY_BACKEND", "rpc://"),
 )
 app.conf.update(
     broker_transport_options={
@@ -28,6 +28,7 @@ app.conf.update(
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],
+    result_expires=600,  # the result-store rows leave nothing behind for long
 )
 
 

@@ -36,7 +36,7 @@ from benchmarks.harness import (
 )
 from benchmarks.systems import SYSTEMS, NotSupported, System
 
-WORKLOADS = ("enqueue", "drain", "rpc", "coldstart", "blob", "scaling", "dashboard")
+WORKLOADS = ("enqueue", "drain", "rpc", "coldstart", "blob", "scaling", "store", "dashboard")
 DASHBOARD_TASKS = 100_000
 SCALE = (1, 2, 4)
 MB = 1024 * 1024
@@ -64,11 +64,17 @@ METRICS: dict[str, list[Metric]] = {
             "msg/s",
         ),
         Metric("drain.default", "drain, default worker (raw: prefetch 100)", "msg/s"),
-        Metric("drain.redis_store", "drain, default worker, Redis store (amqpq only)", "msg/s"),
         Metric(
             "drain.without_events",
             "drain, default worker --without-events (amqpq only; events are on by default)",
             "msg/s",
+        ),
+    ],
+    "store": [
+        Metric("store.none", "drain add(1, 2), default worker, results kept nowhere", "msg/s"),
+        Metric("store.redis", "drain add(1, 2), default worker, every result in Redis", "msg/s"),
+        Metric(
+            "store.postgres", "drain add(1, 2), default worker, every result in PostgreSQL", "msg/s"
         ),
     ],
     "rpc": [
@@ -204,12 +210,22 @@ class Bench:
         return WorkerProcess(argv, env=env, cwd=HERE, label=label)
 
     def drain(
-        self, system: System, mode: str, procs: int = 1, *, n: int, data: str | None = None
+        self,
+        system: System,
+        mode: str,
+        procs: int = 1,
+        *,
+        n: int,
+        data: str | None = None,
+        fill: Callable[[int], None] | None = None,
     ) -> float:
         system.worker(mode, procs)  # n/a before filling the queue for nothing
         probe = self.probes[system.name]
         probe.purge(system.queue)
-        system.fill(n, data)
+        if fill is None:
+            system.fill(n, data)
+        else:
+            fill(n)
         probe.wait_depth(system.queue, n)
         probe.wait_depth(system.queue, n)  # the first poll must see it untouched
         worker = self.start_worker(system, mode, procs)
@@ -255,11 +271,21 @@ class Bench:
         self.record("drain.one_slot", system.name, lambda: self.drain(system, "one_slot", n=n))
         self.record("drain.solo", system.name, lambda: self.drain(system, "solo", n=n))
         self.record("drain.default", system.name, lambda: self.drain(system, "default", n=n))
-        if system.name == "amqpq":  # every result also stored in Redis (docs/results.md)
-            store = lambda: self.drain(system, "redis_store", n=n)  # noqa: E731
-            self.record("drain.redis_store", system.name, store)
+        if system.name == "amqpq":  # events are on by default: the same without them
             quiet = lambda: self.drain(system, "without_events", n=n)  # noqa: E731
             self.record("drain.without_events", system.name, quiet)
+
+    def w_store(self, system: System) -> None:
+        # Tasks that return a value, drained by the default worker with each result store.
+        n = self.args.n
+        for store in ("none", "redis", "postgres"):
+            self.record(
+                f"store.{store}",
+                system.name,
+                lambda s=store: self.drain(  # type: ignore[misc]
+                    system, f"store_{s}", n=n, fill=system.fill_results
+                ),
+            )
 
     def w_rpc(self, system: System) -> None:
         p50 = self.figure("rpc.p50", system.name)
@@ -405,9 +431,15 @@ class Bench:
         return fa.median / fb.median
 
     def table(self) -> str:
-        systems = [s for s in ("raw", "amqpq", "celery", "dramatiq") if s in self.args.systems]
-        others = [s for s in systems if s != "amqpq"] if "amqpq" in systems else []
+        order = ("raw", "amqpq", "celery", "dramatiq", "celery-amqpq")
+        systems = [s for s in order if s in self.args.systems]
+        others = (
+            [s for s in systems if s not in ("amqpq", "celery-amqpq")] if "amqpq" in systems else []
+        )
+        # Celery's producer on amqpq's worker, beside Celery's producer on Celery's worker.
+        interop = "celery-amqpq" in systems and "celery" in systems
         head = ["workload", *systems, *[f"amqpq / {s}" for s in others]]
+        head += ["celery-amqpq / celery"] if interop else []
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for workload in self.args.only:
             for metric in METRICS[workload]:
@@ -418,6 +450,9 @@ class Bench:
                 row += [self.cell(metric.key, s) for s in systems]
                 for other in others:
                     r = self.ratio(metric.key, "amqpq", other)
+                    row.append("" if r is None else f"{r:.2f}x")
+                if interop:
+                    r = self.ratio(metric.key, "celery-amqpq", "celery")
                     row.append("" if r is None else f"{r:.2f}x")
                 lines.append("| " + " | ".join(row) + " |")
         return "\n".join(lines)

@@ -63,10 +63,16 @@ class System:
         """Put n tasks in the queue as fast as this system allows (not timed)."""
         raise NotImplementedError
 
+    def fill_results(self, n: int) -> None:
+        """Put n ``add(1, 2)`` tasks in the queue, sent with default options by a caller
+        that is gone before they run (not timed)."""
+        raise NotSupported("no result store measured")
+
     def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
         """argv and env of a worker: mode ``one_slot``, ``solo`` (one slot, tasks on the
-        consumer's own thread), ``default`` or ``procs`` (N processes, one task at a time
-        each, prefetch 1, late ack)."""
+        consumer's own thread), ``default``, ``procs`` (N processes, one task at a time
+        each, prefetch 1, late ack) or ``store_none`` / ``store_redis`` / ``store_postgres``
+        (the default worker, results kept nowhere or in that store)."""
         raise NotImplementedError
 
     def rpc(self, n: int) -> list[float]:
@@ -323,12 +329,16 @@ class Amqpq(System):
         elif mode == "without_events":
             argv += ["--without-events"]
         env = {"AMQPQ_URL": self.url}
-        if mode == "redis_store":  # the default worker, storing every result in Redis
-            env["AMQPQ_RESULT_BACKEND"] = os.environ.get(
-                "BENCH_REDIS_URL", "redis://127.0.0.1:6379/0?prefix=amqpq-bench:"
-            )
-            env["AMQPQ_RESULT_EXPIRES"] = "600"  # a run's keys do not pile up in Redis
+        store = STORES.get(mode)
+        if store:
+            env["AMQPQ_RESULT_BACKEND"] = store
+            env["AMQPQ_RESULT_EXPIRES"] = "600"  # a run's results do not pile up
         return argv, python_env(env)
+
+    def fill_results(self, n: int) -> None:
+        tasks = self.tasks
+        tasks.app.producer.map(tasks.add, [(1, 2)] * n)
+        tasks.app.close()  # the caller is gone: nobody waits for these replies
 
     def rpc(self, n: int) -> list[float]:
         add = self.tasks.add
@@ -340,6 +350,21 @@ class Amqpq(System):
             add.delay(1, 2).get(timeout=10)
             latencies.append(time.perf_counter() - start)
         return latencies
+
+
+# Each store's URL (``BENCH_REDIS_URL`` / ``BENCH_POSTGRES_URL`` override); "" = no store.
+STORES = {
+    "store_none": "",
+    "store_redis": os.environ.get(
+        "BENCH_REDIS_URL", "redis://127.0.0.1:6379/0?prefix=amqpq-bench:"
+    ),
+    "store_postgres": os.environ.get(
+        "BENCH_POSTGRES_URL", "postgresql://127.0.0.1:5432/test?table=amqpq_bench_results"
+    ),
+}
+CELERY_STORES = {
+    "store_redis": os.environ.get("BENCH_CELERY_REDIS_URL", "redis://127.0.0.1:6379/1"),
+}
 
 
 # -- Celery ---------------------------------------------------------------------------------------
@@ -385,14 +410,17 @@ class CeleryBench(System):
             return _timed_loop(n, tasks.noop.delay)
         return _timed_loop(n, lambda: tasks.blob.delay(data))
 
-    def fill(self, n: int, data: str | None = None) -> None:
+    def _filler(self) -> Any:
         if self._fill_app is None:
             from celery import Celery
 
             # Same messages, no confirms: only to pre-fill queues faster (not timed).
             self._fill_app = Celery("bench-fill", broker=self.url)
             self._fill_app.conf.broker_connection_retry_on_startup = True
-        app = self._fill_app
+        return self._fill_app
+
+    def fill(self, n: int, data: str | None = None) -> None:
+        app = self._filler()
         with app.producer_or_acquire() as producer:
             for _ in range(n):
                 if data is None:
@@ -400,10 +428,20 @@ class CeleryBench(System):
                 else:
                     app.send_task("bench.blob", (data,), producer=producer, ignore_result=True)
 
+    def fill_results(self, n: int) -> None:
+        app = self._filler()
+        with app.producer_or_acquire() as producer:
+            for _ in range(n):
+                app.send_task("bench.add", (1, 2), producer=producer)
+
     def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
         argv = [PYTHON, "-m", "celery", "-A", "celery_tasks", "worker", "-Q", self.queue]
         argv += ["--loglevel", "WARNING", "-n", f"bench{os.getpid()}-{time.time_ns()}@%h"]
         env = {"BENCH_CELERY_URL": self.url}
+        if mode.startswith("store_"):
+            if mode not in CELERY_STORES:
+                raise NotSupported(f"{mode[len('store_') :]} backend not measured")
+            env["BENCH_CELERY_BACKEND"] = CELERY_STORES[mode]
         if mode == "solo":
             raise NotSupported(
                 "-P solo with late acks and prefetch 1 drained ~10 tasks/s here (a task per "
@@ -426,6 +464,89 @@ class CeleryBench(System):
         for _ in range(n):
             start = time.perf_counter()
             add.delay(1, 2).get(timeout=10)
+            latencies.append(time.perf_counter() - start)
+        return latencies
+
+
+# -- Celery producer -> amqpq worker ------------------------------------------------------------
+
+
+class CeleryToAmqpq(Amqpq):
+    """A Celery producer's unchanged messages (protocol 2 JSON, ``rpc://`` results) on
+    amqpq's worker (docs/celery.md): amqpq's queue, tasks and worker; Celery's client."""
+
+    name = "celery-amqpq"
+
+    def __init__(self, vhost_prefix: str = "bench-") -> None:
+        super().__init__(vhost_prefix)
+        self._celery: Any = None
+
+    def unavailable(self) -> str | None:
+        try:
+            importlib.import_module("celery")
+        except ImportError:
+            return "celery not installed (benchmarks/run.sh installs it in benchmarks/.venv)"
+        return super().unavailable()
+
+    @property
+    def celery(self) -> Any:
+        """The Celery producer: amqpq's queue, which amqpq declares (no_declare)."""
+        if self._celery is None:
+            from celery import Celery
+            from kombu import Exchange, Queue
+
+            from benchmarks.bench_tasks import QUEUE
+
+            app = Celery("bench-celery-producer", broker=self.url, backend="rpc://")
+            app.conf.update(
+                broker_transport_options={"confirm_publish": True},
+                broker_connection_retry_on_startup=True,
+                task_default_queue=QUEUE,
+                task_queues=[Queue(QUEUE, Exchange("bench"), routing_key=QUEUE, no_declare=True)],
+            )
+            self._celery = app
+        return self._celery
+
+    def prepare(self, probe: Probe) -> None:
+        # Not through self.tasks: that module's App may already point at amqpq's own vhost.
+        from amqpq.settings import Settings
+        from amqpq.transport.declare import declare_topology
+        from benchmarks.bench_tasks import TOPOLOGY
+
+        asyncio.run(declare_topology(Settings(url=self.url), TOPOLOGY))
+
+    def close(self) -> None:
+        if self._celery is not None:
+            self._celery.pool.force_close_all()
+            self._celery.close()
+        super().close()
+
+    def enqueue_one(self, n: int, data: str | None = None) -> float:
+        raise NotSupported("the producer is Celery's: see the celery column")
+
+    def enqueue_bulk(self, n: int) -> float:
+        raise NotSupported("the producer is Celery's: see the celery column")
+
+    def enqueue_bulk_async(self, n: int) -> float:
+        raise NotSupported("the producer is Celery's: see the celery column")
+
+    def fill(self, n: int, data: str | None = None) -> None:
+        app = self.celery
+        with app.producer_or_acquire() as producer:
+            for _ in range(n):
+                if data is None:
+                    app.send_task("bench.noop", producer=producer, ignore_result=True)
+                else:
+                    app.send_task("bench.blob", (data,), producer=producer, ignore_result=True)
+
+    def rpc(self, n: int) -> list[float]:
+        app = self.celery
+        for _ in range(WARMUP):
+            assert app.send_task("bench.add", (1, 2)).get(timeout=10) == 3
+        latencies = []
+        for _ in range(n):
+            start = time.perf_counter()
+            app.send_task("bench.add", (1, 2)).get(timeout=10)
             latencies.append(time.perf_counter() - start)
         return latencies
 
@@ -505,6 +626,7 @@ SYSTEMS: dict[str, type[System]] = {
     "amqpq": Amqpq,
     "celery": CeleryBench,
     "dramatiq": DramatiqBench,
+    "celery-amqpq": CeleryToAmqpq,
 }
 
 

@@ -81,3 +81,31 @@ def test_the_benchmark_harness_measures_raw_and_amqpq_on_a_tiny_workload(tmp_pat
             assert len(figure["samples"]) == 1, (key, system, figure)
     assert "| workload | raw | amqpq | amqpq / raw |" in done.stdout
     assert "Command: `python -m benchmarks" in done.stdout
+
+
+def test_the_workflow_benchmark_runs_amqpq_on_a_tiny_workload(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMQPQ_")}
+    env["BENCH_LOG_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.workflows",
+            "--systems",
+            "amqpq",
+            "--runs",
+            "1",
+            "--chains",
+            "2",
+            "--members",
+            "20",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=80,
+    )
+    logs = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("*.log"))
+    assert done.returncode == 0, done.stderr + logs
+    assert "| chord of 20 no-op members, time to body (s) |" in done.stdout

@@ -39,7 +39,7 @@ TOPOLOGY = {
     },
 }
 
-MODULE = '''
+MODULE = """
 from amqpq import App
 
 app = App("notify")
@@ -48,7 +48,7 @@ app = App("notify")
 @app.task(name="notify.send_email")
 def send_email(to: str, year: str, count: int = 1) -> str:
     return f"{to} {year} {count}"
-'''
+"""
 
 
 @pytest.fixture
@@ -146,3 +146,35 @@ def test_waiting_on_a_queue_nobody_consumes_says_so_at_once_and_at_the_timeout(
     assert lines[-1].startswith("error: ")
     assert hint in lines[-1]
     assert "-Q mail" in lines[-1]
+
+
+def test_the_app_given_routes_with_its_own_topology_from_any_folder(
+    tmp_path: Path,
+    settings: Settings,
+    broker_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    bodies: Callable[[str], list[dict[str, object]]],
+) -> None:
+    # Given a project package whose amqpq.yaml (beside its module) routes the task to
+    # "mail", and a folder whose own amqpq.yaml sends everything to "default"
+    declare_topology_sync(settings, Topology.model_validate(TOPOLOGY))
+    package = f"proj_{uuid.uuid4().hex[:8]}"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "tasks.py").write_text(MODULE)
+    (tmp_path / package / "amqpq.yaml").write_text(yaml.safe_dump(TOPOLOGY))
+    elsewhere = {**TOPOLOGY, "routes": {"*": {"exchange": "tasks", "routing_key": "default"}}}
+    (tmp_path / "amqpq.yaml").write_text(yaml.safe_dump(elsewhere))
+    monkeypatch.chdir(tmp_path)
+    for variable in ("AMQPQ_URL", "AMQPQ_TOPOLOGY"):
+        monkeypatch.delenv(variable, raising=False)
+
+    # When the task is sent with -A from that folder
+    app_spec = f"{package}.tasks"
+    command = ["send", "notify.send_email", "ada@example.com", "2024", "-A", app_spec]
+    result = CliRunner().invoke(cli, [*command, "--url", broker_url])
+
+    # Then it goes where the App's own code would send it
+    assert result.exit_code == 0, result.output
+    assert len(bodies("mail")) == 1
+    assert bodies("default") == []

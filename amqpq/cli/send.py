@@ -57,7 +57,7 @@ def coerce_arguments(
     """
     if task is None:
         return [parse_value(a) for a in args], {k: parse_value(v) for k, v in kwargs.items()}
-    signature = task.signature
+    signature = task.parameters
     positional = [
         name
         for name, kind in signature.kinds.items()
@@ -96,20 +96,21 @@ def coerce_arguments(
     return out_args, out_kwargs
 
 
-def _registered(app_spec: str | None, name: str) -> Task[Any, Any] | None:
-    """The task of ``-A``'s App; refuses a name it does not register, before sending."""
+def _registered(app_spec: str | None, name: str) -> tuple[App | None, Task[Any, Any] | None]:
+    """``-A``'s App and its task; refuses a name it does not register, before sending."""
     if app_spec is None:
-        return None
+        return None, None
     from amqpq.worker.loader import load_app
 
-    registry = load_app(app_spec, cwd=os.getcwd()).registry
+    loaded = load_app(app_spec, cwd=os.getcwd())
+    registry = loaded.registry
     task = registry.find(name)
     if task is None:
         known = ", ".join(registry.names()) or "no task"
         raise ConfigError(
             f"unknown task {name!r}: the App of -A {app_spec} registers {known}; nothing was sent"
         )
-    return task
+    return loaded, task
 
 
 def _note_unchecked(topology: Topology, name: str) -> None:
@@ -223,7 +224,7 @@ def send(
     """
     from amqpq.app import App
 
-    known = _registered(app_spec, task)
+    loaded, known = _registered(app_spec, task)
     positional, kwargs = coerce_arguments(known, args or [], _pairs(kwarg or [], "-k"))
     headers = _pairs(header or [], "--header")
     options: dict[str, Any] = {
@@ -240,8 +241,14 @@ def send(
     }
     if timeout <= 0:
         raise ConfigError("--timeout must be positive")
-    settings = settings_from(url, topology)
-    app = App(settings=settings)
+    if loaded is not None and topology is None:
+        # Routed as the App's own code routes it (its amqpq.yaml is found beside its
+        # module), whatever folder the command runs in.
+        settings = loaded.settings if url is None else settings_from(url)
+        app = App(settings=settings, topology=loaded.topology)
+    else:
+        settings = settings_from(url, topology)
+        app = App(settings=settings)
     try:
         if known is None:
             _note_unchecked(app.topology, task)

@@ -1,4 +1,4 @@
-"""``amqpq topology validate | plan | apply | export | graph``."""
+"""``amqpq topology validate | plan | apply | export | graph | import-celery``."""
 
 from __future__ import annotations
 
@@ -224,6 +224,31 @@ def graph(
     kind: Literal["mermaid", "dot"] = "dot" if chosen == "dot" else "mermaid"
     _, parsed = _load(settings_from(None, topology), topology)
     _write(render_graph(parsed, kind, show_all=show_all), output)
+
+
+@app.command("import-celery")
+@handle_errors
+def import_celery(
+    spec: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE[:APP]",
+            help="The module of the Celery app (imported from the current directory), "
+            "e.g. proj.celery:app.",
+        ),
+    ],
+    output: OutputOption = None,
+) -> None:
+    """Print the amqpq.yaml of a Celery app: its task_queues, task_routes and beat_schedule.
+
+    Every route says protocol: celery (Celery workers still serve the tasks); the file's
+    comments say how to keep Celery from re-declaring amqpq's queues (docs/celery.md).
+    """
+    # Only this command needs it: importing a user's Celery app is not cheap.
+    from amqpq.topology.celery_import import import_celery_app, load_celery_app
+
+    imported = import_celery_app(load_celery_app(spec))
+    _write(imported.to_yaml(spec), output)
 
 
 def _write(text: str, output: Path | None) -> None:

@@ -10,18 +10,26 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from amqpq.envelope import ErrorInfo, Reply, TaskState
-from amqpq.errors import BrokerError
+from amqpq.errors import BrokerError, ConfigError
+from amqpq.settings import hide_password
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_RESULT_EXPIRES",
     "ResultStore",
     "ResultStoreError",
     "StoredResult",
     "decode_stored",
     "encode_stored",
+    "max_bytes_of",
     "stored_text",
     "url_options",
 ]
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+"""The largest stored state (its JSON, in bytes) unless the store's URL says ``?max_bytes=``:
+far below Redis's and PostgreSQL's own limits (512 MB, 1 GB), which a worker would
+otherwise meet by retrying a write that can never succeed."""
 
 DEFAULT_RESULT_EXPIRES = 86_400.0
 """Seconds a stored result is kept (one day) unless the App, the task or the call says."""
@@ -75,13 +83,39 @@ def encode_error_instead(reply: Reply, exc: Exception) -> str:
     return encode_stored(failed)
 
 
-def stored_text(reply: Reply) -> str:
+def stored_text(reply: Reply, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     """The JSON a store keeps for ``reply``: as is, or an EncodeError FAILURE when the
-    result cannot be JSON."""
+    result cannot be JSON or its JSON is larger than ``max_bytes``."""
     try:
-        return encode_stored(reply)
+        text = encode_stored(reply)
     except ValueError as exc:
         return encode_error_instead(reply, exc)
+    size = len(text.encode())
+    if size > max_bytes:
+        return encode_error_instead(
+            reply,
+            ValueError(
+                f"the result is too large to store: {size:,} bytes of JSON, the store "
+                f"takes at most {max_bytes:,} (?max_bytes= in the result backend's URL)"
+            ),
+        )
+    return text
+
+
+def max_bytes_of(url: str) -> int:
+    """``?max_bytes=`` of a store URL, or :data:`DEFAULT_MAX_BYTES`."""
+    given = url_options(url).get("max_bytes")
+    if given is None:
+        return DEFAULT_MAX_BYTES
+    try:
+        value = int(given)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(
+            f"result backend {hide_password(url)}: max_bytes={given!r} is not a positive number"
+        )
+    return value
 
 
 def url_options(url: str) -> Mapping[str, str]:

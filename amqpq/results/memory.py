@@ -8,6 +8,7 @@ import time
 
 from amqpq.envelope import Reply
 from amqpq.results.base import (
+    DEFAULT_MAX_BYTES,
     StoredResult,
     decode_stored,
     is_final,
@@ -23,12 +24,13 @@ class MemoryStore:
 
     url = "memory://"
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
         self._items: dict[str, tuple[str, float]] = {}
         self._changed = threading.Condition(threading.Lock())
 
     def save(self, reply: Reply, expires: float) -> None:
-        text = stored_text(reply)
+        text = stored_text(reply, self.max_bytes)
         with self._changed:
             self._items[reply.id] = (text, time.monotonic() + expires)
             self._changed.notify_all()

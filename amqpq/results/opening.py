@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from amqpq.errors import ConfigError
-from amqpq.results.base import ResultStore
+from amqpq.results.base import ResultStore, max_bytes_of
 from amqpq.settings import hide_password
 
 __all__ = ["open_store"]
@@ -34,7 +34,7 @@ def open_store(url: str) -> ResultStore:
     if kind == "memory":
         from amqpq.results.memory import MemoryStore
 
-        return MemoryStore()
+        return MemoryStore(max_bytes_of(url))
     extra = "redis" if kind == "redis" else "postgres"
     try:
         if kind == "redis":

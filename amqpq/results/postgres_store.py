@@ -27,9 +27,11 @@ from amqpq.results.base import (
     StoredResult,
     decode_stored,
     is_final,
+    max_bytes_of,
     stored_text,
     url_options,
 )
+from amqpq.results.batching import LoopBatchers
 from amqpq.settings import hide_password
 
 __all__ = ["DEFAULT_TABLE", "PostgresStore"]
@@ -45,7 +47,7 @@ _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 def _without_options(url: str) -> str:
     """The URL libpq is given (it refuses query options it does not know)."""
     parts = urlsplit(url)
-    kept = {k: v for k, v in url_options(url).items() if k != "table"}
+    kept = {k: v for k, v in url_options(url).items() if k not in ("table", "max_bytes")}
     scheme = "postgresql" if parts.scheme == "postgres" else parts.scheme
     return urlunsplit(parts._replace(scheme=scheme, query=urlencode(kept)))
 
@@ -56,6 +58,7 @@ class PostgresStore:
     def __init__(self, url: str) -> None:
         self.url = hide_password(url)
         self.table = url_options(url).get("table", DEFAULT_TABLE)
+        self.max_bytes = max_bytes_of(url)
         if not _TABLE_NAME.fullmatch(self.table):
             raise ConfigError(
                 f"result backend {self.url}: table {self.table!r} is not a plain name"
@@ -65,6 +68,7 @@ class PostgresStore:
         self._sync: psycopg.Connection[TupleRow] | None = None
         self._async: dict[asyncio.AbstractEventLoop, psycopg.AsyncConnection[TupleRow]] = {}
         self._next_purge = 0.0
+        self._writes: LoopBatchers[tuple[object, ...]] = LoopBatchers(self._awrite_rows)
         t = sql.Identifier(self.table)
         self._create = [
             sql.SQL(
@@ -121,11 +125,13 @@ class PostgresStore:
                     self._sync = None
                 raise self._error(exc) from None
 
+    def _row(self, reply: Reply, expires: float) -> tuple[object, ...]:
+        """The upsert's parameters (the last one names the channel notified)."""
+        text = stored_text(reply, self.max_bytes)
+        return (reply.id, reply.state.value, reply.task, text, expires, self.table)
+
     def save(self, reply: Reply, expires: float) -> None:
-        self._run(
-            self._upsert,
-            (reply.id, reply.state.value, reply.task, stored_text(reply), expires, self.table),
-        )
+        self._run(self._upsert, self._row(reply, expires))
         if self._purge_due():
             self._run(self._purge, ())
 
@@ -190,12 +196,21 @@ class PostgresStore:
             raise self._error(exc) from None
 
     async def asave(self, reply: Reply, expires: float) -> None:
-        await self._arun(
-            self._upsert,
-            (reply.id, reply.state.value, reply.task, stored_text(reply), expires, self.table),
-        )
+        # Writes of tasks that end together share one transaction (one commit, one log sync).
+        await self._writes.write(self._row(reply, expires))
         if self._purge_due():
             await self._arun(self._purge, ())
+
+    async def _awrite_rows(self, rows: list[tuple[object, ...]]) -> None:
+        conn = None
+        try:
+            conn = await self._aconn()
+            async with conn.transaction(), conn.cursor() as cursor:
+                await cursor.executemany(self._upsert, rows)
+        except psycopg.Error as exc:
+            if conn is not None and conn.broken:
+                self._async.pop(asyncio.get_running_loop(), None)
+            raise self._error(exc) from None
 
     async def aload(self, task_id: str) -> StoredResult | None:
         rows = await self._arun(self._select, (task_id,))

@@ -24,9 +24,11 @@ from amqpq.results.base import (
     StoredResult,
     decode_stored,
     is_final,
+    max_bytes_of,
     stored_text,
     url_options,
 )
+from amqpq.results.batching import LoopBatchers
 from amqpq.settings import hide_password
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
@@ -39,7 +41,7 @@ _WAKE = 5.0  # longest single wait on the channel (a reader re-checks its deadli
 def _without_options(url: str) -> str:
     """The URL redis-py is given: amqpq's own ``prefix`` option taken out."""
     parts = urlsplit(url)
-    kept = {k: v for k, v in url_options(url).items() if k != "prefix"}
+    kept = {k: v for k, v in url_options(url).items() if k not in ("prefix", "max_bytes")}
     return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
@@ -49,9 +51,11 @@ class RedisStore:
     def __init__(self, url: str) -> None:
         self.url = hide_password(url)
         self.prefix = url_options(url).get("prefix", DEFAULT_PREFIX)
+        self.max_bytes = max_bytes_of(url)
         self._client_url = _without_options(url)
         self._sync: redis.Redis | None = None
         self._async: dict[asyncio.AbstractEventLoop, aredis.Redis] = {}
+        self._writes: LoopBatchers[tuple[str, str, int]] = LoopBatchers(self._awrite_keys)
 
     def key(self, task_id: str) -> str:
         return f"{self.prefix}{task_id}"
@@ -85,7 +89,7 @@ class RedisStore:
     # -- sync -------------------------------------------------------------------------------
 
     def save(self, reply: Reply, expires: float) -> None:
-        key, text = self.key(reply.id), stored_text(reply)
+        key, text = self.key(reply.id), stored_text(reply, self.max_bytes)
         try:
             pipe = self._client().pipeline(transaction=False)
             pipe.set(key, text, px=self._ttl_ms(expires))
@@ -136,11 +140,17 @@ class RedisStore:
     # -- asyncio ----------------------------------------------------------------------------
 
     async def asave(self, reply: Reply, expires: float) -> None:
-        key, text = self.key(reply.id), stored_text(reply)
+        # Writes of tasks that end together share one pipeline (one round trip).
+        await self._writes.write(
+            (self.key(reply.id), stored_text(reply, self.max_bytes), self._ttl_ms(expires))
+        )
+
+    async def _awrite_keys(self, items: list[tuple[str, str, int]]) -> None:
         try:
             pipe = self._aclient().pipeline(transaction=False)
-            pipe.set(key, text, px=self._ttl_ms(expires))
-            pipe.publish(key, text)
+            for key, text, ttl_ms in items:
+                pipe.set(key, text, px=ttl_ms)
+                pipe.publish(key, text)
             await pipe.execute()
         except RedisError as exc:
             raise self._error(exc) from None

@@ -142,6 +142,8 @@ def _sets_own_dead_lettering(queue: Queue) -> bool:
 def _work_queue_arguments(queue: Queue, infra: Infrastructure) -> dict[str, Any]:
     """The work queue's ``arguments`` with amqpq's dead-lettering added where the file is silent."""
     arguments = dict(queue.arguments)
+    if not queue.amqpq_arguments:  # declared as another system (Celery) declares it
+        return arguments
     declared = queue.declare_arguments  # what the file asks for, typed fields included
     own_dlx = _sets_own_dead_lettering(queue)
     if infra.dead_letters and not own_dlx:

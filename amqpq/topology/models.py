@@ -152,6 +152,12 @@ class Queue(_Model):
     dead_letter_exchange: str | None = None
     dead_letter_routing_key: str | None = None
     max_age: str | None = Field(default=None, pattern=r"^[0-9]+(Y|M|D|h|m|s)$")
+    amqpq_arguments: bool = Field(
+        default=True,
+        description="false: declare the queue with the file's arguments only, none of amqpq's "
+        "own (dead-lettering, delivery limit), so that it matches a queue Celery declares; "
+        "amqpq workers still dead-letter its messages to <queue>.dlq themselves",
+    )
     managed_by_amqpq: bool = False
 
     @field_validator("managed_by_amqpq")
@@ -207,6 +213,11 @@ class Route(_Model):
     )
     routing_key: str = ""
     headers: dict[str, HeaderValue] = Field(default_factory=dict)
+    protocol: Literal["amqpq", "celery"] = Field(
+        default="amqpq",
+        description="the message format: amqpq's envelope, or Celery's protocol 2 for tasks "
+        "still served by Celery workers (docs/celery.md)",
+    )
 
 
 class Schedule(_Model):

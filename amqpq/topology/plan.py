@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from amqpq.topology.arguments import EXCHANGE_COMPARED_ARGUMENTS, QUEUE_ARGUMENTS_BY_TYPE
 from amqpq.topology.models import Binding, Exchange, Queue, Topology
-from amqpq.wire import DELAY_LEVELS, delay_queue_name
+from amqpq.wire import DELAY_LEVELS, chord_queue_name, delay_queue_name
 
 __all__ = [
     "SYMBOLS",
@@ -324,7 +324,13 @@ def plan_topology(topology: Topology, snapshot: BrokerSnapshot) -> Plan:
         for x in snapshot.exchanges
         if x.name and not x.name.startswith("amq.") and x.name not in file_exchanges
     }
-    ignored_queues = {q.name for q in snapshot.queues if q.exclusive or q.name.startswith("amq.")}
+    # A chord's queue lives while its workflow runs (and then expires by itself).
+    chords = chord_queue_name(topology.infrastructure.prefix, "")
+    ignored_queues = {
+        q.name
+        for q in snapshot.queues
+        if q.exclusive or q.name.startswith("amq.") or q.name.startswith(chords)
+    }
     extra_queues = {q.name for q in snapshot.queues if q.name not in file_queues | ignored_queues}
     items += [
         PlanItem("only_on_broker", "exchange", f"{x.name} ({x.type})")

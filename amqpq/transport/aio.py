@@ -41,8 +41,9 @@ from amqpq.transport.aio_mapping import (
     reply_text,
     to_amqp_properties,
 )
+from amqpq.transport.base import NACK_RETRY_PAUSES
 from amqpq.transport.tls import ssl_context_for
-from amqpq.transport.wording import CONNECTION_LOST, publish_lost
+from amqpq.transport.wording import CONNECTION_LOST, publish_lost, refused_times
 from amqpq.wire import DIRECT_REPLY_TO, RESULT_QUEUE_ARGUMENTS
 
 __all__ = [
@@ -114,6 +115,15 @@ class AsyncBroker:
         if self._connection is None:
             raise BrokerError("not connected")
         return self._connection
+
+    @property
+    def is_ready(self) -> bool:
+        """Connected right now (never waits): False while the robust connection reconnects."""
+        connection = self._connection
+        if connection is None or connection.is_closed or not connection.connected.is_set():
+            return False
+        transport = connection.transport
+        return transport is not None and not transport.connection.is_closed
 
     async def connect(self) -> AbstractRobustConnection:
         async with self._lock:
@@ -248,7 +258,23 @@ class AsyncBroker:
 async def publish_on(
     channel: AbstractChannel, message: OutgoingMessage, *, timeout: float | None = 30.0
 ) -> None:
-    """Publish on a confirming channel, mapping returns and nacks to amqpq errors."""
+    """Publish on a confirming channel, mapping returns and nacks to amqpq errors; a
+    message the broker refused is sent again after each of :data:`NACK_RETRY_PAUSES`."""
+    for attempt, pause in enumerate(NACK_RETRY_PAUSES, start=1):
+        try:
+            return await _publish_once(channel, message, timeout=timeout)
+        except PublishNackedError as exc:
+            log.info("%s; attempt %d, sending again in %.1fs", exc, attempt, pause)
+            await asyncio.sleep(pause)
+    try:
+        await _publish_once(channel, message, timeout=timeout)
+    except PublishNackedError as exc:
+        raise PublishNackedError(f"{exc} ({refused_times(NACK_RETRY_PAUSES)})") from exc
+
+
+async def _publish_once(
+    channel: AbstractChannel, message: OutgoingMessage, *, timeout: float | None
+) -> None:
     try:
         # One deadline around the whole publish (a timer, no task). Given a timeout,
         # aiormq wraps each step (lock, write, confirm) in asyncio.wait_for: a task and
@@ -323,17 +349,7 @@ class AioConfirmingPublisher:
     ) -> None:
         self._broker = broker
         self._retry_on = retry_on
-        self._channel: AbstractChannel | None = None
-        self._opening: asyncio.Lock = asyncio.Lock()
-
-    async def _get_channel(self) -> AbstractChannel:
-        channel = self._channel
-        if channel is not None and not channel.is_closed:
-            return channel
-        async with self._opening:
-            if self._channel is None or self._channel.is_closed:
-                self._channel = await self._broker.channel()
-            return self._channel
+        self._channel = ChannelSlot(broker)
 
     async def publish(self, message: OutgoingMessage, *, timeout: float | None = 30.0) -> None:
         """Publish and wait for the confirm; retried once after a connection loss.
@@ -342,11 +358,11 @@ class AioConfirmingPublisher:
         :class:`~amqpq.errors.PublishNackedError` or :class:`~amqpq.errors.PublishError`.
         """
         try:
-            await publish_on(await self._get_channel(), message, timeout=timeout)
+            await publish_on(await self._channel.get(), message, timeout=timeout)
         except BrokerUnreachableError:
             raise  # no address took a connection: nothing to retry on
         except self._retry_on:
-            self._channel = None
+            self._channel.forget()
             await retry_once_after_connection_loss(
                 self._broker,
                 lambda: self._publish_again(message, timeout),
@@ -356,10 +372,36 @@ class AioConfirmingPublisher:
 
     async def _publish_again(self, message: OutgoingMessage, timeout: float | None) -> None:
         try:
-            await publish_on(await self._get_channel(), message, timeout=timeout)
+            await publish_on(await self._channel.get(), message, timeout=timeout)
         except self._retry_on:
-            self._channel = None
+            self._channel.forget()
             raise
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class ChannelSlot:
+    """A channel of one connection, opened on first use and again once the broker or a
+    connection loss closed it (concurrent users wait for the one opening)."""
+
+    def __init__(self, broker: AsyncBroker) -> None:
+        self._broker = broker
+        self._channel: AbstractChannel | None = None
+        self._opening = asyncio.Lock()
+
+    async def get(self) -> AbstractChannel:
+        channel = self._channel
+        if channel is not None and not channel.is_closed:
+            return channel
+        async with self._opening:
+            if self._channel is None or self._channel.is_closed:
+                self._channel = await self._broker.channel()
+            return self._channel
+
+    def forget(self) -> None:
+        """The channel failed: the next :meth:`get` opens another."""
+        self._channel = None
 
     async def close(self) -> None:
         channel, self._channel = self._channel, None

@@ -27,7 +27,9 @@ A transport must provide:
 - **a confirming publisher** whose ``publish`` returns only once the broker
   confirmed, and raises :class:`~amqpq.errors.UnroutableError`,
   :class:`~amqpq.errors.PublishNackedError` or :class:`~amqpq.errors.PublishError`
-  (never a client library's exception), retrying once after a connection loss;
+  (never a client library's exception), retrying once after a connection loss
+  and a message the broker refused (nacked) after each pause of
+  :data:`NACK_RETRY_PAUSES` before it raises;
 - **a consumer** that hands each delivery of its queues to a
   :data:`DeliveryHandler` in a task of its own, and stops (``cancel``) without
   losing the deliveries already received.
@@ -56,7 +58,10 @@ from typing import Any, Protocol
 from amqpq.codec import MessageProperties, OutgoingMessage
 
 __all__ = [
+    "NACK_RETRY_PAUSES",
     "AsyncSendTransport",
+    "ChordJoin",
+    "ChordQueues",
     "ConfirmingPublisher",
     "Consumer",
     "Delivery",
@@ -67,6 +72,13 @@ __all__ = [
     "SendLock",
     "SyncSendTransport",
 ]
+
+NACK_RETRY_PAUSES = (0.1, 0.3, 1.0)
+"""Seconds between the attempts of a publish the broker refused (basic.nack). A quorum
+queue refuses messages while it elects a new leader after a node loss, for well under a
+second; a full ``overflow=reject-publish`` queue refuses them until a consumer makes
+room. Either way the sender learns it ~1.4 s later at most, and a refusal that passes
+costs the caller a moment instead of an error."""
 
 # -- consuming -----------------------------------------------------------------------------
 
@@ -166,6 +178,36 @@ class Consumer(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class ChordJoin(Protocol):
+    """The messages of a chord's queue, held under exclusive access (docs/workflows.md)."""
+
+    messages: list[bytes]
+    """Every member result the queue held when the join began (duplicates included)."""
+
+    async def finish(self) -> None:
+        """The body is sent: delete the chord's queue with its messages, and let go."""
+        ...
+
+    async def release(self, drop: Sequence[int]) -> int:
+        """Not complete: remove the messages at positions ``drop`` (duplicates), put the
+        others back, let go; the number of messages ready in the queue after that."""
+        ...
+
+
+class ChordQueues(Protocol):
+    """The per-chord queues that members' results go to and that the last one joins."""
+
+    async def add(self, queue: str, message: OutgoingMessage, *, expires_ms: int) -> int:
+        """Publish a member result to ``queue`` (confirmed; the queue is declared, with
+        ``x-expires``, when it is missing); the number of messages ready in it after."""
+        ...
+
+    async def join(self, queue: str) -> ChordJoin | None:
+        """Take every message of ``queue`` under exclusive access; None when another joiner
+        holds it or the queue is gone (its chord is done)."""
+        ...
 
 
 # -- sending -------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from amqpq.errors import (
     UnroutableError,
 )
 from amqpq.settings import BrokerAddress, Settings, connection_name
+from amqpq.transport.base import NACK_RETRY_PAUSES
 from amqpq.transport.library_logs import quiet_library_logs
 from amqpq.transport.pika_mapping import (
     CONNECTION_ERRORS,
@@ -50,6 +51,7 @@ from amqpq.transport.wording import (
     cannot_connect,
     credentials_refused,
     publish_lost,
+    refused_times,
     vhost_refused,
 )
 from amqpq.wire import DIRECT_REPLY_TO, RESULT_QUEUE_ARGUMENTS
@@ -352,8 +354,46 @@ class BlockingBroker:
 
         Returns, per message, its error (None when confirmed) and the generation of
         the channel that took it. Messages caught by a connection loss are
-        republished once on a new connection.
+        republished once on a new connection; messages the broker refused (nacked),
+        after each pause of :data:`NACK_RETRY_PAUSES`.
         """
+        results = self._publish_many_once(messages, window)
+        for attempt, pause in enumerate(NACK_RETRY_PAUSES, start=1):
+            refused = [i for i, (error, _) in enumerate(results) if _is_nack(error)]
+            if not refused:
+                return results
+            log.info(
+                "%d message(s) refused by RabbitMQ (%s); attempt %d, sending again in %.1fs",
+                len(refused),
+                results[refused[0]][0],
+                attempt,
+                pause,
+            )
+            self._pause(pause)
+            again = self._publish_many_once([messages[i] for i in refused], window)
+            for index, outcome in zip(refused, again, strict=True):
+                results[index] = outcome
+        said = refused_times(NACK_RETRY_PAUSES)
+        return [
+            (PublishNackedError(f"{error} ({said})"), generation)
+            if _is_nack(error)
+            else (error, generation)
+            for error, generation in results
+        ]
+
+    def _pause(self, seconds: float) -> None:
+        """Wait while the connection goes on serving (heartbeats, direct replies)."""
+        if self._connection is not None and self._connection.is_open:
+            try:
+                self._connection.sleep(seconds)
+                return
+            except CONNECTION_ERRORS:
+                pass  # the next attempt reconnects
+        time.sleep(seconds)
+
+    def _publish_many_once(
+        self, messages: Sequence[OutgoingMessage], window: int
+    ) -> list[tuple[BaseException | None, int]]:
         results: list[tuple[BaseException | None, int]] = [(None, 0)] * len(messages)
         todo = list(range(len(messages)))
         for attempt in (1, 2):
@@ -584,6 +624,10 @@ def _coalesce_writes(connection: BlockingConnection) -> None:
         emit(data)
 
     impl._output_marshaled_frames = output_joined
+
+
+def _is_nack(error: BaseException | None) -> bool:
+    return isinstance(error, PublishNackedError)
 
 
 def _marker(flag: list[bool], wake: Callable[[], None]) -> Callable[[Any], None]:

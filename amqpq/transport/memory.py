@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from amqpq.celery_wire import is_celery_message
 from amqpq.codec import MessageProperties, OutgoingMessage
 from amqpq.errors import AmqpqError, PublishNackedError, ResultTimeoutError, UnroutableError
 from amqpq.topology.infra import effective_topology
@@ -57,6 +58,8 @@ from amqpq.wire import (
 __all__ = [
     "MemoryAsyncSendTransport",
     "MemoryBroker",
+    "MemoryChordJoin",
+    "MemoryChordQueues",
     "MemoryDelivery",
     "MemoryPublisher",
     "MemoryQueue",
@@ -427,17 +430,25 @@ def shift_body_times(body: bytes, seconds: float) -> bytes:
         return body
     if not isinstance(data, dict):
         return body
-    changed = False
+    shifted = _shifted_times(data, seconds)
+    if not shifted:
+        return body
+    data.update(shifted)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _shifted_times(values: Mapping[str, Any], seconds: float) -> dict[str, str]:
+    """``eta`` and ``expires`` ISO strings of ``values`` moved by ``seconds``."""
+    shifted: dict[str, str] = {}
     for key in ("eta", "expires"):
-        value = data.get(key)
+        value = values.get(key)
         if isinstance(value, str):
             try:
                 when = datetime.fromisoformat(value)
             except ValueError:
                 continue
-            data[key] = (when + timedelta(seconds=seconds)).isoformat()
-            changed = True
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() if changed else body
+            shifted[key] = (when + timedelta(seconds=seconds)).isoformat()
+    return shifted
 
 
 class MemoryDelivery:
@@ -450,6 +461,8 @@ class MemoryDelivery:
         shift = (time.time() - message.born_real) - (broker.micros - message.born_virtual) / 1e6
         self.body: bytes = shift_body_times(message.body, shift)
         headers = dict(message.properties.headers)
+        if shift and is_celery_message(headers):  # a Celery message's times are headers
+            headers.update(_shifted_times(headers, shift))
         if broker.queues[queue].type == "quorum" and message.deliveries > 1:
             headers[HEADER_DELIVERY_COUNT] = message.deliveries - 1
         self.properties: MessageProperties = replace(message.properties, headers=headers)
@@ -510,6 +523,46 @@ class MemoryPublisher:
 
     async def close(self) -> None:
         return None
+
+
+class MemoryChordQueues:
+    """:class:`~amqpq.transport.base.ChordQueues` in memory: the test broker runs one task
+    at a time on its loop, so a join never meets another (nothing here awaits)."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, list[bytes]] = {}
+        self._held: set[str] = set()
+
+    async def add(self, queue: str, message: OutgoingMessage, *, expires_ms: int) -> int:
+        found = self.queues.setdefault(queue, [])
+        found.append(message.body)
+        return len(found)
+
+    async def join(self, queue: str) -> MemoryChordJoin | None:
+        if queue in self._held or queue not in self.queues:
+            return None
+        self._held.add(queue)
+        return MemoryChordJoin(self, queue)
+
+
+class MemoryChordJoin:
+    def __init__(self, owner: MemoryChordQueues, queue: str) -> None:
+        self._owner = owner
+        self._queue = queue
+        self.messages: list[bytes] = list(owner.queues[queue])
+
+    async def finish(self) -> None:
+        self._owner.queues.pop(self._queue, None)
+        self._owner._held.discard(self._queue)
+
+    async def release(self, drop: Sequence[int]) -> int:
+        dropped = set(drop)
+        kept = [m for i, m in enumerate(self.messages) if i not in dropped]
+        self._owner.queues[self._queue] = (
+            kept + self._owner.queues[self._queue][len(self.messages) :]
+        )
+        self._owner._held.discard(self._queue)
+        return len(self._owner.queues[self._queue])
 
 
 # -- the producers' transports (amqpq.transport.base: SyncSendTransport, AsyncSendTransport) ----

@@ -93,9 +93,13 @@ class AioReplyPublisher:
         return True
 
     async def _reopened(self) -> aiormq.Channel:
-        """The robust channel's current channel, once aio-pika restored it (no waiting)."""
+        """The robust channel's current channel, once aio-pika restored it (no waiting:
+        aio-pika's own accessor waits for a reconnect, which held every task's ack behind
+        the reply connection's back-off)."""
         if self._channel is None:
             raise aiormq.exceptions.ChannelInvalidStateError("the reply path is not open")
+        if not self._broker.is_ready:
+            raise aiormq.exceptions.ChannelInvalidStateError("the reply connection is down")
         underlay = await self._channel.get_underlay_channel()
         if underlay.is_closed:
             raise aiormq.exceptions.ChannelInvalidStateError("the reply channel is closed")

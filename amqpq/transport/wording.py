@@ -21,6 +21,7 @@ __all__ = [
     "cannot_connect",
     "credentials_refused",
     "publish_lost",
+    "refused_times",
     "socket_reason",
     "vhost_refused",
 ]
@@ -70,3 +71,10 @@ def socket_reason(exc: BaseException, host: str | None = None) -> str | None:
     if exc.strerror:
         return exc.strerror.lower()
     return None
+
+
+def refused_times(pauses: Iterable[float]) -> str:
+    """How often a refused (nacked) message was sent, with ``pauses`` between, before
+    giving up."""
+    waits = list(pauses)
+    return f"refused {len(waits) + 1} times over {sum(waits):.1f}s"

@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
         try:
             task = app.registry.get(str(message["task"]))
             request = request_from_json(message["request"])
-            args, kwargs = task.signature.from_wire(message["args"], message["kwargs"])
+            args, kwargs = task.parameters.from_wire(message["args"], message["kwargs"])
             if soft_limit:
                 signal.setitimer(signal.ITIMER_REAL, float(soft_limit))
             if task.is_async:

@@ -24,6 +24,7 @@ from amqpq.worker.admission import REVOKED, Admission, Refusal
 from amqpq.worker.fanout import TaskEvents, TaskObserver
 from amqpq.worker.outcomes import Outcomes
 from amqpq.worker.pools import Job, Pool
+from amqpq.workflow import shape_of
 
 # TaskObserver lives in amqpq.worker.fanout; named here too for amqpq.events, which cites it.
 __all__ = ["ActiveTask", "MessageHandler", "TaskObserver"]
@@ -46,6 +47,7 @@ class ActiveTask:
     started: float  # time.monotonic()
     job: Job
     shadow: str | None = None  # the caller's display name for this call
+    workflow: dict[str, Any] | None = None  # where it sits in a workflow (shape_of)
 
     def describe(self, now: float | None = None) -> dict[str, Any]:
         return {
@@ -53,6 +55,7 @@ class ActiveTask:
             "task": self.task,
             "queue": self.queue,
             "shadow": self.shadow,
+            **({"workflow": self.workflow} if self.workflow else {}),
             "retries": self.retries,
             "started_at": self.started_at.isoformat(timespec="milliseconds"),
             "runtime": round((now or time.monotonic()) - self.started, 3),
@@ -86,11 +89,17 @@ class MessageHandler:
         if isinstance(envelope, Refusal):
             await outcomes.reject(delivery, None, envelope)
             return
+        shape = (
+            shape_of(envelope)
+            if envelope.parent_id or envelope.group_id or envelope.chord or envelope.chain
+            else None
+        )
         events.received(
             envelope.task,
             envelope.id,
             delivery.queue,
             envelope.shadow,
+            shape,
             envelope=envelope,
             size=len(delivery.body),
         )
@@ -155,6 +164,9 @@ class MessageHandler:
                     redelivered=delivery.redelivered,
                     hostname=self._worker,
                     shadow=envelope.shadow,
+                    group_id=envelope.group_id,
+                    group_index=envelope.group_index,
+                    chord_id=envelope.chord.id if envelope.chord is not None else None,
                 )
 
             if not options.acks_late:
@@ -188,6 +200,7 @@ class MessageHandler:
                 started,
                 job,
                 envelope.shadow,
+                shape,
             )
             events.started(envelope.task, envelope.id, delivery.queue, envelope.shadow)
             try:

@@ -82,7 +82,7 @@ class RetryRequest:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a task ended: ``result`` is already JSON (``Signature.result_to_wire``)."""
+    """How a task ended: ``result`` is already JSON (``TaskParameters.result_to_wire``)."""
 
     status: Status
     result: Any = None
@@ -188,7 +188,7 @@ def call_sync_task(
         hooks("task_prerun", request=request, task=task)
     try:
         value = task.func(*_args_for(task, request, args, progress), **kwargs)
-        outcome = Outcome(status=_SUCCESS, result=task.signature.result_to_wire(value))
+        outcome = Outcome(status=_SUCCESS, result=task.parameters.result_to_wire(value))
         if hooks is not None and hooks.task_success:
             hooks("task_success", request=request, task=task, result=outcome.result)
     except (SoftTimeLimitExceeded, TimeLimitExceeded) as exc:
@@ -220,7 +220,7 @@ async def call_async_task(
     try:
         coroutine = task.func(*_args_for(task, request, args, progress), **kwargs)
         value = await (asyncio.wait_for(coroutine, limit) if limit else coroutine)
-        outcome = Outcome(status=_SUCCESS, result=task.signature.result_to_wire(value))
+        outcome = Outcome(status=_SUCCESS, result=task.parameters.result_to_wire(value))
         if hooks is not None and hooks.task_success:
             hooks("task_success", request=request, task=task, result=outcome.result)
     except TimeoutError as exc:

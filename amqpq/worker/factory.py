@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from amqpq.envelope import Reply
 from amqpq.registry import TaskRegistry
 from amqpq.topology.models import Topology
-from amqpq.transport.base import ConfirmingPublisher, Delivery, ReplyPublisher
+from amqpq.transport.base import ChordQueues, ConfirmingPublisher, Delivery, ReplyPublisher
 from amqpq.worker.admission import Admission, RevokedIds
 from amqpq.worker.consumer import MessageHandler
 from amqpq.worker.deadletter import DeadLetterer, dead_letter_targets
@@ -34,6 +35,7 @@ from amqpq.worker.stats import WorkerStats
 
 if TYPE_CHECKING:
     from amqpq.results import ResultStore
+    from amqpq.worker.workflows import Continuations
 
 __all__ = ["DeliveryGuard", "HandlerOptions", "PoolSpec", "build_handler", "make_pool"]
 
@@ -130,6 +132,7 @@ def build_handler(
     options: HandlerOptions,
     revoked: RevokedIds | None = None,
     observers: Sequence[TaskObserver] = (),
+    chords: ChordQueues | None = None,
 ) -> DeliveryGuard:
     """A handler for ``pool`` (started or not), publishing replies and copies as given."""
     queues = list(options.queues)
@@ -142,6 +145,28 @@ def build_handler(
         events,
         options.worker_name,
     )
+
+    def continuations() -> Continuations:
+        # Imported on the first workflow message: the planner and the task preparer.
+        from amqpq.producer import TaskPreparer
+        from amqpq.worker.workflows import Continuations
+
+        def record() -> Callable[[Reply], Awaitable[None]] | None:
+            recorder = outcomes.recorder
+            if recorder is None:
+                return None
+            return lambda reply: recorder.record(reply, None)
+
+        return Continuations(
+            TaskPreparer(registry, lambda: topology),
+            republisher,
+            chords,
+            outcomes.publish_reply,
+            options.worker_name,
+            record,
+        )
+
+    outcomes.make_continuations = continuations
     if options.result_store is not None:  # imported only when a store is configured
         from amqpq.results.recorder import ResultRecorder
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -49,8 +50,11 @@ class TaskObserver(Protocol):
 
 
 # What received events say about a task besides these: its arguments are shown below and
-# every other envelope field (parent/root ids, a workflow's ids, ...) is forwarded as is.
+# every other envelope field that is one value (parent/root ids, a workflow's ids, eta...)
+# is forwarded as is; structures (a chain's next tasks, a chord's body) are summed up by
+# the workflow's shape instead.
 _SHOWN_APART = frozenset({"protocol", "id", "task", "args", "kwargs", "shadow"})
+_ONE_VALUE = (str, int, float, datetime)
 # Arguments travel as they are (JSON values, so the dashboard can send a task again) when
 # the message is this small; larger ones as a bounded repr.
 ARGUMENTS_KEPT_BYTES = 8192
@@ -85,7 +89,7 @@ def describe_envelope(envelope: TaskEnvelope, size: int) -> dict[str, Any]:
         fields["kwargs_repr"] = _bounded(envelope.kwargs)
     for name in _forwarded(type(envelope)):
         value = getattr(envelope, name)
-        if value:  # None, 0 retries: left out
+        if value and isinstance(value, _ONE_VALUE):  # None, 0 retries: left out
             fields[name] = value
     return fields
 
@@ -132,12 +136,17 @@ class TaskEvents:
         task_id: str,
         queue: str,
         shadow: str | None = None,
+        workflow: Mapping[str, Any] | None = None,
         *,
         envelope: TaskEnvelope | None = None,
         size: int = 0,
     ) -> None:
+        """``workflow``: where the task sits in its workflow (``amqpq.workflow.shape_of``);
+        ``envelope`` and its message's ``size``: the event's arguments and other fields."""
         if self.observers:
             details = describe_envelope(envelope, size) if envelope is not None else {}
+            if workflow:
+                details.update(workflow)
             self._notify(TaskEvent.RECEIVED, task, task_id, queue=queue, shadow=shadow, **details)
 
     def started(self, task: str, task_id: str, queue: str, shadow: str | None = None) -> None:

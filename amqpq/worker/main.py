@@ -20,6 +20,7 @@ from amqpq.settings import Settings
 from amqpq.topology.models import Topology
 from amqpq.transport.aio import AsyncBroker
 from amqpq.transport.base import Consumer
+from amqpq.transport.chords import AioChordQueues
 from amqpq.transport.consume import AioConfirmingPublisher, AioQueueConsumer, connection_lost
 from amqpq.transport.replies import AioReplyPublisher
 from amqpq.wire import worker_consumer_tag
@@ -251,6 +252,7 @@ class Worker:
                 ),
                 revoked=operations.revocations,
                 observers=observers,
+                chords=AioChordQueues(broker),
             )
             operations.attach(deliver.handler)
             connections = _Connections(broker, direct_replies, republisher)

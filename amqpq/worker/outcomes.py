@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from amqpq.codec import OutgoingMessage, encode_reply, fresh_headers
+from amqpq.celery_wire import celery_retry_headers, encode_celery_reply, is_celery_message
+from amqpq.codec import MessageProperties, OutgoingMessage, encode_reply, fresh_headers
 from amqpq.delay import plan_delay
 from amqpq.envelope import ErrorInfo, Reply, TaskEnvelope, TaskState
 from amqpq.errors import AmqpqError
@@ -36,7 +37,10 @@ from amqpq.worker.fanout import TaskEvents
 from amqpq.worker.pools import Job
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from amqpq.results.recorder import ResultRecorder
+    from amqpq.worker.workflows import Continuations
 
 __all__ = ["DelayLevels", "Outcomes", "Publishers"]
 
@@ -85,6 +89,19 @@ class Outcomes:
         # The result store's writer (factory.build_handler), None without a store: every
         # state is stored before the ack (amqpq.results.recorder retries a store that is down).
         self.recorder: ResultRecorder | None = None
+        # The workflow steps (docs/workflows.md), built on the first workflow message: a
+        # worker that never sees one never imports the planner and the preparer.
+        self.make_continuations: Callable[[], Continuations] | None = None
+        self._continuations: Continuations | None = None
+
+    @property
+    def continuations(self) -> Continuations:
+        found = self._continuations
+        if found is None:
+            if self.make_continuations is None:
+                raise AmqpqError("this worker runs no workflows (no continuations given)")
+            found = self._continuations = self.make_continuations()
+        return found
 
     # -- the outcomes -----------------------------------------------------------------------
 
@@ -115,6 +132,12 @@ class Outcomes:
             if self.recorder is not None:  # result store
                 stored = self.make_reply(envelope, TaskState.SUCCESS, result=outcome.result)
                 await self.recorder.record(stored, envelope)
+            if (
+                envelope.chain or envelope.chord is not None or envelope.link
+            ) and not await self.continuations.succeeded(delivery, envelope, outcome.result):
+                await asyncio.sleep(1.0)  # do not spin on a broker that refuses the next step
+                await self.requeue(delivery)
+                return
             await self.ack(delivery)
         elif status is _RETRY:
             await self.retry(delivery, envelope, job.task, outcome, job.request)
@@ -151,10 +174,19 @@ class Outcomes:
             return
         countdown = retry_countdown(options, retry, envelope.retries)
         eta = datetime.now(UTC) + timedelta(seconds=countdown)
-        again = envelope.model_copy(update={"retries": envelope.retries + 1, "eta": eta})
-        body = again.model_dump_json(exclude_none=True).encode()
+        headers = delivery.properties.headers
+        if is_celery_message(headers):
+            # A Celery message stays one: same body, Celery's retries and eta headers.
+            body = delivery.body
+            retry_headers = celery_retry_headers(
+                fresh_headers(headers), retries=envelope.retries + 1, eta=eta
+            )
+        else:
+            again = envelope.model_copy(update={"retries": envelope.retries + 1, "eta": eta})
+            body = again.model_dump_json(exclude_none=True).encode()
+            retry_headers = None
         try:
-            await self._republisher.publish(self._delayed(delivery, body, countdown))
+            await self._republisher.publish(self._delayed(delivery, body, countdown, retry_headers))
         except AmqpqError as exc:
             log.error(
                 "retry of task %s id=%s not scheduled (%s); message requeued",
@@ -219,7 +251,17 @@ class Outcomes:
             await self.recorder.record(
                 self.make_reply(envelope, TaskState.FAILURE, error=error), envelope
             )
+        await self._workflow_failed(delivery, envelope, error, TaskState.FAILURE)
         await self.deadletters.dead_letter(delivery, reason, error.type, error.message)
+
+    async def _workflow_failed(
+        self, delivery: Delivery, envelope: TaskEnvelope | None, error: ErrorInfo, state: TaskState
+    ) -> None:
+        """A workflow's task that ended without a result: the rest of it is told."""
+        if envelope is not None and (
+            envelope.chain or envelope.chord is not None or envelope.link_error
+        ):
+            await self.continuations.failed(delivery, envelope, error, state)
 
     async def reject(
         self, delivery: Delivery, envelope: TaskEnvelope | None, refusal: Refusal
@@ -241,9 +283,17 @@ class Outcomes:
                 worker=self._worker,
             )
             if props.reply_to:
-                await self.publish_reply(delivery, props.reply_to, reply)
+                await self.publish_reply(
+                    delivery, props.reply_to, reply, celery=refusal.celery_caller
+                )
             if self.recorder is not None:  # result store
                 await self.recorder.record(reply, envelope)
+        await self._workflow_failed(
+            delivery,
+            envelope,
+            ErrorInfo(type=refusal.error_type, message=refusal.message),
+            refusal.state,
+        )
         await self.deadletters.dead_letter(
             delivery, refusal.reason, refusal.error_type, refusal.message
         )
@@ -274,6 +324,7 @@ class Outcomes:
             await self.recorder.record(
                 self.make_reply(envelope, TaskState.REVOKED, error=error), envelope
             )
+        await self._workflow_failed(delivery, envelope, error, TaskState.REVOKED)
         await self.ack(delivery)
 
     async def redelay(self, delivery: Delivery, envelope: TaskEnvelope, wait: timedelta) -> None:
@@ -301,9 +352,16 @@ class Outcomes:
         self._events.requeued()
         await delivery.nack(requeue=True)
 
-    def _delayed(self, delivery: Delivery, body: bytes, seconds: float) -> OutgoingMessage:
-        """A fresh copy that waits ``seconds`` in the delay levels, then lands in this queue."""
-        headers = fresh_headers(delivery.properties.headers)
+    def _delayed(
+        self,
+        delivery: Delivery,
+        body: bytes,
+        seconds: float,
+        headers: dict[str, Any] | None = None,
+    ) -> OutgoingMessage:
+        """A fresh copy that waits ``seconds`` in the delay levels, then lands in this queue
+        (with the delivery's own headers unless given)."""
+        headers = fresh_headers(delivery.properties.headers) if headers is None else headers
         properties = replace(delivery.properties, expiration=None, delivery_mode=2)
         if not self._delays.enabled:  # no delay levels declared: straight back to the queue
             return OutgoingMessage(
@@ -364,12 +422,21 @@ class Outcomes:
             worker=self._worker,
         )
 
-    async def publish_reply(self, delivery: Delivery, reply_to: str, reply: Reply) -> None:
+    async def publish_reply(
+        self, delivery: Delivery, reply_to: str, reply: Reply, *, celery: bool = False
+    ) -> None:
+        """Send ``reply`` to ``reply_to``: amqpq's format, or Celery's ``rpc://`` one for a
+        Celery message (or when ``celery`` says so)."""
+        props = delivery.properties
+        celery = celery or is_celery_message(props.headers)
         try:
-            message = encode_reply(reply, reply_to=reply_to)
-        except ValueError as exc:  # a result pydantic cannot serialise
+            message = _encode_reply(celery, props, reply_to, reply)
+        except (TypeError, ValueError) as exc:  # a result that cannot be serialised
             log.error("reply for id=%s cannot be encoded: %s", reply.id, exc)
-            message = encode_reply(
+            message = _encode_reply(
+                celery,
+                props,
+                reply_to,
                 reply.model_copy(
                     update={
                         "state": TaskState.FAILURE,
@@ -377,7 +444,6 @@ class Outcomes:
                         "error": ErrorInfo(type="EncodeError", message=str(exc)),
                     }
                 ),
-                reply_to=reply_to,
             )
         if reply_to.startswith(DIRECT_REPLY_TO_PREFIX):
             # Ahead of the ack, unconfirmed, on the reply connection: whatever a confirm
@@ -410,3 +476,13 @@ class Outcomes:
             del self._done_unacked[task_id]
             return True
         return False
+
+
+def _encode_reply(
+    celery: bool, props: MessageProperties, reply_to: str, reply: Reply
+) -> OutgoingMessage:
+    if celery:  # a Celery caller: what its rpc:// backend reads
+        return encode_celery_reply(
+            reply, reply_to=reply_to, correlation_id=props.correlation_id or reply.id
+        )
+    return encode_reply(reply, reply_to=reply_to)

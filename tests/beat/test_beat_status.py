@@ -20,7 +20,9 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
 
 def status(broker_url: str, *args: str) -> Result:
-    cli = Cli({"AMQPQ_URL": broker_url, "AMQPQ_TOPOLOGY": str(TOPOLOGY), "AMQPQ_MANAGEMENT_URL": None})
+    cli = Cli(
+        {"AMQPQ_URL": broker_url, "AMQPQ_TOPOLOGY": str(TOPOLOGY), "AMQPQ_MANAGEMENT_URL": None}
+    )
     result = cli("status", *args)
     assert result.exit_code == 0, result.output
     return result
@@ -63,8 +65,10 @@ async def test_status_shows_the_leading_beat_and_the_standby_and_follows_a_hando
     beats = await wait_for_beats(
         broker_url,
         # A new connection's state comes with the management API's next statistics.
-        lambda b: roles(b) == {pids[0]: "leader", pids[1]: "standby"}
-        and all(beat["state"] is not None for beat in b),
+        lambda b: (
+            roles(b) == {pids[0]: "leader", pids[1]: "standby"}
+            and all(beat["state"] is not None for beat in b)
+        ),
     )
 
     # Then the JSON names each beat's process, connection and consumer on the leader queue

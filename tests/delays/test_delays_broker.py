@@ -160,7 +160,16 @@ async def test_exhausted_retries_end_in_the_dead_letter_queue_and_replay_brings_
     # Fix the cause, then replay: it runs again with its retries reset, and succeeds
     flag.write_text("fixed")
     replay = await asyncio.to_thread(
-        run_cli, None, "dlq", "replay", "work", "-f", str(TOPOLOGY_FILE), "--url", broker_url, timeout=60
+        run_cli,
+        None,
+        "dlq",
+        "replay",
+        "work",
+        "-f",
+        str(TOPOLOGY_FILE),
+        "--url",
+        broker_url,
+        timeout=60,
     )
     assert replay.returncode == 0, replay.stderr
     assert "replayed 1 dead letter(s) from work.dlq" in replay.stdout

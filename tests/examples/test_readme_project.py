@@ -100,3 +100,12 @@ def test_readmes_async_snippet_exits_cleanly_with_a_plain_asyncio_run(
     assert done.returncode == 0, done.stderr
     assert done.stdout == "7\n"
     assert done.stderr == ""
+
+
+def test_the_readme_workflows_run_with_no_result_store(
+    shop: Path, tmp_path: Path, broker_url: str
+) -> None:
+    script = shop / "workflows.py"
+    script.write_text(_block_after("Compose tasks as with Celery's canvas", "python"))
+    done = run_script(script, env=amqpq_env(broker_url), cwd=shop)
+    assert done.returncode == 0, done.stderr

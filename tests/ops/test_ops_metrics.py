@@ -23,6 +23,7 @@ from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
+
 def free_port_pair() -> int:
     """A port P such that P and P+1 are both free right now."""
     for _ in range(50):
@@ -107,9 +108,12 @@ def test_each_of_n_worker_processes_serves_its_own_metrics_on_port_plus_index(
         total = sum(succeeded(scrape(p), "ops.add") for p in (port, port + 1))
         return total if total >= 10 else None
 
-    assert eventually(
-        all_counted, 30.0, what="10 succeeded tasks in the metrics", ignoring=(httpx.HTTPError,)
-    ) == 10
+    assert (
+        eventually(
+            all_counted, 30.0, what="10 succeeded tasks in the metrics", ignoring=(httpx.HTTPError,)
+        )
+        == 10
+    )
     for p in (port, port + 1):
         samples = scrape(p)
         assert {lab["worker"] for lab, _ in samples["amqpq_tasks_total"]} <= {labels[p]}

@@ -47,9 +47,7 @@ def test_a_task_that_failed_on_a_bug_is_replayed_after_the_fix_and_succeeds(
             bool(mine) and queues["work"]["consumers"] == 1 and queues["work"]["dead_letters"] == 1
         )
 
-    eventually(
-        caught_up, 20.0, what="the worker and the dead letter in the management statistics"
-    )
+    eventually(caught_up, 20.0, what="the worker and the dead letter in the management statistics")
     [me] = [w for w in seen["workers"] if w["pid"] == worker.pid]
     assert me["name"].startswith("amqpq worker ")
     assert [c["queue"] for c in me["consumers"]] == ["work"]
@@ -92,6 +90,10 @@ def test_status_without_workers_says_so(plain: PlainClient, cli: Cli) -> None:
     assert all(q["exists"] for q in document["queues"])
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_status_watch_refreshes_until_ctrl_c_and_exits_0(
     plain: PlainClient, broker_url: str
 ) -> None:
@@ -101,10 +103,18 @@ def test_status_watch_refreshes_until_ctrl_c_and_exits_0(
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # As in a terminal: a suite run in the background (`... &`) ignores SIGINT, and
+        # a child inherits that, so Ctrl-C would never reach it.
+        preexec_fn=_interruptible,
     )
-    time.sleep(2.0)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=10)
+    try:
+        time.sleep(2.0)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 0, err
     assert b"queues in vhost" in out
     assert b"Traceback" not in err

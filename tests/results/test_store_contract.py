@@ -151,3 +151,60 @@ def test_unknown_scheme_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
         open_store("mongodb://user:secret@127.0.0.1/db")
     assert "secret" not in str(caught.value)
+
+
+def with_option(url: str, option: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{option}"
+
+
+async def test_writes_that_arrive_together_are_each_stored_in_order(store: ResultStore) -> None:
+    # Given many tasks ending at once on one loop (each write may share a batch)
+    ids = [new_id() for _ in range(300)]
+
+    async def one_task(task_id: str, n: int) -> None:
+        await store.asave(reply(task_id, TaskState.STARTED), expires=60)
+        await store.asave(reply(task_id, result=n), expires=60)
+
+    await asyncio.gather(*(one_task(task_id, n) for n, task_id in enumerate(ids)))
+
+    # Then every task's last state is the one stored, whichever batch carried it
+    for n, task_id in enumerate(ids):
+        stored = await store.aload(task_id)
+        assert stored is not None
+        assert (stored.state, stored.reply.result) == (TaskState.SUCCESS, n)
+    await store.aclose()
+
+
+def test_a_result_larger_than_max_bytes_is_stored_as_an_encode_error(store_url: str) -> None:
+    store = open_store(with_option(store_url, "max_bytes=1000"))
+    try:
+        task_id, small_id = new_id(), new_id()
+        store.save(reply(task_id, result="x" * 2000), expires=60)
+        store.save(reply(small_id, result="x" * 10), expires=60)
+        stored = store.load(task_id)
+        assert stored is not None
+        assert stored.state is TaskState.FAILURE
+        assert stored.reply.error is not None
+        assert stored.reply.error.type == "EncodeError"
+        assert "too large to store" in stored.reply.error.message
+        assert "at most 1,000" in stored.reply.error.message
+        small = store.load(small_id)
+        assert small is not None
+        assert small.reply.result == "x" * 10
+    finally:
+        store.close()
+
+
+def test_max_bytes_must_be_a_positive_number(store_url: str) -> None:
+    with pytest.raises(ConfigError, match="max_bytes='lots' is not a positive number"):
+        open_store(with_option(store_url, "max_bytes=lots"))
+
+
+@pytest.mark.parametrize("scheme", ["redis", "postgresql"])
+async def test_every_writer_of_a_batch_the_store_refused_gets_the_error(scheme: str) -> None:
+    store = open_store(f"{scheme}://127.0.0.1:{port_closed()}/0")
+    outcomes = await asyncio.gather(
+        *(store.asave(reply(new_id()), expires=60) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(outcome, ResultStoreError) for outcome in outcomes), outcomes
+    await store.aclose()

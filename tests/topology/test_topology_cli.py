@@ -53,7 +53,8 @@ def test_validate_reports_each_problem_on_one_line_and_exits_2(
         f"error: {path}:2: queues[0].tipe: unknown key (did you mean 'type'?); expected one of: "
         "name, type, durable, exclusive, auto_delete, arguments, bindings, max_length, "
         "max_length_bytes, message_ttl, expires, max_priority, delivery_limit, "
-        "single_active_consumer, overflow, dead_letter_exchange, dead_letter_routing_key, max_age",
+        "single_active_consumer, overflow, dead_letter_exchange, dead_letter_routing_key, max_age, "
+        "amqpq_arguments",
     ]
 
 
@@ -151,8 +152,7 @@ def test_apply_without_management_api_still_refuses_conflicts(
         (
             ["apply", "--url", "amqp://guest:guest@127.0.0.1:1/"],
             {"AMQPQ_MANAGEMENT_URL": "http://127.0.0.1:1"},
-            "error: cannot connect to RabbitMQ: amqp://guest@127.0.0.1:1/%2F: "
-            "connection refused",
+            "error: cannot connect to RabbitMQ: amqp://guest@127.0.0.1:1/%2F: connection refused",
         ),
         (
             ["plan", "--url", "amqp://guest:wrong@127.0.0.1/"],

@@ -265,6 +265,8 @@ def test_plan_lists_what_is_only_on_the_broker_but_not_builtins(example: Topolog
             {"name": "old_jobs", "type": "classic", "arguments": {}},
             {"name": "amq.gen-abc", "type": "classic", "exclusive": True},
             {"name": "reply", "type": "classic", "exclusive": True},
+            # a running chord's queue (docs/workflows.md): transient, never "only on broker"
+            {"name": "amqpq.chord.5f0c", "type": "classic", "arguments": {"x-expires": 1000}},
         ],
         bindings=[
             {

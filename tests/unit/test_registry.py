@@ -10,9 +10,9 @@ from pydantic import BaseModel
 
 from amqpq.errors import ArgumentsError, ConfigError, TaskNotFoundError
 from amqpq.registry import (
-    Signature,
     Task,
     TaskOptions,
+    TaskParameters,
     TaskRegistry,
     TaskSender,
     parse_rate_limit,
@@ -33,22 +33,22 @@ def report(invoice: Invoice, *tags: str, urgent: bool = False, **extra: float) -
 
 
 def test_arguments_are_validated_and_kept_positional_or_keyword_as_given() -> None:
-    sig = Signature(add)
+    sig = TaskParameters(add)
     assert sig.to_wire([3], {"y": "4"}) == ([3], {"y": 4})
 
 
 def test_wrong_arity_is_an_arguments_error_naming_the_task() -> None:
     with pytest.raises(ArgumentsError, match="add: missing a required argument: 'y'"):
-        Signature(add).to_wire([3], {})
+        TaskParameters(add).to_wire([3], {})
 
 
 def test_a_value_that_fails_its_type_hint_says_which_parameter_and_what_it_got() -> None:
     with pytest.raises(ArgumentsError, match=r"y: .*integer.*got 'four'"):
-        Signature(add).to_wire([3, "four"], {})
+        TaskParameters(add).to_wire([3, "four"], {})
 
 
 def test_models_and_datetimes_travel_as_json_and_come_back_typed() -> None:
-    sig = Signature(report)
+    sig = TaskParameters(report)
     issued = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     args, kwargs = sig.to_wire(
         [{"number": 7, "issued": issued}, "a", "b"], {"urgent": 1, "w": "1.5"}
@@ -62,23 +62,25 @@ def test_models_and_datetimes_travel_as_json_and_come_back_typed() -> None:
 
 def test_var_positional_items_are_each_validated() -> None:
     with pytest.raises(ArgumentsError, match=r"tags\[2\]"):
-        Signature(report).to_wire([{"number": 1, "issued": "2026-01-01T00:00:00Z"}, "a", [1]], {})
+        TaskParameters(report).to_wire(
+            [{"number": 1, "issued": "2026-01-01T00:00:00Z"}, "a", [1]], {}
+        )
 
 
 def test_bound_tasks_skip_their_first_parameter() -> None:
     def bound(self: object, x: int) -> int:
         return x
 
-    assert Signature(bound, bind=True).to_wire([1], {}) == ([1], {})
+    assert TaskParameters(bound, bind=True).to_wire([1], {}) == ([1], {})
     with pytest.raises(ConfigError):
-        Signature(lambda: None, bind=True)
+        TaskParameters(lambda: None, bind=True)
 
 
 def test_results_are_dumped_by_the_return_hint() -> None:
     def issued() -> datetime:
         return datetime(2026, 1, 1, tzinfo=UTC)
 
-    sig = Signature(issued)
+    sig = TaskParameters(issued)
     wire = sig.result_to_wire(issued())
     assert wire == "2026-01-01T00:00:00Z"
     assert sig.result_from_wire(wire) == issued()
@@ -88,7 +90,7 @@ def test_unannotated_parameters_accept_any_json() -> None:
     def loose(a, b=2):  # type: ignore[no-untyped-def]
         return a
 
-    assert Signature(loose).to_wire([{"k": [1]}], {"b": None}) == ([{"k": [1]}], {"b": None})
+    assert TaskParameters(loose).to_wire([{"k": [1]}], {"b": None}) == ([{"k": [1]}], {"b": None})
 
 
 @pytest.mark.parametrize(

@@ -22,11 +22,11 @@ from tests.support.aio_clients import (
     departed_node_address,
     direct_call,
     direct_reply_address,
+    wait_count,
 )
 from tests.support.processes import reconnected_marker
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
-
 
 
 async def test_a_reply_the_broker_cannot_deliver_costs_no_ack_and_runs_no_task_twice(
@@ -66,6 +66,48 @@ async def _answered_eventually(client: TaskClient, attempts: int = 20) -> dict[s
         except TimeoutError:
             continue
     raise AssertionError(f"no reply to a live caller in {attempts} attempts")
+
+
+async def test_tasks_run_and_are_acked_while_the_reply_connection_cannot_come_back(
+    start_worker, client: TaskClient, management: httpx.Client, vhost: str, tmp_path: Path
+) -> None:
+    # Given a worker of one slot whose reply connection is closed and may not reconnect
+    # (the vhost is at its connection limit), as while a reply broke it on a dying node
+    worker = await start_worker("-Q", "work", "-c", "1").started()
+    caller = await direct_reply_address(client.connection)
+    api = httpx.AsyncClient(base_url=str(management.base_url), auth=management.auth, timeout=10)
+    async with api:
+        connections = await _count_connections(api, vhost, until_named="amqpq worker-replies ")
+        async with _connection_limit(management, vhost, connections - 1):
+            assert await _close_connections(api, vhost, "amqpq worker-replies ", times=1) == 1
+
+            # When tasks whose callers wait for a reply run meanwhile
+            runs = tmp_path / "runs"
+            tags = [f"t{i}" for i in range(5)]
+            for tag in tags:
+                await client.send("wt.record", [str(runs), tag], reply_to=caller)
+
+            # Then each runs and is acked: a reply with no connection is dropped at once,
+            # it never holds the slot until the reply connection is back
+            await wait_count(client.connection, "work", 0)
+            await worker.wait_for_log("reply dropped", count=len(tags))
+            assert sorted(runs.read_text().split()) == tags
+    assert reconnected_marker("worker", worker.pid) not in worker.log()
+
+
+async def _count_connections(api: httpx.AsyncClient, vhost: str, *, until_named: str) -> int:
+    """The vhost's connections, once one named ``until_named...`` shows."""
+    for _ in range(200):
+        response = await api.get(f"/vhosts/{quote(vhost, safe='')}/connections")
+        response.raise_for_status()
+        names = [
+            c.get("user_provided_name") or c.get("client_properties", {}).get("connection_name", "")
+            for c in response.json()
+        ]
+        if any(str(name).startswith(until_named) for name in names):
+            return len(names)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no connection named {until_named!r} on {vhost}")
 
 
 async def test_a_worker_whose_connection_is_closed_while_it_declares_starts_again(
