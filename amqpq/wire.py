@@ -182,6 +182,12 @@ def events_exchange_name(prefix: str = "amqpq") -> str:
     return f"{prefix}.events"
 
 
+def events_stream_name(prefix: str = "amqpq") -> str:
+    """Stream queue keeping task and worker events (workers' batches, bound to the exchange
+    of the same name for senders' events): what ``amqpq events`` and the dashboard read."""
+    return f"{prefix}.events"
+
+
 def revocations_queue_name(prefix: str = "amqpq") -> str:
     """Stream of revoked task ids that every worker reads from the start."""
     return f"{prefix}.revoked"

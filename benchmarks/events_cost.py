@@ -1,13 +1,13 @@
-"""What worker events cost: drain rate of N no-op tasks with ``--events`` off and on.
+"""What worker events cost: drain rate of N no-op tasks with events on and off.
 
 Run from the repository root: ``.venv/bin/python -m benchmarks.events_cost [--n 10000]
-[--runs 3] [-c 8]``. Each run pre-fills the ``bench`` queue of a fresh vhost with N
-``bench.noop`` tasks (no results), starts one ``amqpq worker -A bench_tasks --workers 1``
-with or without ``--events``, and times the drain (exact depth by passive declare).
-Runs alternate off/on so background noise hits both alike. With events on, every task
-publishes three events (received, started, succeeded) and nobody consumes them
-(RabbitMQ drops them at the exchange), the common case when no ``amqpq events`` runs;
-``--watch`` binds a queue to the events exchange, as a live ``amqpq events`` would.
+[--runs 3] [-c N]``. Each run pre-fills the ``bench`` queue of a fresh vhost with N
+``bench.noop`` tasks (no results), starts the default worker ``amqpq worker -A
+bench_tasks`` (events on) or the same with ``--without-events``, and times the drain
+(exact depth by passive declare), and the CPU the worker's processes used per task
+(the whole run, read from the reaped children's usage; steadier than the rate on a busy
+machine). Runs alternate off/on so background noise hits both alike. With events on, every task adds three events (received, started, succeeded) to
+the worker's batches in the stream ``amqpq.events``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -56,16 +57,13 @@ async def _depth(url: str) -> int:
         await connection.close()
 
 
-async def _watch(url: str) -> aio_pika.abc.AbstractConnection:
-    connection = await aio_pika.connect(url)
-    channel = await connection.channel()
-    queue = await channel.declare_queue(exclusive=True)
-    await queue.bind("amqpq.events", routing_key="#")
-    await queue.consume(lambda m: None, no_ack=True)  # type: ignore[arg-type, return-value]
-    return connection
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
-def run_once(n: int, concurrency: int, events: bool, watch: bool) -> float:
+def run_once(n: int, concurrency: int | None, events: bool) -> tuple[float, float]:
+    """(drain rate in tasks/s, the worker processes' CPU in microseconds per task)."""
     vhost = f"bench-events-{uuid.uuid4().hex[:6]}"
     quoted = quote(vhost, safe="")
     with httpx.Client(base_url=MGMT, auth=AUTH) as api:
@@ -75,19 +73,17 @@ def run_once(n: int, concurrency: int, events: bool, watch: bool) -> float:
         ).raise_for_status()
     url = f"amqp://guest:guest@127.0.0.1:5672/{quoted}"
     worker: subprocess.Popen[bytes] | None = None
-    watcher = None
     try:
         sys.path.insert(0, str(HERE))
         from bench_tasks import TOPOLOGY  # type: ignore[import-not-found]
 
         asyncio.run(declare_topology(Settings(url=url), TOPOLOGY))
         asyncio.run(_fill(url, n))
-        if watch:
-            loop = asyncio.new_event_loop()
-            watcher = loop.run_until_complete(_watch(url))
-        args = ["-A", "bench_tasks", "--workers", "1", "-c", str(concurrency), "-l", "WARNING"]
-        args += ["--events"] if events else ["--no-events"]
+        args = ["-A", "bench_tasks", "-l", "WARNING"]
+        args += ["-c", str(concurrency)] if concurrency else []
+        args += [] if events else ["--without-events"]
         env = {**os.environ, "AMQPQ_URL": url}
+        cpu_before = _children_cpu()
         worker = subprocess.Popen(
             [sys.executable, "-m", "amqpq", "worker", "--no-declare", *args], cwd=HERE, env=env
         )
@@ -97,13 +93,18 @@ def run_once(n: int, concurrency: int, events: bool, watch: bool) -> float:
         start, start_depth = time.monotonic(), depth
         while asyncio.run(_depth(url)) > 0:
             time.sleep(0.01)
-        return start_depth / (time.monotonic() - start)
+        rate = start_depth / (time.monotonic() - start)
+        worker.terminate()
+        worker.wait(30)
+        # The whole run's CPU (start-up and shutdown too, alike with and without events):
+        # unlike the drain rate, barely moved by what else the machine runs.
+        cpu = (_children_cpu() - cpu_before) / n * 1e6
+        worker = None
+        return rate, cpu
     finally:
         if worker is not None:
             worker.terminate()
             worker.wait(30)
-        if watcher is not None:
-            loop.run_until_complete(watcher.close())
         with httpx.Client(base_url=MGMT, auth=AUTH) as api:
             api.delete(f"/vhosts/{quoted}")
 
@@ -112,19 +113,27 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("-c", type=int, default=8)
-    parser.add_argument("--watch", action="store_true")
+    parser.add_argument("-c", type=int, default=None, help="slots per worker [default worker]")
     args = parser.parse_args()
     rates: dict[bool, list[float]] = {False: [], True: []}
+    cpus: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(args.runs):
         for events in (False, True):
-            rate = run_once(args.n, args.c, events, args.watch)
+            rate, cpu = run_once(args.n, args.c, events)
             rates[events].append(rate)
-            print(f"events={'on ' if events else 'off'} {rate:8.0f} tasks/s", flush=True)
+            cpus[events].append(cpu)
+            print(
+                f"events={'on ' if events else 'off'} {rate:8.0f} tasks/s, "
+                f"worker CPU {cpu:6.0f} us/task",
+                flush=True,
+            )
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
+    cpu_off, cpu_on = statistics.median(cpus[False]), statistics.median(cpus[True])
     print(
-        f"median: off {off:.0f}/s, on {on:.0f}/s ({(on - off) / off * 100:+.0f}%), "
-        f"n={args.n}, runs={args.runs}, -c {args.c}{', watched' if args.watch else ''}"
+        f"median: off {off:.0f}/s, on {on:.0f}/s ({(on - off) / off * 100:+.0f}%); "
+        f"worker CPU off {cpu_off:.0f} us/task, on {cpu_on:.0f} us/task "
+        f"({(cpu_on - cpu_off) / cpu_off * 100:+.0f}%); "
+        f"n={args.n}, runs={args.runs}, {f'-c {args.c}' if args.c else 'default worker'}"
     )
 
 

@@ -36,7 +36,8 @@ from benchmarks.harness import (
 )
 from benchmarks.systems import SYSTEMS, NotSupported, System
 
-WORKLOADS = ("enqueue", "drain", "rpc", "coldstart", "blob", "scaling", "store")
+WORKLOADS = ("enqueue", "drain", "rpc", "coldstart", "blob", "scaling", "store", "dashboard")
+DASHBOARD_TASKS = 100_000
 SCALE = (1, 2, 4)
 MB = 1024 * 1024
 
@@ -63,6 +64,11 @@ METRICS: dict[str, list[Metric]] = {
             "msg/s",
         ),
         Metric("drain.default", "drain, default worker (raw: prefetch 100)", "msg/s"),
+        Metric(
+            "drain.without_events",
+            "drain, default worker --without-events (amqpq only; events are on by default)",
+            "msg/s",
+        ),
     ],
     "store": [
         Metric("store.none", "drain add(1, 2), default worker, results kept nowhere", "msg/s"),
@@ -84,6 +90,25 @@ METRICS: dict[str, list[Metric]] = {
         Metric("blob.enqueue", "1 MB payloads: enqueue one at a time", "msg/s"),
         Metric("blob.drain", "1 MB payloads: drain, 1 slot", "msg/s"),
     ],
+    "dashboard": [
+        Metric(
+            "dashboard.ingest",
+            f"dashboard: events indexed per second ({DASHBOARD_TASKS:,} tasks, amqpq only)",
+            "ev/s",
+        ),
+        Metric(
+            "dashboard.tasks_p50",
+            f"dashboard: GET /api/tasks?state=FAILURE p50, {DASHBOARD_TASKS:,} tasks indexed",
+            "ms",
+            False,
+        ),
+        Metric(
+            "dashboard.search_p50",
+            f"dashboard: GET /api/tasks?q=TEXT p50, {DASHBOARD_TASKS:,} tasks indexed",
+            "ms",
+            False,
+        ),
+    ],
     "scaling": [
         Metric(f"scale.{n}", f"drain, {n} worker process{'es' if n > 1 else ''} x 1 slot", "msg/s")
         for n in SCALE
@@ -95,10 +120,20 @@ TARGETS = [
     ("drain one slot >= 0.9x raw prefetch=1", "drain.one_slot", "amqpq", "raw", 0.9, "ge"),
     ("  the same with --pool solo", "drain.solo", "amqpq", "raw", 0.9, "ge"),
     ("default worker >= 1.2x Dramatiq's default", "drain.default", "amqpq", "dramatiq", 1.2, "ge"),
+    # A denominator "system:metric" compares two rows of one system.
+    (
+        "events cost <= 10%: default >= 0.9x --without-events",
+        "drain.default",
+        "amqpq",
+        "amqpq:drain.without_events",
+        0.9,
+        "ge",
+    ),
     ("RPC p50 <= 1.15x raw direct reply-to", "rpc.p50", "amqpq", "raw", 1.15, "le"),
     ("bulk enqueue >= 0.8x raw pipelined", "enqueue.bulk", "amqpq", "raw", 0.8, "ge"),
     ("delay one at a time >= 1.0x raw sequential", "enqueue.one", "amqpq", "raw", 1.0, "ge"),
     ("cold start <= 0.3 s", "coldstart", "amqpq", None, 0.3, "le"),
+    ("dashboard filtered task list p50 <= 100 ms", "dashboard.tasks_p50", "amqpq", None, 100, "le"),
     ("idle RSS <= 45 MiB", "rss", "amqpq", None, 45.0, "le"),
 ]
 
@@ -236,6 +271,9 @@ class Bench:
         self.record("drain.one_slot", system.name, lambda: self.drain(system, "one_slot", n=n))
         self.record("drain.solo", system.name, lambda: self.drain(system, "solo", n=n))
         self.record("drain.default", system.name, lambda: self.drain(system, "default", n=n))
+        if system.name == "amqpq":  # events are on by default: the same without them
+            quiet = lambda: self.drain(system, "without_events", n=n)  # noqa: E731
+            self.record("drain.without_events", system.name, quiet)
 
     def w_store(self, system: System) -> None:
         # Tasks that return a value, drained by the default worker with each result store.
@@ -309,6 +347,30 @@ class Bench:
                 system.name,
                 lambda p=procs: self.drain(system, "procs", p, n=n),  # type: ignore[misc]
             )
+
+    def w_dashboard(self, system: System) -> None:
+        if system.name != "amqpq":
+            return
+        import tempfile
+
+        from benchmarks.dashboard_index import build, latency
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "history.db"
+            built: dict[str, float] = {}
+
+            def ingest() -> float:
+                events, seconds = build(path, DASHBOARD_TASKS)
+                built["done"] = 1
+                return events / seconds
+
+            self.record("dashboard.ingest", system.name, ingest)
+            if not built:
+                return
+            figures = latency(path, 30)
+            self.record("dashboard.tasks_p50", system.name, lambda: figures["state=FAILURE"][0])
+            search = figures["search q=bad input 12"][0]
+            self.record("dashboard.search_p50", system.name, lambda: search)
 
     def run(self) -> None:
         for workload in self.args.only:
@@ -403,6 +465,14 @@ class Bench:
             if den is None:
                 fig = self.results[key].get(num)
                 value = fig.median if fig is not None and fig.samples else None
+            elif ":" in den:
+                system, other_key = den.split(":", 1)
+                fig, other = self.results[key].get(num), self.results.get(other_key, {}).get(system)
+                value = (
+                    fig.median / other.median
+                    if fig is not None and other is not None and fig.samples and other.samples
+                    else None
+                )
             else:
                 value = self.ratio(key, num, den)
             met = None if value is None else (value >= bound if how == "ge" else value <= bound)

@@ -17,7 +17,7 @@ fi
 if [[ ! -f "$stamp" || "$here/requirements.txt" -nt "$stamp" || "$root/pyproject.toml" -nt "$stamp" ]]; then
     "$venv/bin/pip" install --quiet --upgrade pip
     # The pins are the whole resolved set; amqpq itself comes from this work tree.
-    "$venv/bin/pip" install --quiet -r "$here/requirements.txt" -e "$root[redis,postgres]"
+    "$venv/bin/pip" install --quiet -r "$here/requirements.txt" -e "$root[redis,postgres,dashboard]"
     touch "$stamp"
 fi
 

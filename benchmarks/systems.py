@@ -326,6 +326,8 @@ class Amqpq(System):
             # --threads 1 and the raw consumers); `--pool processes -c N` is the other shape,
             # one consumer feeding N children over pipes, like Celery's prefork.
             argv += ["--workers", str(procs), "-c", "1"]
+        elif mode == "without_events":
+            argv += ["--without-events"]
         env = {"AMQPQ_URL": self.url}
         store = STORES.get(mode)
         if store:

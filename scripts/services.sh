@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bring up the result stores the tests use: Redis on 127.0.0.1:6379 and PostgreSQL on
-# 127.0.0.1:5432 with a database "test" that local TCP connections reach without a password.
+# 127.0.0.1:5432 with a database "test" that local TCP connections reach without a password,
+# and the chromium the dashboard's browser tests drive (/usr/bin/chromium).
 # Idempotent: a store that already answers is reused as it is (never stopped or
 # reconfigured). Otherwise, on Debian/Ubuntu: apt-get install redis-server / postgresql,
 # start them (systemd when present, else directly), create the database and trust auth.
@@ -84,10 +85,20 @@ ensure_postgres() {
         || warn "could not create database test (does it exist already?)"
 }
 
+ensure_chromium() {
+    # The dashboard's browser tests drive Debian's chromium through Playwright (never a
+    # downloaded browser): install it when it is missing.
+    if [[ -x "${AMQPQ_CHROMIUM:-/usr/bin/chromium}" ]]; then
+        return
+    fi
+    apt_install chromium
+}
+
 main() {
     ensure_redis
     ensure_postgres
     log "result stores are up: redis://$HOST:$REDIS_PORT/0 and postgresql://postgres@$HOST:$PG_PORT/test"
+    ensure_chromium
 }
 
 main "$@"

@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "revoke": ("amqpq.cli.revoke", "revoke"),
     "result": ("amqpq.cli.result", "result"),
     "events": ("amqpq.cli.events", "events"),
+    "dashboard": ("amqpq.cli.dashboard", "dashboard"),
     "topology": ("amqpq.cli.topology", "app"),
     "dlq": ("amqpq.cli.dlq", "app"),
 }

@@ -89,10 +89,10 @@ def worker(
     events: Annotated[
         bool | None,
         typer.Option(
-            "--events/--no-events",
-            "-E",
-            help="Publish task and worker events to amqpq.events (amqpq events shows them) "
-            "[env: AMQPQ_EVENTS; default: off]",
+            "--events/--without-events",
+            "-E/--no-events",
+            help="Publish task and worker events to the stream amqpq.events (amqpq events "
+            "and amqpq dashboard read it) [env: AMQPQ_EVENTS=0 turns them off; default: on]",
             show_default=False,
         ),
     ] = None,

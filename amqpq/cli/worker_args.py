@@ -140,7 +140,7 @@ FAST_OPTIONS: tuple[_Option, ...] = (
     _Option("max_body_size", ("--max-body-size",), _text),
     _Option("workers", ("--workers", "-w"), _count(1)),
     _Option("events", ("--events", "-E"), None, True),
-    _Option("events", ("--no-events",), None, False),
+    _Option("events", ("--without-events", "--no-events"), None, False),
     _Option("metrics_port", ("--metrics-port",), _count(1, 65535)),
 )
 """Every option of the typer command ``amqpq.cli.worker.worker``, flag for flag."""
@@ -211,7 +211,7 @@ def run_worker(args: WorkerArgs) -> int:
     """
     import asyncio
 
-    from amqpq.events import events_enabled_by_default
+    from amqpq.events import worker_events_by_default
     from amqpq.topology.loader import load_topology
     from amqpq.worker import Worker, WorkerOptions, load_app, resolve_queues
 
@@ -242,7 +242,7 @@ def run_worker(args: WorkerArgs) -> int:
         max_body_size=parse_size(args.max_body_size),
         declare=not args.no_declare,
         cwd=cwd,
-        events=events_enabled_by_default() if args.events is None else args.events,
+        events=worker_events_by_default() if args.events is None else args.events,
         metrics_port=args.metrics_port,
     )
     workers = args.workers

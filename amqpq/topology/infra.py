@@ -37,6 +37,7 @@ from amqpq.wire import (
     delay_exchange_name,
     delay_queue_name,
     events_exchange_name,
+    events_stream_name,
     revocations_queue_name,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "delay_queue_name",
     "effective_topology",
     "events_exchange_name",
+    "events_stream_name",
     "infrastructure_problems",
     "operations_objects",
     "revocations_queue_name",
@@ -71,10 +73,14 @@ REVOCATION_RETENTION = "24h"
 # Small segments: a stream only drops whole segments, so age-based retention needs them.
 REVOCATION_SEGMENT_BYTES = 1_000_000
 REVOCATION_MAX_BYTES = 100_000_000
+# The events stream rolls segments often enough for its age limit to bite within hours.
+EVENTS_SEGMENT_BYTES = 16_000_000
 
 
-def operations_objects(prefix: str = "amqpq") -> tuple[list[Exchange], list[Queue]]:
-    """The control and events exchanges and the revocations stream."""
+def operations_objects(infra: Infrastructure | None = None) -> tuple[list[Exchange], list[Queue]]:
+    """The control and events exchanges, the revocations stream and the events stream."""
+    infra = infra or Infrastructure()
+    prefix = infra.prefix
     exchanges = [
         Exchange(name=control_exchange_name(prefix), type="fanout", managed_by_amqpq=True),
         Exchange(name=events_exchange_name(prefix), type="topic", managed_by_amqpq=True),
@@ -89,7 +95,19 @@ def operations_objects(prefix: str = "amqpq") -> tuple[list[Exchange], list[Queu
                 "x-max-length-bytes": REVOCATION_MAX_BYTES,
             },
             managed_by_amqpq=True,
-        )
+        ),
+        Queue(
+            name=events_stream_name(prefix),
+            type="stream",
+            max_age=infra.events_max_age,
+            arguments={
+                "x-stream-max-segment-size-bytes": EVENTS_SEGMENT_BYTES,
+                "x-max-length-bytes": infra.events_max_bytes,
+            },
+            # Senders' task.sent events (one message each) join the workers' batches.
+            bindings=(QueueBinding(exchange=events_exchange_name(prefix), routing_key="#"),),
+            managed_by_amqpq=True,
+        ),
     ]
     return exchanges, queues
 
@@ -257,7 +275,7 @@ def effective_topology(topology: Topology) -> Topology:
         added_exchanges.extend(delay_exchanges)
         added_queues.extend(delay_queues)
     if infra.operations:
-        ops_exchanges, ops_queues = operations_objects(prefix)
+        ops_exchanges, ops_queues = operations_objects(infra)
         added_exchanges.extend(ops_exchanges)
         added_queues.extend(ops_queues)
     if topology.schedules:
@@ -322,7 +340,7 @@ def infrastructure_problems(topology: Topology) -> list[Problem]:
         exchanges.extend(delay_exchanges)
         queues.extend(delay_queues)
     if infra.operations:
-        ops_exchanges, ops_queues = operations_objects(infra.prefix)
+        ops_exchanges, ops_queues = operations_objects(infra)
         exchanges.extend(ops_exchanges)
         queues.extend(ops_queues)
     if topology.schedules:

@@ -279,6 +279,9 @@ class Infrastructure(_Model):
     delay_queue_type: Literal["quorum", "classic"] = "quorum"
     # Control and events exchanges and the revocations stream (docs/operations.md).
     operations: bool = True
+    # The events stream's retention (docs/dashboard.md): the dashboard's history window.
+    events_max_age: str = Field(default="7D", pattern=r"^[0-9]+(Y|M|D|h|m|s)$")
+    events_max_bytes: int = Field(default=2_000_000_000, ge=1_000_000)
 
 
 class Binding(BaseModel):

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import aiormq
@@ -171,6 +172,7 @@ class FireAndForget:
                 routing_key=message.routing_key,
                 properties=aiormq.spec.Basic.Properties(
                     content_type=props.content_type,
+                    content_encoding=props.content_encoding,
                     delivery_mode=props.delivery_mode,
                     correlation_id=props.correlation_id,
                     message_type=props.type,
@@ -196,6 +198,8 @@ class StreamReader:
 
     ``on_record(body, properties, offset)`` is called in order; each message is acked
     after it (streams need acks to keep the prefetch window moving; nothing is removed).
+    When ``on_record`` returns an awaitable, the ack waits for it: a reader that cannot
+    keep up holds at most ``prefetch`` records.
     """
 
     def __init__(
@@ -203,8 +207,8 @@ class StreamReader:
         broker: AsyncBroker,
         queue: str,
         *,
-        on_record: Callable[[bytes, MessageProperties, int | None], None],
-        offset: str | int = "first",
+        on_record: Callable[[bytes, MessageProperties, int | None], Awaitable[None] | None],
+        offset: str | int | datetime = "first",
         prefetch: int = 500,
     ) -> None:
         self._broker = broker
@@ -231,11 +235,13 @@ class StreamReader:
         async def on_message(message: AbstractIncomingMessage) -> None:
             offset = (message.headers or {}).get("x-stream-offset")
             try:
-                on_record(
+                pending = on_record(
                     message.body,
                     from_amqp_properties(message.properties),
                     offset if isinstance(offset, int) else None,
                 )
+                if pending is not None:
+                    await pending
             except Exception:
                 log.exception("a stream record of %s could not be handled", self.queue_name)
             with contextlib.suppress(*CLOSE_ERRORS):

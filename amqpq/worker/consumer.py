@@ -94,7 +94,15 @@ class MessageHandler:
             if envelope.parent_id or envelope.group_id or envelope.chord or envelope.chain
             else None
         )
-        events.received(envelope.task, envelope.id, delivery.queue, envelope.shadow, shape)
+        events.received(
+            envelope.task,
+            envelope.id,
+            delivery.queue,
+            envelope.shadow,
+            shape,
+            envelope=envelope,
+            size=len(delivery.body),
+        )
         revoked = admission.revoked
         if revoked is not None and not revoked.ready:
             await revoked.wait_ready()  # a worker just started: read the revocations first

@@ -8,17 +8,19 @@ only built when there is an observer.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from amqpq.envelope import ErrorInfo
+from amqpq.envelope import ErrorInfo, TaskEnvelope
 from amqpq.registry import Request, Task
 from amqpq.worker.hooks import Hooks
 from amqpq.worker.stats import WorkerStats
 
-__all__ = ["TaskEvent", "TaskEvents", "TaskObserver"]
+__all__ = ["ARGUMENTS_KEPT_BYTES", "TaskEvent", "TaskEvents", "TaskObserver", "describe_envelope"]
 
 log = logging.getLogger("amqpq.worker")
 
@@ -45,6 +47,51 @@ class TaskObserver(Protocol):
     def task_event(
         self, state: str, task: str, task_id: str, fields: Mapping[str, Any]
     ) -> None: ...
+
+
+# What received events say about a task besides these: its arguments are shown below and
+# every other envelope field that is one value (parent/root ids, a workflow's ids, eta...)
+# is forwarded as is; structures (a chain's next tasks, a chord's body) are summed up by
+# the workflow's shape instead.
+_SHOWN_APART = frozenset({"protocol", "id", "task", "args", "kwargs", "shadow"})
+_ONE_VALUE = (str, int, float, datetime)
+# Arguments travel as they are (JSON values, so the dashboard can send a task again) when
+# the message is this small; larger ones as a bounded repr.
+ARGUMENTS_KEPT_BYTES = 8192
+_TRACEBACK_LIMIT = 8000
+
+
+def _bounded(value: Any) -> str:
+    global _bounded_repr
+    if _bounded_repr is None:
+        from amqpq.events import bounded_repr  # imported when events are on, not at start
+
+        _bounded_repr = bounded_repr
+    return _bounded_repr(value)
+
+
+_bounded_repr: Callable[[Any], str] | None = None
+
+
+@functools.cache
+def _forwarded(model: type[TaskEnvelope]) -> tuple[str, ...]:
+    return tuple(name for name in model.model_fields if name not in _SHOWN_APART)
+
+
+def describe_envelope(envelope: TaskEnvelope, size: int) -> dict[str, Any]:
+    """The received event's fields: arguments (bounded) and the envelope's other fields."""
+    fields: dict[str, Any] = {}
+    if size <= ARGUMENTS_KEPT_BYTES:
+        fields["args"] = envelope.args
+        fields["kwargs"] = envelope.kwargs
+    else:
+        fields["args_repr"] = _bounded(envelope.args)
+        fields["kwargs_repr"] = _bounded(envelope.kwargs)
+    for name in _forwarded(type(envelope)):
+        value = getattr(envelope, name)
+        if value and isinstance(value, _ONE_VALUE):  # None, 0 retries: left out
+            fields[name] = value
+    return fields
 
 
 def _rounded(runtime: float | None) -> float | None:
@@ -90,12 +137,17 @@ class TaskEvents:
         queue: str,
         shadow: str | None = None,
         workflow: Mapping[str, Any] | None = None,
+        *,
+        envelope: TaskEnvelope | None = None,
+        size: int = 0,
     ) -> None:
-        """``workflow``: where the task sits in its workflow (``amqpq.workflow.shape_of``)."""
+        """``workflow``: where the task sits in its workflow (``amqpq.workflow.shape_of``);
+        ``envelope`` and its message's ``size``: the event's arguments and other fields."""
         if self.observers:
-            self._notify(
-                TaskEvent.RECEIVED, task, task_id, queue=queue, shadow=shadow, **(workflow or {})
-            )
+            details = describe_envelope(envelope, size) if envelope is not None else {}
+            if workflow:
+                details.update(workflow)
+            self._notify(TaskEvent.RECEIVED, task, task_id, queue=queue, shadow=shadow, **details)
 
     def started(self, task: str, task_id: str, queue: str, shadow: str | None = None) -> None:
         self.stats.active += 1
@@ -107,7 +159,13 @@ class TaskEvents:
         self.stats.active -= 1
 
     def succeeded(
-        self, task: str, task_id: str, queue: str, runtime: float, shadow: str | None = None
+        self,
+        task: str,
+        task_id: str,
+        queue: str,
+        runtime: float,
+        shadow: str | None = None,
+        result: Any = None,
     ) -> None:
         if self.observers:
             self._notify(
@@ -117,6 +175,7 @@ class TaskEvents:
                 queue=queue,
                 runtime=round(runtime, 6),
                 shadow=shadow,
+                result=_bounded(result),
             )
         self.stats.succeeded += 1
         if shadow is None:  # the hot path: no formatting work when debug is off
@@ -146,6 +205,7 @@ class TaskEvents:
                 retries=retries,
                 countdown=countdown,
                 error=error.type if error else None,
+                message=error.message[:500] if error and error.message else None,
                 shadow=request.shadow,
             )
         log.info(
@@ -182,6 +242,7 @@ class TaskEvents:
                 reason=reason,
                 error=error.type,
                 message=error.message[:500] if error.message else None,
+                traceback=error.traceback[-_TRACEBACK_LIMIT:] if error.traceback else None,
                 runtime=_rounded(runtime),
                 shadow=shadow,
             )

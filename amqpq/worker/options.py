@@ -65,8 +65,9 @@ class WorkerOptions:
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     declare: bool = True
     cwd: str | None = None
-    events: bool = False
-    """Publish task and worker events to ``amqpq.events`` (``--events``)."""
+    events: bool = True
+    """Publish task and worker events to the stream ``amqpq.events`` (``--without-events``
+    turns them off)."""
     metrics_port: int | None = None
     """Serve Prometheus metrics on this port (+ the worker's index under a supervisor)."""
     heartbeat: float = 10.0

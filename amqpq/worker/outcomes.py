@@ -122,7 +122,7 @@ class Outcomes:
             await self.revoke(delivery, envelope, terminated=True, runtime=runtime)
         elif status is _SUCCESS:  # written out here: the hot path awaits no more
             self._events.succeeded(
-                envelope.task, envelope.id, delivery.queue, runtime, envelope.shadow
+                envelope.task, envelope.id, delivery.queue, runtime, envelope.shadow, outcome.result
             )
             reply_to = delivery.properties.reply_to
             if reply_to and not job.task.options.ignore_result:

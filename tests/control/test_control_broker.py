@@ -269,55 +269,56 @@ def test_events_metrics_and_hooks_of_one_worker(
 ) -> None:
     hooks_file = tmp_path / "hooks.txt"
     port = _free_port()
+    # Given a default worker (events are on without a flag)
     worker = start_worker(
         "-c",
         "2",
-        "--events",
         "--metrics-port",
         str(port),
         extra_env={"CT_HOOKS_FILE": str(hooks_file)},
     ).started_blocking()
-    # Given `amqpq events --json` listening for ct.add
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "amqpq", "events", "--json", "--task", "ct.add", "--limit", "4"],
+    # And a sender with task.sent events and publish hooks
+    app.send_events = True
+    published: list[str] = []
+
+    @app.before_publish
+    def stamp(envelope: Any, headers: dict[str, Any], **_: Any) -> None:
+        headers["x-trace"] = "abc"
+
+    @app.after_publish
+    def note(envelope: Any, result: Any, **_: Any) -> None:
+        published.append(result.id)
+
+    # When a task runs
+    result = app.send_task("ct.add", [20, 22])
+    assert result.get(timeout=15) == 42
+    assert published == [result.id]
+    assert app.send_task("ct.header", ["x-trace"]).get(timeout=15) == "abc"
+
+    # Then the events stream, read from a minute back, shows it sent, received, started
+    # and succeeded
+    watcher = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "amqpq",
+            "events",
+            "--json",
+            "--task",
+            "ct.add",
+            "--since",
+            "1m",
+            "--limit",
+            "4",
+        ],
         cwd=HERE,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
+        timeout=30,
     )
-    try:
-        from urllib.parse import quote
-
-        eventually(
-            lambda: any(
-                q["name"].startswith("amqpq.events.watch.")
-                for q in management.get(f"/queues/{quote(vhost, safe='')}").json()
-            )
-        )
-        # And a sender with task.sent events and publish hooks
-        app.send_events = True
-        published: list[str] = []
-
-        @app.before_publish
-        def stamp(envelope: Any, headers: dict[str, Any], **_: Any) -> None:
-            headers["x-trace"] = "abc"
-
-        @app.after_publish
-        def note(envelope: Any, result: Any, **_: Any) -> None:
-            published.append(result.id)
-
-        # When a task runs
-        result = app.send_task("ct.add", [20, 22])
-        assert result.get(timeout=15) == 42
-        assert published == [result.id]
-        assert app.send_task("ct.header", ["x-trace"]).get(timeout=15) == "abc"
-
-        # Then the events stream shows it sent, received, started and succeeded
-        out, _ = watcher.communicate(timeout=15)
-    finally:
-        if watcher.poll() is None:
-            watcher.kill()
+    assert watcher.returncode == 0, watcher.stderr
+    out = watcher.stdout
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["type"] for e in events] == [
         "task.sent",
@@ -328,6 +329,9 @@ def test_events_metrics_and_hooks_of_one_worker(
     assert {e["id"] for e in events} == {result.id}
     assert events[3]["runtime"] >= 0
     assert events[3]["queue"] == "work"
+    assert events[1]["args"] == [20, 22]  # what the dashboard shows and sends again
+    assert events[3]["result"] == "42"
+    assert events[1]["worker"] == events[3]["worker"]
 
     # And the metrics endpoint counts it
     text = eventually(lambda: httpx.get(f"http://127.0.0.1:{port}/metrics").text)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import zlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from amqpq.app import App
-from amqpq.cli.events import binding_keys
-from amqpq.events import event_message
+from amqpq.cli.events import matches, parse_since
+from amqpq.errors import ConfigError
+from amqpq.events import bounded_repr, decode_record, event_message
 from amqpq.revocations import RevocationRecord, revocation_message
 from amqpq.worker.consumer_timeout import _SETTING, tasks_over
 from amqpq.worker.hooks import Hooks
@@ -52,11 +54,61 @@ def test_event_routing_keys_and_filters() -> None:
     assert not message.mandatory
     assert message.properties.delivery_mode == 1
     assert b'"error"' not in message.body  # None fields are left out
-    assert binding_keys(None, []) == ["task.*.#", "worker.*"]
-    assert binding_keys("tasks.add", ["started", "failed"]) == [
-        "task.started.tasks.add",
-        "task.failed.tasks.add",
+    started = {"type": "task.started", "task": "tasks.add", "queue": "q"}
+    online = {"type": "worker.online"}
+    assert matches(started, None, [], None)
+    assert matches(online, None, [], None)
+    assert matches(started, "tasks.add", ["started", "failed"], "q")
+    assert not matches(started, "tasks.mul", [], None)
+    assert not matches(started, None, ["failed"], None)
+    assert not matches(started, None, [], "other")
+    assert not matches(online, "tasks.add", [], None)  # worker events only unfiltered
+
+
+def test_events_since_takes_a_duration_or_an_iso_time() -> None:
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert parse_since("15m", now) == now - timedelta(minutes=15)
+    assert parse_since("2h", now) == now - timedelta(hours=2)
+    assert parse_since("2026-01-01T00:00:00", now) == datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(ConfigError, match="--since 'soon'"):
+        parse_since("soon", now)
+
+
+def test_a_stream_record_is_a_batch_or_one_event() -> None:
+    batch = b'{"worker":"w:1","events":[{"type":"task.received","ts":0},{"type":"x","n":null},3]}'
+    assert decode_record(batch) == [
+        {"type": "task.received", "timestamp": "1970-01-01T00:00:00.000+00:00", "worker": "w:1"},
+        {"type": "x", "worker": "w:1"},  # None fields are left out
     ]
+    assert decode_record(b'{"type":"task.sent"}') == [{"type": "task.sent"}]
+    assert decode_record(zlib.compress(batch)) == decode_record(batch)  # a worker's record
+    # Received and started written as one event come back as two
+    merged = (
+        b'{"worker":"w","events":[{"type":"task.started","id":"i","task":"t","queue":"q",'
+        b'"args":[1],"received_ts":1000,"ts":2000}]}'
+    )
+    assert decode_record(merged) == [
+        {
+            "type": "task.received",
+            "id": "i",
+            "task": "t",
+            "queue": "q",
+            "args": [1],
+            "timestamp": "1970-01-01T00:00:01.000+00:00",
+            "worker": "w",
+        },
+        {
+            "type": "task.started",
+            "id": "i",
+            "task": "t",
+            "queue": "q",
+            "timestamp": "1970-01-01T00:00:02.000+00:00",
+            "worker": "w",
+        },
+    ]
+    assert decode_record(b"not json") == []
+    assert decode_record(b"[1, 2]") == []
+    assert len(bounded_repr("x" * 10_000)) <= 1000
 
 
 def test_hook_decorators_register_on_the_app_and_reach_the_worker() -> None:

@@ -91,21 +91,21 @@ def test_plan_apply_plan_on_a_fresh_vhost(broker_url: str) -> None:
     assert "+ exchange tasks (direct)" in lines
     assert "+ binding reports -> queue pdf (x-match=all, format=pdf)" in lines
     assert (
-        "+ amqpq infrastructure: 34 exchanges, 37 queues, 74 bindings to create (--all lists them)"
+        "+ amqpq infrastructure: 34 exchanges, 38 queues, 75 bindings to create (--all lists them)"
         in lines
     )
-    assert lines[-1] == "plan: 159 to create, 0 unchanged, 0 conflicting, 0 only on the broker"
+    assert lines[-1] == "plan: 161 to create, 0 unchanged, 0 conflicting, 0 only on the broker"
 
     applied = run("apply", "-f", str(EXAMPLE), "--url", broker_url)
     assert applied.exit_code == 0
     assert applied.stdout.splitlines()[-1].endswith(
-        ": 80 created, 0 unchanged, 79 bindings declared"
+        ": 81 created, 0 unchanged, 80 bindings declared"
     )
 
     after = run("plan", "-f", str(EXAMPLE), "--url", broker_url, "--all")
     assert after.exit_code == 0
     assert after.stdout.splitlines()[-1] == (
-        "plan: 0 to create, 159 unchanged, 0 conflicting, 0 only on the broker"
+        "plan: 0 to create, 161 unchanged, 0 conflicting, 0 only on the broker"
     )
     assert "= queue amqpq.delay.7 (quorum)" in after.stdout
 

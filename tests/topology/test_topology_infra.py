@@ -118,7 +118,7 @@ def test_values_the_file_sets_are_respected(parse: Parse) -> None:
     )
     effective = effective_topology(t)
     names = [q.name for q in effective.queues]
-    assert names == ["own", "drops", "s", "mine", "drops.dlq", "acme.revoked"]
+    assert names == ["own", "drops", "s", "mine", "drops.dlq", "acme.revoked", "acme.events"]
     own = effective.queue("own").declare_arguments  # type: ignore[union-attr]
     assert own["x-dead-letter-exchange"] == "own-dlx"
     assert own["x-delivery-limit"] == 3

@@ -296,7 +296,7 @@ def test_one_fan_out_call_per_state_change_counts_tells_observers_and_calls_hook
         TaskEvent.REJECTED,
         TaskEvent.REVOKED,
     ]
-    assert seen[2][3] == {"queue": "default", "runtime": 0.25}
+    assert seen[2][3] == {"queue": "default", "runtime": 0.25, "result": "None"}
     assert seen[5][2] == "-"
     assert seen[6][3]["terminated"] is True
     assert (stats.received, stats.active, stats.succeeded, stats.retried) == (1, 0, 1, 1)

@@ -14,6 +14,7 @@ import pika
 import pytest
 
 from amqpq import ChordError, TaskRejectedError, chain, chord, group
+from amqpq.events import decode_record
 from tests.support.cli import Cli
 from tests.support.pika_clients import get_message
 from tests.support.processes import AmqpqProcess
@@ -24,16 +25,22 @@ from tests.workflows.flows import Flows, traced
 pytestmark = pytest.mark.rabbitmq
 
 
-def received_events(url: str, queue: str) -> list[dict[str, Any]]:
+def received_events(url: str) -> list[dict[str, Any]]:
+    """Every task.received event in the events stream so far (workers' batches decoded)."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
+        channel.basic_qos(prefetch_count=100)
         found = []
-        while True:
-            method, _properties, body = channel.basic_get(queue, auto_ack=True)
+        for method, _properties, body in channel.consume(
+            "amqpq.events", arguments={"x-stream-offset": "first"}, inactivity_timeout=1
+        ):
             if method is None:
-                return found
-            found.append(json.loads(body))
+                break
+            found += [e for e in decode_record(body) if e["type"] == "task.received"]
+            channel.basic_ack(method.delivery_tag)
+        channel.cancel()
+        return found
     finally:
         connection.close()
 
@@ -41,12 +48,7 @@ def received_events(url: str, queue: str) -> list[dict[str, Any]]:
 def test_task_events_carry_the_workflow_shape(
     start_worker: Callable[..., AmqpqProcess], flows: Flows, broker_url: str
 ) -> None:
-    start_worker("-c", "2", "--events").started_blocking()
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
-    channel = connection.channel()
-    channel.queue_declare("watch", durable=False, arguments={"x-queue-type": "classic"})
-    channel.queue_bind("watch", "amqpq.events", "task.received.#")
-    connection.close()
+    start_worker("-c", "2").started_blocking()  # events are on by default
 
     c = chord([flows.noop.s(0), flows.noop.s(1)], flows.tsum.s()).apply_async()
     r = chain(flows.add.s(1, 1), flows.mul.s(2)).apply_async()
@@ -56,7 +58,7 @@ def test_task_events_carry_the_workflow_shape(
     events: list[dict[str, Any]] = []
 
     def all_five() -> bool:
-        events.extend(received_events(broker_url, "watch"))
+        events[:] = received_events(broker_url)
         return len(events) >= 5
 
     eventually(all_five, what="five task.received events")

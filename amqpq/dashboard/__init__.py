@@ -1,0 +1,1 @@
+"""``amqpq dashboard``: the web dashboard over the events stream (docs/dashboard.md)."""
