@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from amqpq.dashboard.index import HistoryIndex
+from amqpq.dashboard.sqlite_index import SqliteIndex
 
 NAMES = [f"tasks.job{i}" for i in range(20)]
 
@@ -79,7 +79,7 @@ def synthetic(tasks: int, start: float) -> list[list[dict[str, Any]]]:
 
 def build(path: Path, tasks: int) -> tuple[int, float]:
     """Index ``tasks`` synthetic tasks into ``path``: (events indexed, seconds spent indexing)."""
-    index = HistoryIndex(path)
+    index = SqliteIndex(path)
     events = 0
     elapsed = 0.0
     offset = 0
@@ -120,7 +120,7 @@ def latency(path: Path, requests: int) -> dict[str, tuple[float, float, int]]:
     from amqpq.topology.models import Topology
 
     config = DashboardConfig(
-        settings=Settings(), topology=Topology(), index_path=path, ingest=False
+        settings=Settings(), topology=Topology(), history=str(path), ingest=False
     )
     figures: dict[str, tuple[float, float, int]] = {}
     with TestClient(create_app(config)) as client:

@@ -37,7 +37,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from amqpq.dashboard import actions
-from amqpq.dashboard.index import TASK_STATES, HistoryIndex, TaskQuery
+from amqpq.dashboard.history import open_history
+from amqpq.dashboard.index import TASK_STATES, TaskQuery
 from amqpq.dashboard.ingest import Hub, Ingest
 from amqpq.dashboard.metrics import render_metrics
 from amqpq.errors import AmqpqError
@@ -57,7 +58,7 @@ class DashboardConfig:
 
     settings: Settings
     topology: Topology
-    index_path: Path
+    history: str  # an SQLite file or a postgresql:// URL
     auth: tuple[str, str] | None = None
     token: str | None = None
     read_only: bool = False
@@ -153,7 +154,7 @@ class _Security(BaseHTTPMiddleware):
 
 def create_app(config: DashboardConfig) -> Starlette:
     """The Starlette application of one dashboard."""
-    index = HistoryIndex(config.index_path, retention=config.retention)
+    index = open_history(config.history, retention=config.retention)
     hub = Hub()
     broker = actions.BrokerView(config.settings, config.topology)
     prefix = config.topology.infrastructure.prefix
