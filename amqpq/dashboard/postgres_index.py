@@ -101,7 +101,7 @@ class PostgresIndex(HistoryIndex):
             autocommit=True,
             connect_timeout=_CONNECT_TIMEOUT,
             row_factory=dict_row,
-            application_name="amqpq dashboard",
+            application_name=f"amqpq dashboard {self.prefix}"[:63],
         )
 
     @contextmanager
@@ -119,13 +119,25 @@ class PostgresIndex(HistoryIndex):
                     self._writer = None
                 raise self._error(exc) from None
 
+    def _reader(self) -> Connection:
+        """An idle connection that still answers, or a new one."""
+        while True:
+            with self._idle_lock:
+                if not self._idle:
+                    break
+                connection = self._idle.pop()
+            try:
+                connection.execute("SELECT 1")  # the server may have ended it meanwhile
+                return connection
+            except psycopg.Error:
+                connection.close()
+        return self._connect()
+
     @contextmanager
     def _reading(self) -> Iterator[_Session]:
-        with self._idle_lock:
-            connection = self._idle.pop() if self._idle else None
+        connection = None
         try:
-            if connection is None or connection.closed:
-                connection = self._connect()
+            connection = self._reader()
             yield _Session(connection)
         except psycopg.Error as exc:
             raise self._error(exc) from None

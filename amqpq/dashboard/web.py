@@ -38,7 +38,7 @@ from starlette.templating import Jinja2Templates
 
 from amqpq.dashboard import actions
 from amqpq.dashboard.history import open_history
-from amqpq.dashboard.index import TASK_STATES, TaskQuery
+from amqpq.dashboard.index import TASK_STATES, HistoryError, TaskQuery
 from amqpq.dashboard.ingest import Hub, Ingest
 from amqpq.dashboard.metrics import render_metrics
 from amqpq.errors import AmqpqError
@@ -492,6 +492,12 @@ def create_app(config: DashboardConfig) -> Starlette:
             return _error(exc.status_code, message)
         return page_error(request, exc.status_code, message)
 
+    async def on_history_error(request: Request, exc: Exception) -> Response:
+        # The history's database is away (a PostgreSQL server restarting): 503, said.
+        if wants_json(request):
+            return _error(503, str(exc))
+        return page_error(request, 503, str(exc))
+
     def page_error(request: Request, status: int, message: str) -> Response:
         return templates.TemplateResponse(
             request, "error.html", {"status": status, "message": message}, status_code=status
@@ -533,7 +539,11 @@ def create_app(config: DashboardConfig) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_Security, config=config)],
-        exception_handlers={_ApiError: on_api_error, HTTPException: on_http_error},
+        exception_handlers={
+            _ApiError: on_api_error,
+            HTTPException: on_http_error,
+            HistoryError: on_history_error,
+        },
         lifespan=lifespan,
     )
     app.state.index = index

@@ -199,3 +199,34 @@ def test_workers_are_online_until_offline_or_silent(open_index: OpenIndex) -> No
     assert online == {"a:1": True, "b:2": False, "c:3": False}
     assert index.workers()[0]["pool"] == "threads"
     assert index.offset() is None
+
+
+def test_a_postgresql_history_reconnects_after_its_connections_are_lost() -> None:
+    import psycopg
+
+    from amqpq.dashboard.index import HistoryError
+    from tests.support.stores import POSTGRES_URL
+
+    with postgres_history_url() as url:
+        index = open_history(url)
+        try:
+            now = time.time()
+            index.ingest([event("task.received", "a", now)], 1)
+            assert index.task("a") is not None
+            # When the server ends every connection of this history (a restart, a failover)
+            prefix = url.rpartition("table_prefix=")[2]
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    (f"amqpq dashboard {prefix}",),
+                )
+            # Then the batch in flight fails with one line naming the history,
+            with pytest.raises(HistoryError, match="history postgresql://"):
+                index.ingest([event("task.started", "a", now + 1)], 2)
+            # and the next tries work on new connections
+            index.ingest([event("task.started", "a", now + 1)], 2)
+            assert index.task("a")["state"] == "STARTED"  # type: ignore[index]
+            assert index.offset() == 2
+        finally:
+            index.close()
