@@ -146,7 +146,12 @@ EVENT_KEY = (
 
 
 class HistoryError(AmqpqError):
-    """The history's database cannot be reached or refused an operation."""
+    """The history's database cannot be reached or refused an operation; ``transient``
+    when the connection was lost (the same write may work on the next one)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 Params = Sequence[Any] | Mapping[str, Any]

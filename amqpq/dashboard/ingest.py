@@ -5,8 +5,8 @@ record on a new index), collects records for a moment and indexes them in one
 transaction in a thread (with the offset of the last one), so ingest keeps up with
 many workers without blocking the web server's loop. Records at or below the
 indexed offset are skipped: a reconnect that reads again from an older offset adds
-nothing twice. A batch the index refuses (a database away for a moment) is kept and
-tried again.
+nothing twice. A batch the index could not write because its connection was lost
+(a database away for a moment) is kept and tried again.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from amqpq.codec import MessageProperties
-from amqpq.dashboard.index import HistoryIndex
+from amqpq.dashboard.index import HistoryError, HistoryIndex
 from amqpq.events import decode_record
 from amqpq.settings import Settings
 from amqpq.topology.infra import events_stream_name
@@ -126,11 +126,12 @@ class Ingest:
             if error != self.error:
                 log.exception("indexing %d events failed", len(events))
             self.error = error
-            # Kept for the next try (the reader waits meanwhile): nothing is lost while
-            # the database is away for a moment.
-            self._pending = events + self._pending
-            if self._pending_offset is None:
-                self._pending_offset = offset
+            if isinstance(exc, HistoryError) and exc.transient:
+                # Kept for the next try (the reader waits meanwhile): nothing is lost
+                # while the database is away for a moment.
+                self._pending = events + self._pending
+                if self._pending_offset is None:
+                    self._pending_offset = offset
             return
         self.error = None
         self.indexed_events += count

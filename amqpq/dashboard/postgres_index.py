@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -37,16 +37,27 @@ _TABLES = ("tasks", "events", "workers", "minutes", "meta")
 Connection = psycopg.Connection[DictRow]
 
 
+def _text(value: Any) -> Any:
+    # PostgreSQL's text cannot hold NUL, which a task's result or error message may.
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) and "\x00" in value else value
+
+
+def _clean(params: Params) -> Params:
+    if isinstance(params, Mapping):
+        return {key: _text(value) for key, value in params.items()}
+    return [_text(value) for value in params]
+
+
 class _Session:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
     def rows(self, query: str, params: Params = ()) -> list[dict[str, Any]]:
-        cursor = self._connection.execute(query, params)
+        cursor = self._connection.execute(query, _clean(params))
         return cursor.fetchall() if cursor.description else []
 
     def run(self, query: str, params: Params = ()) -> int:
-        return self._connection.execute(query, params).rowcount
+        return self._connection.execute(query, _clean(params)).rowcount
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -93,7 +104,8 @@ class PostgresIndex(HistoryIndex):
     def _error(self, exc: Exception) -> HistoryError:
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
-        return HistoryError(f"history {self.location}: {first}")
+        transient = isinstance(exc, psycopg.OperationalError)
+        return HistoryError(f"history {self.location}: {first}", transient=transient)
 
     def _connect(self) -> Connection:
         return psycopg.connect(

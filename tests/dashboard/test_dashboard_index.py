@@ -183,6 +183,15 @@ def test_two_dashboards_on_one_database_count_each_event_once(open_index: OpenIn
     assert sum(m["failed"] for m in first.throughput(10)) == 1
 
 
+def test_text_with_nul_characters_is_indexed(open_index: OpenIndex) -> None:
+    index = open_index()
+    index.ingest([event("task.failed", "n", time.time(), error="E", message="a\x00b")], 1)
+    task = index.task("n")
+    assert task is not None
+    assert task["message"] in ("a\x00b", "a\ufffdb")  # PostgreSQL's text cannot hold NUL
+    assert index.offset() == 1
+
+
 def test_workers_are_online_until_offline_or_silent(open_index: OpenIndex) -> None:
     index = open_index()
     now = time.time()
@@ -222,8 +231,9 @@ def test_a_postgresql_history_reconnects_after_its_connections_are_lost() -> Non
                     (f"amqpq dashboard {prefix}",),
                 )
             # Then the batch in flight fails with one line naming the history,
-            with pytest.raises(HistoryError, match="history postgresql://"):
+            with pytest.raises(HistoryError, match="history postgresql://") as failed:
                 index.ingest([event("task.started", "a", now + 1)], 2)
+            assert failed.value.transient  # the dashboard keeps the batch and tries again
             # and the next tries work on new connections
             index.ingest([event("task.started", "a", now + 1)], 2)
             assert index.task("a")["state"] == "STARTED"  # type: ignore[index]
