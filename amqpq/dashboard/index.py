@@ -167,6 +167,11 @@ class Session(Protocol):
         """Run a change; the number of rows it changed."""
         ...
 
+    def run_many(self, query: str, params: Sequence[Params]) -> list[int]:
+        """Run a change once per set of ``params``, in order (pipelined where the client
+        can); the number of rows each changed."""
+        ...
+
 
 def _seconds(event: Mapping[str, Any]) -> float:
     stamp = event.get("timestamp")
@@ -180,6 +185,95 @@ def _seconds(event: Mapping[str, Any]) -> float:
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
+
+
+_UPSERT_TASK = """
+INSERT INTO {tasks} (id, name, state, worker, queue, args, kwargs, result, error,
+    message, traceback, runtime, retries, parent_id, root_id, extra, sent,
+    received, started, finished, updated)
+VALUES (%(id)s, %(name)s, %(state)s, %(worker)s, %(queue)s, %(args)s, %(kwargs)s,
+    %(result)s, %(error)s, %(message)s, %(traceback)s, %(runtime)s, %(retries)s,
+    %(parent_id)s, %(root_id)s, %(extra)s, %(sent)s, %(received)s, %(started)s,
+    %(finished)s, %(at)s)
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name,
+    state = CASE WHEN excluded.updated >= {tasks}.updated
+        THEN excluded.state ELSE {tasks}.state END,
+    worker = COALESCE(excluded.worker, {tasks}.worker),
+    queue = COALESCE(excluded.queue, {tasks}.queue),
+    args = COALESCE(excluded.args, {tasks}.args),
+    kwargs = COALESCE(excluded.kwargs, {tasks}.kwargs),
+    result = COALESCE(excluded.result, {tasks}.result),
+    error = COALESCE(excluded.error, {tasks}.error),
+    message = COALESCE(excluded.message, {tasks}.message),
+    traceback = COALESCE(excluded.traceback, {tasks}.traceback),
+    runtime = COALESCE(excluded.runtime, {tasks}.runtime),
+    retries = {greatest}(excluded.retries, {tasks}.retries),
+    parent_id = COALESCE(excluded.parent_id, {tasks}.parent_id),
+    root_id = COALESCE(excluded.root_id, {tasks}.root_id),
+    extra = COALESCE(excluded.extra, {tasks}.extra),
+    sent = COALESCE({tasks}.sent, excluded.sent),
+    received = COALESCE({tasks}.received, excluded.received),
+    started = COALESCE(excluded.started, {tasks}.started),
+    finished = COALESCE(excluded.finished, {tasks}.finished),
+    updated = {greatest}(excluded.updated, {tasks}.updated)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskEvent:
+    event: tuple[Any, ...]  # its row of the events table
+    row: dict[str, Any]  # the task's row as this event says it
+    minute: tuple[int, str] | None  # the count per minute it adds to
+
+
+def _task_event(kind: str, event: Mapping[str, Any]) -> _TaskEvent | None:
+    task_id = event.get("id")
+    if not isinstance(task_id, str) or not task_id or task_id == "-":
+        return None
+    at = _seconds(event)
+    state = _STATE_OF.get(kind, kind.removeprefix("task.").upper())
+    detail = {
+        k: v
+        for k, v in event.items()
+        if k in ("reason", "error", "message", "runtime", "retries", "countdown", "terminated")
+    }
+    args = event.get("args", event.get("args_repr"))
+    kwargs = event.get("kwargs", event.get("kwargs_repr"))
+    extra = (
+        {k: v for k, v in event.items() if k not in _COLUMNS}
+        if kind in ("task.received", "task.sent")
+        else {}
+    )
+    failed = kind in ("task.failed", "task.rejected")
+    column = _MINUTE_COLUMN.get(state)
+    return _TaskEvent(
+        event=(task_id, at, kind, event.get("worker"), _json(detail) if detail else None),
+        row={
+            "id": task_id,
+            "name": str(event.get("task") or "?"),
+            "state": state,
+            "worker": event.get("worker") if kind != "task.sent" else None,
+            "queue": event.get("queue"),
+            "args": _json(args),
+            "kwargs": _json(kwargs),
+            "result": _text(event.get("result")),
+            "error": _text(event.get("error")) if failed else None,
+            "message": _text(event.get("message")) if failed else None,
+            "traceback": _text(event.get("traceback")),
+            "runtime": event.get("runtime"),
+            "retries": int(event.get("retries") or 0),
+            "parent_id": event.get("parent_id"),
+            "root_id": event.get("root_id"),
+            "extra": _json(extra) if extra else None,
+            "sent": at if kind == "task.sent" else None,
+            "received": at if kind == "task.received" else None,
+            "started": at if kind == "task.started" else None,
+            "finished": at if state in _FINAL else None,
+            "at": at,
+        },
+        minute=None if column is None else (int(at // 60), column),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +311,7 @@ class HistoryIndex(ABC):
     def __init__(self, retention: float) -> None:
         self.retention = retention
         self._last_prune = 0.0
+        self._queries: dict[str, str] = {}
 
     @abstractmethod
     def _writing(self) -> AbstractContextManager[Session]:
@@ -230,7 +325,13 @@ class HistoryIndex(ABC):
     def close(self) -> None: ...
 
     def _sql(self, query: str) -> str:
-        return query.format(greatest=self.greatest, like=self.like, **self.tables)
+        """``query`` in this dialect, with its tables' names (formatted once)."""
+        known = self._queries.get(query)
+        if known is None:
+            known = query.format(greatest=self.greatest, like=self.like, **self.tables)
+            if len(self._queries) < 1000:
+                self._queries[query] = known
+        return known
 
     # -- ingest -------------------------------------------------------------------------------
 
@@ -244,25 +345,20 @@ class HistoryIndex(ABC):
         """Index ``events`` and remember ``offset`` in one transaction; how many were indexed
         (an event indexed before counts too)."""
         count = 0
-        minutes: dict[tuple[int, str], int] = {}
+        tasks: list[_TaskEvent] = []
         with self._writing() as db:
             for event in events:
                 kind = str(event.get("type", ""))
                 if kind.startswith("task."):
-                    self._task_event(db, kind, event, minutes)
+                    prepared = _task_event(kind, event)
+                    if prepared is not None:
+                        tasks.append(prepared)
                 elif kind.startswith("worker."):
                     self._worker_event(db, kind, event)
                 else:
                     continue
                 count += 1
-            for (minute, column), n in sorted(minutes.items()):
-                db.run(
-                    self._sql(
-                        f"INSERT INTO {{minutes}} (minute, {column}) VALUES (%s, %s) "
-                        f"ON CONFLICT (minute) DO UPDATE SET {column} = {{minutes}}.{column} + %s"
-                    ),
-                    (minute, n, n),
-                )
+            self._task_events(db, tasks)
             if offset is not None:
                 db.run(
                     self._sql(
@@ -278,108 +374,32 @@ class HistoryIndex(ABC):
             self.prune(now - self.retention)
         return count
 
-    def _task_event(
-        self,
-        db: Session,
-        kind: str,
-        event: Mapping[str, Any],
-        minutes: dict[tuple[int, str], int],
-    ) -> None:
-        task_id = event.get("id")
-        if not isinstance(task_id, str) or not task_id or task_id == "-":
-            return
-        at = _seconds(event)
-        state = _STATE_OF.get(kind, kind.removeprefix("task.").upper())
-        detail = {
-            k: v
-            for k, v in event.items()
-            if k in ("reason", "error", "message", "runtime", "retries", "countdown", "terminated")
-        }
-        added = db.run(
+    def _task_events(self, db: Session, tasks: list[_TaskEvent]) -> None:
+        """The events first, then the tasks and counts of those not indexed before (in
+        the order of the stream: a task's rows do not depend on the events table)."""
+        added = db.run_many(
             self._sql(
                 "INSERT INTO {events} (task_id, at, type, worker, detail) "
                 "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
             ),
-            (task_id, at, kind, event.get("worker"), _json(detail) if detail else None),
+            [task.event for task in tasks],
         )
-        if not added:  # indexed already (by this dashboard or another one)
-            return
-        name = str(event.get("task") or "?")
-        args = event.get("args", event.get("args_repr"))
-        kwargs = event.get("kwargs", event.get("kwargs_repr"))
-        extra = (
-            {k: v for k, v in event.items() if k not in _COLUMNS}
-            if kind in ("task.received", "task.sent")
-            else {}
-        )
+        fresh = [task for task, n in zip(tasks, added, strict=True) if n]
         # A later event sets the state; an earlier one (another worker's clock, a batch
         # that arrived late) only fills in what is missing.
-        db.run(
-            self._sql(
-                """
-            INSERT INTO {tasks} (id, name, state, worker, queue, args, kwargs, result, error,
-                message, traceback, runtime, retries, parent_id, root_id, extra, sent,
-                received, started, finished, updated)
-            VALUES (%(id)s, %(name)s, %(state)s, %(worker)s, %(queue)s, %(args)s, %(kwargs)s,
-                %(result)s, %(error)s, %(message)s, %(traceback)s, %(runtime)s, %(retries)s,
-                %(parent_id)s, %(root_id)s, %(extra)s, %(sent)s, %(received)s, %(started)s,
-                %(finished)s, %(at)s)
-            ON CONFLICT (id) DO UPDATE SET
-                name = excluded.name,
-                state = CASE WHEN excluded.updated >= {tasks}.updated
-                    THEN excluded.state ELSE {tasks}.state END,
-                worker = COALESCE(excluded.worker, {tasks}.worker),
-                queue = COALESCE(excluded.queue, {tasks}.queue),
-                args = COALESCE(excluded.args, {tasks}.args),
-                kwargs = COALESCE(excluded.kwargs, {tasks}.kwargs),
-                result = COALESCE(excluded.result, {tasks}.result),
-                error = COALESCE(excluded.error, {tasks}.error),
-                message = COALESCE(excluded.message, {tasks}.message),
-                traceback = COALESCE(excluded.traceback, {tasks}.traceback),
-                runtime = COALESCE(excluded.runtime, {tasks}.runtime),
-                retries = {greatest}(excluded.retries, {tasks}.retries),
-                parent_id = COALESCE(excluded.parent_id, {tasks}.parent_id),
-                root_id = COALESCE(excluded.root_id, {tasks}.root_id),
-                extra = COALESCE(excluded.extra, {tasks}.extra),
-                sent = COALESCE({tasks}.sent, excluded.sent),
-                received = COALESCE({tasks}.received, excluded.received),
-                started = COALESCE(excluded.started, {tasks}.started),
-                finished = COALESCE(excluded.finished, {tasks}.finished),
-                updated = {greatest}(excluded.updated, {tasks}.updated)
-            """
-            ),
-            {
-                "id": task_id,
-                "name": name,
-                "state": state,
-                "worker": event.get("worker") if kind != "task.sent" else None,
-                "queue": event.get("queue"),
-                "args": _json(args),
-                "kwargs": _json(kwargs),
-                "result": _text(event.get("result")),
-                "error": _text(event.get("error"))
-                if kind in ("task.failed", "task.rejected")
-                else None,
-                "message": _text(event.get("message"))
-                if kind in ("task.failed", "task.rejected")
-                else None,
-                "traceback": _text(event.get("traceback")),
-                "runtime": event.get("runtime"),
-                "retries": int(event.get("retries") or 0),
-                "parent_id": event.get("parent_id"),
-                "root_id": event.get("root_id"),
-                "extra": _json(extra) if extra else None,
-                "sent": at if kind == "task.sent" else None,
-                "received": at if kind == "task.received" else None,
-                "started": at if kind == "task.started" else None,
-                "finished": at if state in _FINAL else None,
-                "at": at,
-            },
-        )
-        column = _MINUTE_COLUMN.get(state)
-        if column is not None:
-            key = (int(at // 60), column)
-            minutes[key] = minutes.get(key, 0) + 1
+        db.run_many(self._sql(_UPSERT_TASK), [task.row for task in fresh])
+        minutes: dict[tuple[int, str], int] = {}
+        for task in fresh:
+            if task.minute is not None:
+                minutes[task.minute] = minutes.get(task.minute, 0) + 1
+        for (minute, column), n in sorted(minutes.items()):
+            db.run(
+                self._sql(
+                    f"INSERT INTO {{minutes}} (minute, {column}) VALUES (%s, %s) "
+                    f"ON CONFLICT (minute) DO UPDATE SET {column} = {{minutes}}.{column} + %s"
+                ),
+                (minute, n, n),
+            )
 
     def _worker_event(self, db: Session, kind: str, event: Mapping[str, Any]) -> None:
         name = event.get("worker")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import threading
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -58,6 +58,19 @@ class _Session:
 
     def run(self, query: str, params: Params = ()) -> int:
         return self._connection.execute(query, _clean(params)).rowcount
+
+    def run_many(self, query: str, params: Sequence[Params]) -> list[int]:
+        if not params:
+            return []
+        counts = []
+        with self._connection.cursor() as cursor:
+            # One pipeline: the statements go out together, not one round trip each.
+            cursor.executemany(query, [_clean(one) for one in params], returning=True)
+            while True:
+                counts.append(cursor.rowcount)
+                if not cursor.nextset():
+                    break
+        return counts
 
 
 def _split(url: str) -> tuple[str, str]:

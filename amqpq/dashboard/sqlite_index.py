@@ -8,9 +8,10 @@ so a page never waits for ingest.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,24 @@ from amqpq.dashboard.index import EVENT_KEY, SCHEMA, HistoryIndex, Params, qmark
 __all__ = ["SqliteIndex"]
 
 
+@functools.lru_cache(maxsize=1000)
+def _qmark(query: str) -> str:
+    return qmark(query)
+
+
 class _Session:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
 
     def rows(self, query: str, params: Params = ()) -> list[dict[str, Any]]:
-        return [dict(row) for row in self._connection.execute(qmark(query), params)]
+        return [dict(row) for row in self._connection.execute(_qmark(query), params)]
 
     def run(self, query: str, params: Params = ()) -> int:
-        return self._connection.execute(qmark(query), params).rowcount
+        return self._connection.execute(_qmark(query), params).rowcount
+
+    def run_many(self, query: str, params: Sequence[Params]) -> list[int]:
+        converted = _qmark(query)
+        return [self._connection.execute(converted, one).rowcount for one in params]
 
 
 class SqliteIndex(HistoryIndex):
