@@ -170,12 +170,14 @@ def create_app(config: DashboardConfig) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if config.ingest:
-            ingest = Ingest(config.settings, prefix, index, hub)
+            ingest = None
             try:
+                ingest = Ingest(config.settings, prefix, index, hub)  # reads the offset
                 await ingest.start()
             except AmqpqError as exc:  # the command prints it as one line
                 config.extra["startup_error"] = exc
-                await ingest.close()
+                if ingest is not None:
+                    await ingest.close()
                 index.close()
                 raise
             state["ingest"] = ingest
