@@ -183,6 +183,40 @@ def test_two_dashboards_on_one_database_count_each_event_once(open_index: OpenIn
     assert sum(m["failed"] for m in first.throughput(10)) == 1
 
 
+def test_two_dashboards_writing_at_once_neither_fail_nor_count_twice(
+    open_index: OpenIndex,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Given two dashboards indexing the same records at the same time, in their own batches
+    first, second = open_index(), open_index()
+    now = time.time()
+    records = [
+        [
+            event("task.received", f"t{n}", now - 50 + n / 10, worker="w:1"),
+            event("task.succeeded", f"t{n}", now - 50 + n / 10 + 0.05, worker="w:1"),
+        ]
+        for n in range(200)
+    ]
+
+    def read(index: HistoryIndex, per_batch: int) -> None:
+        for start in range(0, len(records), per_batch):
+            chunk = records[start : start + per_batch]
+            index.ingest([e for record in chunk for e in record], start + len(chunk))
+
+    with ThreadPoolExecutor(2) as pool:
+        done = [pool.submit(read, first, 7), pool.submit(read, second, 11)]
+        for future in done:
+            future.result()
+    # Then every task is there once, counted once, and the offset is the last record's
+    assert first.tasks(TaskQuery(state="SUCCESS"))[1] == 200
+    minutes = second.throughput(10)
+    assert sum(m["received"] for m in minutes) == 200
+    assert sum(m["succeeded"] for m in minutes) == 200
+    assert all(len(first.task(f"t{n}")["timeline"]) == 2 for n in (0, 99, 199))  # type: ignore[index]
+    assert first.offset() == 200
+
+
 def test_text_with_nul_characters_is_indexed(open_index: OpenIndex) -> None:
     index = open_index()
     index.ingest([event("task.failed", "n", time.time(), error="E", message="a\x00b")], 1)
