@@ -44,7 +44,8 @@ class _Session:
 class SqliteIndex(HistoryIndex):
     """The SQLite file at ``path`` (``:memory:`` is not supported)."""
 
-    greatest = "MAX"  # SQLite's LIKE ignores the case of ASCII letters already
+    # GREATEST is spelled MAX; LIKE ignores the case of ASCII letters already.
+    greatest = "MAX"
     event_order = "rowid"
 
     def __init__(self, path: str | Path, *, retention: float = 7 * 86400.0) -> None:
