@@ -1,9 +1,10 @@
 """The dashboard's history index with many tasks: ingest rate, memory, filtered-list latency.
 
 Run from the repository root: ``.venv/bin/python -m benchmarks.dashboard_index
-[--tasks 100000]``. It indexes synthetic events (received, started, succeeded or
-failed for each task, as a worker's batches carry them) into a fresh SQLite file in
-batches of 5,000, as the dashboard's ingest does, then times ``GET /api/tasks``
+[--tasks 100000] [--db postgresql://user@host:port/db]``. It indexes synthetic events
+(received, started, succeeded or failed for each task, as a worker's batches carry
+them) into a fresh SQLite file (or fresh tables in PostgreSQL, under a table prefix
+of their own, dropped at the end) in batches of 5,000, as the dashboard's ingest does, then times ``GET /api/tasks``
 with filters through the real web application (no broker: ingest from the stream
 is off). Prints events indexed per second, the process's peak RSS before and after,
 the file's size, and p50/p99 of the filtered lists.
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from amqpq.dashboard.index import HistoryIndex
+from amqpq.dashboard.history import open_history
 
 NAMES = [f"tasks.job{i}" for i in range(20)]
 
@@ -77,9 +78,10 @@ def synthetic(tasks: int, start: float) -> list[list[dict[str, Any]]]:
     return batches
 
 
-def build(path: Path, tasks: int) -> tuple[int, float]:
-    """Index ``tasks`` synthetic tasks into ``path``: (events indexed, seconds spent indexing)."""
-    index = HistoryIndex(path)
+def build(path: Path | str, tasks: int) -> tuple[int, float]:
+    """Index ``tasks`` synthetic tasks into ``path`` (a file or a PostgreSQL URL): (events
+    indexed, seconds spent indexing)."""
+    index = open_history(str(path))
     events = 0
     elapsed = 0.0
     offset = 0
@@ -107,7 +109,7 @@ QUERIES = {
 }
 
 
-def latency(path: Path, requests: int) -> dict[str, tuple[float, float, int]]:
+def latency(path: Path | str, requests: int) -> dict[str, tuple[float, float, int]]:
     """Per query of :data:`QUERIES`: p50 and p99 in ms of ``GET /api/tasks``, and matches."""
     import warnings
 
@@ -120,7 +122,7 @@ def latency(path: Path, requests: int) -> dict[str, tuple[float, float, int]]:
     from amqpq.topology.models import Topology
 
     config = DashboardConfig(
-        settings=Settings(), topology=Topology(), index_path=path, ingest=False
+        settings=Settings(), topology=Topology(), history=str(path), ingest=False
     )
     figures: dict[str, tuple[float, float, int]] = {}
     with TestClient(create_app(config)) as client:
@@ -143,22 +145,37 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--db", help="a postgresql:// URL instead of an SQLite file")
     args = parser.parse_args()
+    if args.db:
+        prefix = f"bench_{uuid.uuid4().hex[:8]}_"
+        url = f"{args.db}{'&' if '?' in args.db else '?'}table_prefix={prefix}"
+        try:
+            report(url, args.tasks, args.requests)
+        finally:
+            import psycopg
+
+            with psycopg.connect(args.db, autocommit=True) as conn:
+                for table in ("tasks", "events", "workers", "minutes", "meta"):
+                    conn.execute(f'DROP TABLE IF EXISTS "{prefix}{table}"')
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "history.db"
-        rss_before = _rss_mib()
-        events, elapsed = build(path, args.tasks)
-        rss_after = _rss_mib()
-        print(
-            f"indexed {events:,} events ({args.tasks:,} tasks) in {elapsed:.1f} s: "
-            f"{events / elapsed:,.0f} events/s"
-        )
-        print(
-            f"RSS {rss_before:.0f} MiB before, {rss_after:.0f} MiB after; "
-            f"file {os.path.getsize(path) / 2**20:.0f} MiB"
-        )
-        for label, (p50, p99, total) in latency(path, args.requests).items():
-            print(f"GET /api/tasks?{label}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({total:,} match)")
+        report(Path(tmp) / "history.db", args.tasks, args.requests)
+
+
+def report(path: Path | str, tasks: int, requests: int) -> None:
+    """Index, then time the filtered lists, and print the figures."""
+    rss_before = _rss_mib()
+    events, elapsed = build(path, tasks)
+    rss_after = _rss_mib()
+    print(
+        f"indexed {events:,} events ({tasks:,} tasks) in {elapsed:.1f} s: "
+        f"{events / elapsed:,.0f} events/s"
+    )
+    size = f"; file {os.path.getsize(path) / 2**20:.0f} MiB" if isinstance(path, Path) else ""
+    print(f"RSS {rss_before:.0f} MiB before, {rss_after:.0f} MiB after{size}")
+    for label, (p50, p99, total) in latency(path, requests).items():
+        print(f"GET /api/tasks?{label}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({total:,} match)")
 
 
 if __name__ == "__main__":

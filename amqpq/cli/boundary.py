@@ -33,7 +33,11 @@ def console(*, stderr: bool = False) -> Console:
 
 
 def print_error(message: str) -> None:
-    console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # a message may hold brackets: pip install 'amqpq[x]'
+
+    console(stderr=True).print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
 
 
 def exit_code_for(exc: BaseException) -> int | None:

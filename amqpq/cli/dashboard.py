@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,10 +12,12 @@ import typer
 from amqpq.cli.common import TopologyOption, UrlOption, console, handle_errors, settings_from
 from amqpq.cli.purge import load_for
 from amqpq.errors import AmqpqError, ConfigError
+from amqpq.settings import hide_password
 
 __all__ = ["dashboard", "parse_auth", "retention_seconds"]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_DEFAULT_DB = "amqpq-dashboard.db"
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "D": 86400, "M": 30 * 86400, "Y": 365 * 86400}
 
 
@@ -63,21 +64,26 @@ def dashboard(
         bool, typer.Option("--read-only", help="Refuse every change (403): revoke, retry, replay")
     ] = False,
     db: Annotated[
-        Path,
-        typer.Option("--db", help="The history index (SQLite file) [env: AMQPQ_DASHBOARD_DB]"),
-    ] = Path("amqpq-dashboard.db"),
+        str,
+        typer.Option(
+            "--db",
+            help="The history index: an SQLite file, or postgresql://user@host:port/db"
+            "[?table_prefix=...] shared by several dashboards [env: AMQPQ_DASHBOARD_DB]",
+        ),
+    ] = _DEFAULT_DB,
     topology: TopologyOption = None,
     url: UrlOption = None,
 ) -> None:
     """Serve the web dashboard: tasks, workers, queues, dead letters and schedules.
 
-    Its history is indexed from the events stream (amqpq.events) into an SQLite file,
-    kept across restarts within the stream's retention.
+    Its history is indexed from the events stream (amqpq.events) into an SQLite file
+    (or a PostgreSQL database several dashboards share), kept across restarts within
+    the stream's retention.
     """
     auth = auth or os.environ.get("AMQPQ_DASHBOARD_AUTH") or None
     token = token or os.environ.get("AMQPQ_DASHBOARD_TOKEN") or None
-    if "AMQPQ_DASHBOARD_DB" in os.environ and db == Path("amqpq-dashboard.db"):
-        db = Path(os.environ["AMQPQ_DASHBOARD_DB"])
+    if os.environ.get("AMQPQ_DASHBOARD_DB") and db == _DEFAULT_DB:
+        db = os.environ["AMQPQ_DASHBOARD_DB"]
     credentials = parse_auth(auth) if auth else None
     if token and credentials is None:
         raise ConfigError("--token needs --auth (the pages still ask for the password)")
@@ -98,7 +104,7 @@ def dashboard(
     config = DashboardConfig(
         settings=settings,
         topology=topo,
-        index_path=db,
+        history=db,
         auth=credentials,
         token=token,
         read_only=read_only,
@@ -106,7 +112,7 @@ def dashboard(
     )
     app = create_app(config)
     where = f"http://{'[' + address + ']' if ':' in address else address}:{port}/"
-    notes = [f"history {db}"]
+    notes = [f"history {hide_password(db)}"]
     if read_only:
         notes.append("read-only")
     if credentials is None:

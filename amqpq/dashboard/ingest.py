@@ -5,7 +5,8 @@ record on a new index), collects records for a moment and indexes them in one
 transaction in a thread (with the offset of the last one), so ingest keeps up with
 many workers without blocking the web server's loop. Records at or below the
 indexed offset are skipped: a reconnect that reads again from an older offset adds
-nothing twice.
+nothing twice. A batch the index could not write because its connection was lost
+(a database away for a moment) is kept and tried again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 from typing import Any
 
 from amqpq.codec import MessageProperties
-from amqpq.dashboard.index import HistoryIndex
+from amqpq.dashboard.index import HistoryError, HistoryIndex
 from amqpq.events import decode_record
 from amqpq.settings import Settings
 from amqpq.topology.infra import events_stream_name
@@ -29,6 +30,7 @@ log = logging.getLogger("amqpq.dashboard")
 
 _BATCH_SECONDS = 0.2
 _BATCH_EVENTS = 5000
+_RETRY_SECONDS = 2.0
 # Records read ahead of the index (a worker's record holds up to 500 events): with the
 # events kept for the next transaction, what a dashboard catching up holds in memory.
 _PREFETCH = 20
@@ -107,6 +109,8 @@ class Ingest:
                 await asyncio.wait_for(self._wake.wait(), _BATCH_SECONDS)
             self._wake.clear()
             await self.flush()
+            if self.error is not None:
+                await asyncio.sleep(_RETRY_SECONDS)
 
     async def flush(self) -> None:
         if not self._pending and self._pending_offset is None:
@@ -117,9 +121,17 @@ class Ingest:
         offset, self._pending_offset = self._pending_offset, None
         try:
             count = await asyncio.to_thread(self._index.ingest, events, offset)
-        except Exception as exc:  # a full disk, a locked file: say so on /healthz, go on
-            self.error = f"indexing events failed: {exc!r}"
-            log.exception("indexing %d events failed", len(events))
+        except Exception as exc:  # a full disk, a database down: say so on /healthz, go on
+            error = f"indexing events failed: {exc}"
+            if error != self.error:
+                log.exception("indexing %d events failed", len(events))
+            self.error = error
+            if isinstance(exc, HistoryError) and exc.transient:
+                # Kept for the next try (the reader waits meanwhile): nothing is lost
+                # while the database is away for a moment.
+                self._pending = events + self._pending
+                if self._pending_offset is None:
+                    self._pending_offset = offset
             return
         self.error = None
         self.indexed_events += count

@@ -37,7 +37,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from amqpq.dashboard import actions
-from amqpq.dashboard.index import TASK_STATES, HistoryIndex, TaskQuery
+from amqpq.dashboard.history import open_history
+from amqpq.dashboard.index import TASK_STATES, HistoryError, TaskQuery
 from amqpq.dashboard.ingest import Hub, Ingest
 from amqpq.dashboard.metrics import render_metrics
 from amqpq.errors import AmqpqError
@@ -57,7 +58,7 @@ class DashboardConfig:
 
     settings: Settings
     topology: Topology
-    index_path: Path
+    history: str  # an SQLite file or a postgresql:// URL
     auth: tuple[str, str] | None = None
     token: str | None = None
     read_only: bool = False
@@ -153,7 +154,7 @@ class _Security(BaseHTTPMiddleware):
 
 def create_app(config: DashboardConfig) -> Starlette:
     """The Starlette application of one dashboard."""
-    index = HistoryIndex(config.index_path, retention=config.retention)
+    index = open_history(config.history, retention=config.retention)
     hub = Hub()
     broker = actions.BrokerView(config.settings, config.topology)
     prefix = config.topology.infrastructure.prefix
@@ -169,12 +170,14 @@ def create_app(config: DashboardConfig) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if config.ingest:
-            ingest = Ingest(config.settings, prefix, index, hub)
+            ingest = None
             try:
+                ingest = Ingest(config.settings, prefix, index, hub)  # reads the offset
                 await ingest.start()
             except AmqpqError as exc:  # the command prints it as one line
                 config.extra["startup_error"] = exc
-                await ingest.close()
+                if ingest is not None:
+                    await ingest.close()
                 index.close()
                 raise
             state["ingest"] = ingest
@@ -491,6 +494,12 @@ def create_app(config: DashboardConfig) -> Starlette:
             return _error(exc.status_code, message)
         return page_error(request, exc.status_code, message)
 
+    async def on_history_error(request: Request, exc: Exception) -> Response:
+        # The history's database is away (a PostgreSQL server restarting): 503, said.
+        if wants_json(request):
+            return _error(503, str(exc))
+        return page_error(request, 503, str(exc))
+
     def page_error(request: Request, status: int, message: str) -> Response:
         return templates.TemplateResponse(
             request, "error.html", {"status": status, "message": message}, status_code=status
@@ -532,7 +541,11 @@ def create_app(config: DashboardConfig) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_Security, config=config)],
-        exception_handlers={_ApiError: on_api_error, HTTPException: on_http_error},
+        exception_handlers={
+            _ApiError: on_api_error,
+            HTTPException: on_http_error,
+            HistoryError: on_history_error,
+        },
         lifespan=lifespan,
     )
     app.state.index = index

@@ -102,17 +102,20 @@ class Dashboard:
 def start_dashboard(
     env: dict[str, str], amqpq_processes: Processes, tmp_path: Path, declared: None
 ) -> Iterator[Callable[..., Dashboard]]:
-    """Factory: ``start_dashboard("--read-only")`` on a free port, history in tmp_path."""
+    """Factory: ``start_dashboard("--read-only")`` on a free port, history in tmp_path
+    (or in ``db``: a PostgreSQL URL)."""
     started: list[Dashboard] = []
 
-    def start(*args: str, port: int | None = None, auth: Any = None) -> Dashboard:
+    def start(
+        *args: str, port: int | None = None, auth: Any = None, db: str | None = None
+    ) -> Dashboard:
         port = port or free_port()
         process = amqpq_processes.start(
             "dashboard",
             "--port",
             str(port),
             "--db",
-            str(tmp_path / "history.db"),
+            db or str(tmp_path / "history.db"),
             *args,
             env=env,
             cwd=HERE,

@@ -13,6 +13,7 @@ from amqpq.app import App
 from amqpq.errors import RemoteTaskError as TaskError
 from tests.dashboard.conftest import Dashboard
 from tests.support.processes import AmqpqProcess
+from tests.support.stores import postgres_history_url
 from tests.support.waiting import eventually
 
 
@@ -179,6 +180,51 @@ def test_history_survives_restarts_of_the_dashboard_and_of_the_worker(
     assert sorted(w["online"] for w in workers) == [False, True]
 
 
+def test_two_dashboards_share_one_postgresql_history(
+    start_worker: Callable[..., AmqpqProcess],
+    start_dashboard: Callable[..., Dashboard],
+    app: App,
+) -> None:
+    with postgres_history_url() as url:
+        # Given a default worker and two dashboards on one PostgreSQL history
+        start_worker()
+        one, two = start_dashboard(db=url), start_dashboard(db=url)
+        first = app.send_task("dt.add", [20, 1])
+        second = app.send_task("dt.add", [20, 2])
+        assert first.get(timeout=15) == 21
+        assert second.get(timeout=15) == 22
+
+        # Then each dashboard shows each task once, and counts it once
+        def once(dashboard: Dashboard, results: list[Any]) -> None:
+            for result in results:
+                task = dashboard.task(result.id, "SUCCESS")
+                assert [e["type"] for e in task["timeline"]].count("task.succeeded") == 1
+            api = dashboard.client
+            assert api.get("/api/tasks", params={"name": "dt.add"}).json()["total"] == len(results)
+            minutes = api.get("/api/throughput").json()["minutes"]
+            assert sum(m["succeeded"] for m in minutes) == len(results)
+
+        once(one, [first, second])
+        once(two, [first, second])
+
+        # When one stops, a task runs, then the other stops and the first comes back
+        one.stop()
+        during = app.send_task("dt.add", [20, 3])
+        assert during.get(timeout=15) == 23
+        two.task(during.id, "SUCCESS")
+        two.stop()
+        after = app.send_task("dt.add", [20, 4])
+        assert after.get(timeout=15) == 24
+
+        # Then the history survived both restarts, each task in it once
+        one = start_dashboard(db=url)
+        once(one, [first, second, during, after])
+        two = start_dashboard(db=url)
+        once(two, [first, second, during, after])
+        one.stop()
+        two.stop()
+
+
 def test_auth_bearer_token_read_only_and_json_errors(
     start_dashboard: Callable[..., Dashboard],
 ) -> None:
@@ -265,6 +311,11 @@ def test_events_are_on_by_default_and_off_with_without_events(
         ),
         (["dashboard", "--auth", "nocolon"], "--auth: expected USER:PASSWORD"),
         (["dashboard", "--token", "t"], "--token needs --auth"),
+        (
+            ["dashboard", "--db", "postgresql://nobody@127.0.0.1:1/none"],
+            "history postgresql://nobody@127.0.0.1:1/none: connection failed",
+        ),
+        (["dashboard", "--db", "mysql://db/x"], "--db mysql://db/x: unknown scheme"),
         (["events", "--since", "soon"], "--since 'soon'"),
     ],
 )
@@ -278,4 +329,19 @@ def test_bad_command_lines_say_one_line(argv: list[str], message: str) -> None:
     assert done.returncode != 0
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_postgresql_history_without_psycopg_names_the_extra() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys; sys.modules['psycopg'] = None; "
+        "sys.argv = ['amqpq', 'dashboard', '--db', 'postgresql://u@127.0.0.1/db']; "
+        "runpy.run_module('amqpq', run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "pip install 'amqpq[postgres]'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

@@ -1,5 +1,6 @@
 """Result stores for tests: the machine's Redis and PostgreSQL, each test under its own
-key prefix or table (removed at its end), and private Redis servers a test may kill."""
+key prefix or table (removed at its end), and private Redis servers a test may kill.
+Dashboard histories in PostgreSQL, each under a table prefix of its own."""
 
 from __future__ import annotations
 
@@ -105,3 +106,18 @@ class RedisServer:
         if process is not None and process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(10)
+
+
+@contextmanager
+def postgres_history_url(base: str = POSTGRES_URL) -> Iterator[str]:
+    """A dashboard history URL with a table prefix of its own; its tables are dropped
+    afterwards."""
+    import psycopg
+
+    prefix = f"amqpq_test_{unique_name()}_"
+    try:
+        yield f"{base}?table_prefix={prefix}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            for table in ("tasks", "events", "workers", "minutes", "meta"):
+                conn.execute(f'DROP TABLE IF EXISTS "{prefix}{table}"')
