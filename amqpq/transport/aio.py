@@ -65,9 +65,7 @@ T = TypeVar("T")
 # were written (a drain per message in its writer task: another future and loop turn
 # each); the confirm comes later anyway, so skip that where aiormq lets us.
 _NO_WRITE_WAIT: dict[str, Any] = (
-    {"wait": False}
-    if "wait" in inspect.signature(aiormq.Channel.basic_publish).parameters
-    else {}
+    {"wait": False} if "wait" in inspect.signature(aiormq.Channel.basic_publish).parameters else {}
 )
 
 

@@ -296,6 +296,8 @@ class BlockingBroker:
         connection = self._connection
         if connection is None:
             raise _ConnectionLost("not connected")
+        if _has_io_loop(connection):
+            return self._pump_io_until(connection, done, deadline)
         self._waiting = True
         try:
             while not done():
@@ -309,6 +311,45 @@ class BlockingBroker:
         finally:
             self._waiting = False
             self._last_io = time.monotonic()
+        return True
+
+    def _pump_io_until(
+        self, connection: BlockingConnection, done: Callable[[], bool], deadline: float | None
+    ) -> bool:
+        """:meth:`_pump_until` on the I/O loop under pika's ``BlockingConnection``.
+
+        ``process_data_events`` sets a timer per call and needs one more from
+        :meth:`_wake` to return once a confirm arrived; here one poll reads the confirm
+        and the loop sees it, with at most one timer for the deadline. A connection
+        that closed meanwhile raises its error as ``process_data_events`` would, and
+        what the ``BlockingConnection`` queued for its own dispatch (direct replies,
+        its timers) is dispatched before returning.
+        """
+        impl: Any = connection._impl
+        ioloop = impl.ioloop
+        closed: Any = connection._closed_result
+        timer = None
+        try:
+            while True:
+                if closed.ready:
+                    _raise_close(connection)
+                    return done()
+                if done():
+                    break
+                if deadline is not None:
+                    limit = deadline - time.monotonic()
+                    if limit <= 0:
+                        return False
+                    if timer is None:
+                        timer = ioloop.call_later(limit, _noop)
+                ioloop.poll()
+                ioloop.process_timeouts()
+        finally:
+            if timer is not None and not closed.ready:
+                ioloop.remove_timeout(timer)
+            self._last_io = time.monotonic()
+        if connection._channels_pending_dispatch or connection._ready_events:
+            connection.process_data_events(0)
         return True
 
     def pump(self, time_limit: float) -> None:
@@ -642,6 +683,28 @@ def _coalesce_writes(connection: BlockingConnection) -> None:
         emit(data)
 
     impl._output_marshaled_frames = output_joined
+
+
+def _has_io_loop(connection: BlockingConnection) -> bool:
+    """Whether this pika has what :meth:`BlockingBroker._pump_io_until` relies on."""
+    impl = getattr(connection, "_impl", None)
+    ioloop = getattr(impl, "ioloop", None)
+    return all(
+        hasattr(connection, name)
+        for name in ("_closed_result", "_cleanup", "_channels_pending_dispatch", "_ready_events")
+    ) and all(
+        hasattr(ioloop, name)
+        for name in ("poll", "process_timeouts", "call_later", "remove_timeout")
+    )
+
+
+def _raise_close(connection: BlockingConnection) -> None:
+    """What ``process_data_events`` does when the connection closed under it: release
+    it and raise the reason (a close this process asked for raises nothing)."""
+    error = connection._closed_result.value.error
+    connection._cleanup()
+    if not isinstance(error, pika.exceptions.ConnectionClosedByClient):
+        raise error
 
 
 def _is_nack(error: BaseException | None) -> bool:
