@@ -99,6 +99,8 @@ WORKFLOW_OPTIONS = frozenset(
 and ``protocol="celery"``: the next task of a Celery workflow is a Celery message again
 (:mod:`amqpq.celery_canvas`)."""
 
+_UNSENT: BaseException = RuntimeError("not sent")
+
 # Delays shorter than this are not worth a trip through the delay levels.
 _MIN_DELAY_MS = 1
 
@@ -860,13 +862,7 @@ class AsyncProducer:
         prepared before anything is published; the first broker error is raised
         after the rest were sent."""
         prepared = [self.preparer.prepare(c.name, c.args, c.kwargs, c.options) for c in calls]
-        semaphore = asyncio.Semaphore(concurrency)
-
-        async def send(p: PreparedTask) -> AsyncResult:
-            async with semaphore:
-                return await self._send(p)
-
-        outcomes = await asyncio.gather(*(send(p) for p in prepared), return_exceptions=True)
+        outcomes = await self._send_all(prepared, concurrency)
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         for error in errors:
             if not isinstance(error, Exception):
@@ -890,13 +886,7 @@ class AsyncProducer:
             found[task_id] = AsyncResult(
                 task_id, task=name, backend=self, pending=pending, links=self._links
             )
-        semaphore = asyncio.Semaphore(1000)
-
-        async def send(p: PreparedTask) -> AsyncResult:
-            async with semaphore:
-                return await self._send(p)
-
-        outcomes = await asyncio.gather(*(send(p) for p in prepared), return_exceptions=True)
+        outcomes = await self._send_all(prepared, 1000)
         errors: list[BaseException] = []
         for outcome in outcomes:
             if isinstance(outcome, AsyncResult):
@@ -909,6 +899,28 @@ class AsyncProducer:
             pending.generation = self._rpc.generation
         _raise_first(errors, len(prepared))
         return found
+
+    async def _send_all(
+        self, prepared: Sequence[PreparedTask], concurrency: int
+    ) -> list[AsyncResult | BaseException]:
+        """Send each task, ``concurrency`` at a time: per task its result or its error,
+        in order. ``concurrency`` coroutines take the tasks in turn, rather than a task
+        each waiting on a semaphore (the same publishes, without a task per message)."""
+        outcomes: list[AsyncResult | BaseException] = [_UNSENT] * len(prepared)
+        todo = iter(enumerate(prepared))
+
+        async def lane() -> None:
+            for index, p in todo:
+                try:
+                    outcomes[index] = await self._send(p)
+                except Exception as exc:
+                    outcomes[index] = exc
+
+        lanes = min(concurrency, len(prepared))
+        for ended in await asyncio.gather(*(lane() for _ in range(lanes)), return_exceptions=True):
+            if ended is not None:
+                raise ended
+        return outcomes
 
     async def publish_message(self, message: OutgoingMessage) -> None:
         """Publish a prepared message that is not a task (a revocation), confirmed."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Container
@@ -59,6 +60,13 @@ __all__ = [
 log = logging.getLogger("amqpq.transport")
 
 T = TypeVar("T")
+
+# A publish waits for its confirm. By default aiormq also makes it wait until its frames
+# were written (a drain per message in its writer task: another future and loop turn
+# each); the confirm comes later anyway, so skip that where aiormq lets us.
+_NO_WRITE_WAIT: dict[str, Any] = (
+    {"wait": False} if "wait" in inspect.signature(aiormq.Channel.basic_publish).parameters else {}
+)
 
 
 def _url_for(address: BrokerAddress, settings: Settings, name: str) -> URL:
@@ -292,6 +300,7 @@ async def _publish_once(
                 properties=to_amqp_properties(message),
                 mandatory=message.mandatory,
                 timeout=None,
+                **_NO_WRITE_WAIT,
             )
     except aiormq.exceptions.PublishError as exc:
         raise UnroutableError(

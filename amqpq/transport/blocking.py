@@ -27,6 +27,7 @@ from typing import Any
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as _PlaintextTransport
 
 from amqpq.codec import OutgoingMessage
 from amqpq.errors import (
@@ -295,6 +296,8 @@ class BlockingBroker:
         connection = self._connection
         if connection is None:
             raise _ConnectionLost("not connected")
+        if _has_io_loop(connection):
+            return self._pump_io_until(connection, done, deadline)
         self._waiting = True
         try:
             while not done():
@@ -308,6 +311,45 @@ class BlockingBroker:
         finally:
             self._waiting = False
             self._last_io = time.monotonic()
+        return True
+
+    def _pump_io_until(
+        self, connection: BlockingConnection, done: Callable[[], bool], deadline: float | None
+    ) -> bool:
+        """:meth:`_pump_until` on the I/O loop under pika's ``BlockingConnection``.
+
+        ``process_data_events`` sets a timer per call and needs one more from
+        :meth:`_wake` to return once a confirm arrived; here one poll reads the confirm
+        and the loop sees it, with at most one timer for the deadline. A connection
+        that closed meanwhile raises its error as ``process_data_events`` would, and
+        what the ``BlockingConnection`` queued for its own dispatch (direct replies,
+        its timers) is dispatched before returning.
+        """
+        impl: Any = connection._impl
+        ioloop = impl.ioloop
+        closed: Any = connection._closed_result
+        timer = None
+        try:
+            while True:
+                if closed.ready:
+                    _raise_close(connection)
+                    return done()
+                if done():
+                    break
+                if deadline is not None:
+                    limit = deadline - time.monotonic()
+                    if limit <= 0:
+                        return False
+                    if timer is None:
+                        timer = ioloop.call_later(limit, _noop)
+                ioloop.poll()
+                ioloop.process_timeouts()
+        finally:
+            if timer is not None and not closed.ready:
+                ioloop.remove_timeout(timer)
+            self._last_io = time.monotonic()
+        if connection._channels_pending_dispatch or connection._ready_events:
+            connection.process_data_events(0)
         return True
 
     def pump(self, time_limit: float) -> None:
@@ -602,28 +644,67 @@ class BlockingBroker:
 
 
 def _coalesce_writes(connection: BlockingConnection) -> None:
-    """Hand a message's frames (method, header, body) to the socket as one buffer.
+    """Hand a message's frames (method, header, body) to the socket as one buffer, at once.
 
-    pika queues each frame as its own buffer and sends them with one ``send()`` each:
-    three system calls per publish where one does. Only when pika has the method this
-    relies on.
+    pika queues each frame as its own buffer, asks its poller to watch the socket for
+    writability and sends the buffers on the next poll, one ``send()`` each: three
+    system calls per publish plus a poll and two poller updates where one ``send()``
+    does. When nothing is queued before them, the bytes go straight to a plain TCP
+    socket (as asyncio's transports do); what the socket does not take, and every
+    error, goes to pika's own write path, which keeps the order and reports failures
+    as it always did. Only when pika has the methods and attributes this relies on.
     """
     impl = connection._impl
     output = getattr(impl, "_output_marshaled_frames", None)
     emit = getattr(impl, "_adapter_emit_data", None)
     if output is None or emit is None or not hasattr(impl, "frames_sent"):
         return
+    transport: Any = getattr(impl, "_transport", None)
+    direct = (
+        isinstance(transport, _PlaintextTransport)
+        and hasattr(transport, "_tx_buffers")
+        and hasattr(transport, "_sock")
+        and hasattr(transport, "_state")
+    )
+    active = getattr(_PlaintextTransport, "_STATE_ACTIVE", None)
 
     def output_joined(marshaled_frames: Sequence[bytes]) -> None:
-        if len(marshaled_frames) == 1:
-            output(marshaled_frames)
-            return
-        data = b"".join(marshaled_frames)
+        data = marshaled_frames[0] if len(marshaled_frames) == 1 else b"".join(marshaled_frames)
         impl.bytes_sent += len(data)
         impl.frames_sent += len(marshaled_frames)
+        if direct and transport._state == active and not transport._tx_buffers:
+            try:
+                sent = transport._sock.send(data)
+            except OSError:  # would block, interrupted or failed: pika's path says which
+                sent = 0
+            if sent >= len(data):
+                return
+            data = data[sent:]
         emit(data)
 
     impl._output_marshaled_frames = output_joined
+
+
+def _has_io_loop(connection: BlockingConnection) -> bool:
+    """Whether this pika has what :meth:`BlockingBroker._pump_io_until` relies on."""
+    impl = getattr(connection, "_impl", None)
+    ioloop = getattr(impl, "ioloop", None)
+    return all(
+        hasattr(connection, name)
+        for name in ("_closed_result", "_cleanup", "_channels_pending_dispatch", "_ready_events")
+    ) and all(
+        hasattr(ioloop, name)
+        for name in ("poll", "process_timeouts", "call_later", "remove_timeout")
+    )
+
+
+def _raise_close(connection: BlockingConnection) -> None:
+    """What ``process_data_events`` does when the connection closed under it: release
+    it and raise the reason (a close this process asked for raises nothing)."""
+    error = connection._closed_result.value.error
+    connection._cleanup()
+    if not isinstance(error, pika.exceptions.ConnectionClosedByClient):
+        raise error
 
 
 def _is_nack(error: BaseException | None) -> bool:

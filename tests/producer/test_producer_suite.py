@@ -199,6 +199,22 @@ async def test_async_send_many_sends_a_batch_and_every_result_comes_back(target:
     await target.app.aclose()
 
 
+async def test_async_send_many_with_few_confirms_in_flight_answers_in_the_order_of_the_calls(
+    target: Target,
+) -> None:
+    # Given more calls than confirms allowed in flight
+    aproducer = target.app.aproducer()
+    calls = [TaskCall("tasks.add", (i, 1)) for i in range(25)]
+    # When they are sent three at a time
+    results = await aproducer.send_many(calls, concurrency=3)
+    # Then every call is sent once, and each handle is the one of its call
+    assert len({r.id for r in results}) == 25
+    await asyncio.to_thread(target.run)
+    values = await asyncio.gather(*(r.aget(timeout=10) for r in results))
+    assert values == [i + 1 for i in range(25)]
+    await target.app.aclose()
+
+
 # -- hooks ---------------------------------------------------------------------------------------
 
 
