@@ -1,11 +1,14 @@
 """The dashboard in a real headless Chromium (Debian's, driven by Playwright).
 
-The screenshots these tests take are the pictures of docs/dashboard.md.
+The screenshots these tests take are the pictures of docs/dashboard.md: they are
+written there with ``AMQPQ_UPDATE_SCREENSHOTS=1`` (else to a temporary folder, so a test
+run leaves the checkout as it was).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,11 @@ from tests.support.processes import AmqpqProcess
 from tests.support.waiting import eventually
 
 CHROMIUM = os.environ.get("AMQPQ_CHROMIUM", "/usr/bin/chromium")
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+IMAGES = (
+    Path(__file__).resolve().parents[2] / "docs" / "images"
+    if os.environ.get("AMQPQ_UPDATE_SCREENSHOTS")
+    else Path(tempfile.gettempdir()) / "amqpq-dashboard-screenshots"
+)
 ARGS = [
     "--headless",
     "--no-sandbox",
