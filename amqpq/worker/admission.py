@@ -151,13 +151,7 @@ class Admission:
         try:
             return decode_task(body, delivery.properties)
         except DecodeError as exc:
-            cause = exc.__cause__
-            reason = (
-                "bad_json"
-                if isinstance(cause, UnicodeDecodeError | json.JSONDecodeError)
-                else "bad_envelope"
-            )
-            return Refusal(reason, "DecodeError", str(exc))
+            return _undecodable(exc)
 
     @staticmethod
     def _read_foreign(delivery: Delivery) -> TaskEnvelope | Refusal | None:
@@ -167,13 +161,7 @@ class Admission:
             try:
                 read = read_celery_task(delivery.body, properties)
             except DecodeError as exc:
-                cause = exc.__cause__
-                reason = (
-                    "bad_json"
-                    if isinstance(cause, UnicodeDecodeError | json.JSONDecodeError)
-                    else "bad_envelope"
-                )
-                return Refusal(reason, "DecodeError", str(exc))
+                return _undecodable(exc)
             if isinstance(read, Unsupported):
                 return Refusal(read.reason, read.error_type, read.message)
             return read
@@ -312,3 +300,14 @@ class Admission:
         assert self.rate_limiter is not None
         await self.rate_limiter.wait(task.name, rate)
         return self.revoked is None or task_id not in self.revoked
+
+
+def _undecodable(exc: DecodeError) -> Refusal:
+    """A body that is not JSON (``bad_json``) or not a task envelope (``bad_envelope``)."""
+    cause = exc.__cause__
+    reason = (
+        "bad_json"
+        if isinstance(cause, UnicodeDecodeError | json.JSONDecodeError)
+        else "bad_envelope"
+    )
+    return Refusal(reason, "DecodeError", str(exc))
