@@ -243,8 +243,7 @@ class AsyncBroker:
                 await asyncio.wait_for(connection.ready(), max(0.0, deadline - loop.time()))
                 # Right after a close, ``connected`` can still be set while the connection
                 # underneath is already closed: wait for the new one.
-                transport = connection.transport
-                if transport is not None and not transport.connection.is_closed:
+                if self.is_ready:
                     return
                 if loop.time() > deadline:
                     raise TimeoutError
