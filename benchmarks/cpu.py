@@ -1,6 +1,6 @@
 """CPU per drained message: the worker's process tree and the broker, side by side.
 
-    benchmarks/.venv/bin/python -m benchmarks.cpu [--n 20000] [--runs 3] [--mode default]
+    benchmarks/.venv/bin/python -m benchmarks.cpu [--n 20000] [--runs 3] [--mode default] [--value]
 
 For each system: fill the queue (untimed), start its worker, and while it drains read
 the CPU time (user + system) of the worker's process tree and of RabbitMQ's
@@ -49,7 +49,9 @@ def _cpu(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
-def measure(system_name: str, n: int, mode: str) -> tuple[float, float, float]:
+def measure(
+    system_name: str, n: int, mode: str, *, value: bool = False
+) -> tuple[float, float, float]:
     system = SYSTEMS[system_name]("bench-cpu")
     reset_vhost(system.vhost)
     probe = Probe(system.vhost)
@@ -57,7 +59,10 @@ def measure(system_name: str, n: int, mode: str) -> tuple[float, float, float]:
     try:
         system.prepare(probe)
         probe.purge(system.queue)
-        system.fill(n, None)
+        if value:
+            system.fill_values(n)
+        else:
+            system.fill(n, None)
         probe.wait_depth(system.queue, n)
         argv, env = system.worker(mode)
         worker = WorkerProcess(argv, env=env, cwd=HERE, label=f"cpu-{system_name}")
@@ -90,13 +95,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--mode", default="default", choices=["default", "one_slot", "solo"])
     parser.add_argument("--systems", default="raw,amqpq,dramatiq")
+    parser.add_argument(
+        "--value",
+        action="store_true",
+        help="add(1, 2) tasks sent with default options (a reply requested), not noop()",
+    )
     args = parser.parse_args()
     names = args.systems.split(",")
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
     for _ in range(args.runs):
         for name in names:
-            samples[name].append(measure(name, args.n, args.mode))
-    print(f"mode {args.mode}, {args.n} tasks, {args.runs} runs (medians)")
+            samples[name].append(measure(name, args.n, args.mode, value=args.value))
+    what = "add(1, 2) with default options" if args.value else "noop()"
+    print(f"mode {args.mode}, {what}, {args.n} tasks, {args.runs} runs (medians)")
     print("| system | worker CPU per message | broker CPU per message | drain rate |")
     print("|---|---|---|---|")
     for name, rows in samples.items():

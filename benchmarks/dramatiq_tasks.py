@@ -26,6 +26,11 @@ def noop() -> None:
     return None
 
 
+@dramatiq.actor(actor_name="bench.add", queue_name=QUEUE, max_retries=0)
+def add(x: int, y: int) -> int:
+    return x + y
+
+
 @dramatiq.actor(actor_name="bench.blob", queue_name=QUEUE, max_retries=0)
 def blob(data: str) -> int:
     return len(data)

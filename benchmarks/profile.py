@@ -1,7 +1,7 @@
 """Where amqpq's time goes: py-spy profiles of the ``delay`` path and of a draining worker.
 
     benchmarks/.venv/bin/python -m benchmarks.profile delay [--n 5000]
-    benchmarks/.venv/bin/python -m benchmarks.profile drain [--n 20000] [-c 1]
+    benchmarks/.venv/bin/python -m benchmarks.profile drain [--n 20000] [-c 1] [--value]
 
 Writes ``/tmp/amqpq-<what>.txt`` (py-spy's collapsed stacks, loadable by speedscope
 or flamegraph.pl) and prints the heaviest functions, by own time and with callees.
@@ -66,16 +66,20 @@ def profile_delay(n: int) -> Path:
     return out
 
 
-def profile_drain(n: int, concurrency: int) -> Path:
+def profile_drain(n: int, concurrency: int, *, value: bool = False) -> Path:
     out = Path("/tmp/amqpq-drain.txt")
     os.environ["AMQPQ_URL"] = amqp_url(VHOST)
     from benchmarks import bench_tasks
 
     probe = Probe(VHOST)
-    bench_tasks.app.producer.map(bench_tasks.noop, [()] * n)
+    if value:  # tasks that return a value, a reply requested by a caller that is gone
+        bench_tasks.app.producer.map(bench_tasks.add, [(1, 2)] * n)
+        bench_tasks.app.close()
+    else:
+        bench_tasks.app.producer.map(bench_tasks.noop, [()] * n)
     probe.wait_depth(bench_tasks.QUEUE, n)
     argv = [PYTHON, "-m", "amqpq", "worker", "-A", "bench_tasks", "-Q", bench_tasks.QUEUE]
-    argv += ["-c", str(concurrency), "--loglevel", "WARNING"]
+    argv += ["-c", str(concurrency), "-w", "1", "--loglevel", "WARNING"]
     spy = subprocess.Popen(
         [PY_SPY, "record", "-r", "250", "-f", "raw", "-o", str(out), "--", *argv],
         cwd=HERE,
@@ -111,6 +115,7 @@ def main() -> None:
     parser.add_argument("what", choices=["delay", "drain"])
     parser.add_argument("--n", type=int)
     parser.add_argument("-c", type=int, default=1, help="worker slots (drain)")
+    parser.add_argument("--value", action="store_true", help="drain add(1, 2), not noop()")
     args = parser.parse_args()
     reset_vhost(VHOST)
     try:
@@ -125,7 +130,7 @@ def main() -> None:
         if args.what == "delay":
             path = profile_delay(args.n or 5000)
         else:
-            path = profile_drain(args.n or 20000, args.c)
+            path = profile_drain(args.n or 20000, args.c, value=args.value)
         print(summarize(path))
     finally:
         delete_vhost(VHOST)

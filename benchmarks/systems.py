@@ -53,6 +53,11 @@ class System:
     def enqueue_one(self, n: int, data: str | None = None) -> float:
         raise NotSupported("no such API")
 
+    def enqueue_one_value(self, n: int) -> float:
+        """n ``add(1, 2)`` sends with default options (a reply requested where the system
+        asks for one by default), one at a time."""
+        raise NotSupported("no such API")
+
     def enqueue_bulk(self, n: int) -> float:
         raise NotSupported("no bulk send API")
 
@@ -67,6 +72,12 @@ class System:
         """Put n ``add(1, 2)`` tasks in the queue, sent with default options by a caller
         that is gone before they run (not timed)."""
         raise NotSupported("no result store measured")
+
+    def fill_values(self, n: int) -> None:
+        """Put n ``add(1, 2)`` tasks in the queue, sent with default options by a caller
+        that is gone before they run (not timed): the drain rows of tasks that return a
+        value."""
+        self.fill_results(n)
 
     def worker(self, mode: str, procs: int = 1) -> tuple[list[str], dict[str, str]]:
         """argv and env of a worker: mode ``one_slot``, ``solo`` (one slot, tasks on the
@@ -151,6 +162,12 @@ class Raw(System):
                 await connection.close()
 
         return asyncio.run(run())
+
+    def enqueue_one_value(self, n: int) -> float:
+        return self.enqueue_one(n)  # the ceiling: the same publishes, nothing more
+
+    def fill_values(self, n: int) -> None:
+        self.fill(n)  # the raw consumer acks without a reply: the ceiling
 
     async def _pipelined(self, channel: Any, n: int, body: bytes, window: int = 1000) -> None:
         exchange = channel.default_exchange
@@ -281,6 +298,10 @@ class Amqpq(System):
             return _timed_loop(n, tasks.noop.delay)
         return _timed_loop(n, lambda: tasks.blob.delay(data))
 
+    def enqueue_one_value(self, n: int) -> float:
+        add = self.tasks.add
+        return _timed_loop(n, lambda: add.delay(1, 2))
+
     def enqueue_bulk(self, n: int) -> float:
         tasks = self.tasks
         producer = tasks.app.producer
@@ -410,6 +431,10 @@ class CeleryBench(System):
             return _timed_loop(n, tasks.noop.delay)
         return _timed_loop(n, lambda: tasks.blob.delay(data))
 
+    def enqueue_one_value(self, n: int) -> float:
+        add = self.tasks.add
+        return _timed_loop(n, lambda: add.delay(1, 2))
+
     def _filler(self) -> Any:
         if self._fill_app is None:
             from celery import Celery
@@ -524,6 +549,9 @@ class CeleryToAmqpq(Amqpq):
     def enqueue_one(self, n: int, data: str | None = None) -> float:
         raise NotSupported("the producer is Celery's: see the celery column")
 
+    def enqueue_one_value(self, n: int) -> float:
+        raise NotSupported("the producer is Celery's: see the celery column")
+
     def enqueue_bulk(self, n: int) -> float:
         raise NotSupported("the producer is Celery's: see the celery column")
 
@@ -538,6 +566,12 @@ class CeleryToAmqpq(Amqpq):
                     app.send_task("bench.noop", producer=producer, ignore_result=True)
                 else:
                     app.send_task("bench.blob", (data,), producer=producer, ignore_result=True)
+
+    def fill_values(self, n: int) -> None:
+        app = self.celery
+        with app.producer_or_acquire() as producer:
+            for _ in range(n):
+                app.send_task("bench.add", (1, 2), producer=producer)
 
     def rpc(self, n: int) -> list[float]:
         app = self.celery
@@ -590,7 +624,14 @@ class DramatiqBench(System):
             return _timed_loop(n, tasks.noop.send)
         return _timed_loop(n, lambda: tasks.blob.send(data))
 
-    def fill(self, n: int, data: str | None = None) -> None:
+    def enqueue_one_value(self, n: int) -> float:
+        add = self.tasks.add
+        return _timed_loop(n, lambda: add.send(1, 2))
+
+    def fill_values(self, n: int) -> None:
+        self.fill(n, value=True)
+
+    def fill(self, n: int, data: str | None = None, *, value: bool = False) -> None:
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
         tasks = self.tasks
@@ -599,7 +640,12 @@ class DramatiqBench(System):
         broker = RabbitmqBroker(url=self.url, confirm_delivery=False)
         try:
             for _ in range(n):
-                message = tasks.noop.message() if data is None else tasks.blob.message(data)
+                if value:
+                    message = tasks.add.message(1, 2)
+                elif data is None:
+                    message = tasks.noop.message()
+                else:
+                    message = tasks.blob.message(data)
                 broker.enqueue(message)
         finally:
             broker.close()
