@@ -9,14 +9,16 @@ builders: this module imports nothing from amqpq, so any layer may use it.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "BEAT_HEADER_SCHEDULE",
     "BEAT_HEADER_TICK",
     "BEAT_LEADER_QUEUE_SUFFIX",
     "BROKER_DEAD_LETTER_HEADERS",
+    "CALLER_QUEUE_PREFIX",
     "CELERY_HEADER_ETA",
     "CELERY_HEADER_ID",
     "CELERY_HEADER_RETRIES",
@@ -25,6 +27,7 @@ __all__ = [
     "DELAY_LEVELS",
     "DIRECT_REPLY_TO",
     "DIRECT_REPLY_TO_PREFIX",
+    "HEADER_CALLER",
     "HEADER_CHORD_INDEX",
     "HEADER_CHORD_MARKER",
     "HEADER_DEAD_AT",
@@ -48,6 +51,7 @@ __all__ = [
     "TRANSIENT_QUEUE_ARGUMENTS",
     "beat_consumer_tag",
     "beat_leader_queue_name",
+    "caller_queue_name",
     "chord_queue_name",
     "control_consumer_tag",
     "control_exchange_name",
@@ -59,6 +63,7 @@ __all__ = [
     "delay_queue_name",
     "deliveries_before",
     "events_exchange_name",
+    "is_caller_queue",
     "is_direct_reply_to",
     "revocations_consumer_tag",
     "revocations_queue_name",
@@ -146,6 +151,24 @@ DIRECT_REPLY_TO_PREFIX = DIRECT_REPLY_TO + "."
 def is_direct_reply_to(reply_to: str) -> bool:
     """True for the pseudo-queue and for the per-channel addresses the broker makes of it."""
     return reply_to.startswith(DIRECT_REPLY_TO)
+
+
+# A producer that consumes direct reply-to also holds an exclusive queue of this prefix on
+# the same connection and names it in the tasks it sends (docs/protocol.md, "Callers"):
+# the queue lives exactly as long as the caller's connection, so a worker can ask the
+# broker whether anyone is left to read a reply before sending it.
+HEADER_CALLER = "amqpq-caller"
+CALLER_QUEUE_PREFIX = "amqpq.caller."
+
+
+def caller_queue_name() -> str:
+    """A new caller queue name (one per producer connection: never reused, so a
+    reconnecting producer never meets the queue its old connection still holds)."""
+    return f"{CALLER_QUEUE_PREFIX}{uuid.uuid4().hex}"
+
+
+def is_caller_queue(name: object) -> TypeGuard[str]:
+    return isinstance(name, str) and name.startswith(CALLER_QUEUE_PREFIX) and len(name) <= 255
 
 
 # -- consumer tags (visible in the management UI and ``amqpq status``) ---------------------

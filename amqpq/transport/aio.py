@@ -17,7 +17,8 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Container
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import Any, TypeVar, cast
 
 import aio_pika
 import aiormq
@@ -45,7 +46,13 @@ from amqpq.transport.aio_mapping import (
 from amqpq.transport.base import NACK_RETRY_PAUSES
 from amqpq.transport.tls import ssl_context_for
 from amqpq.transport.wording import CONNECTION_LOST, publish_lost, refused_times
-from amqpq.wire import DIRECT_REPLY_TO, RESULT_QUEUE_ARGUMENTS
+from amqpq.wire import (
+    DIRECT_REPLY_TO,
+    HEADER_CALLER,
+    RESULT_QUEUE_ARGUMENTS,
+    TRANSIENT_QUEUE_ARGUMENTS,
+    caller_queue_name,
+)
 
 __all__ = [
     "AioConfirmingPublisher",
@@ -418,6 +425,21 @@ class ChannelSlot:
                 await channel.close()
 
 
+async def _declare_caller(channel: aiormq.Channel) -> str | None:
+    """A caller queue held by ``channel``'s connection (:data:`~amqpq.wire.HEADER_CALLER`),
+    declared on a channel of its own: a user without the permission to declare it loses
+    nothing but the workers' knowing when this producer has gone."""
+    name = caller_queue_name()
+    try:
+        side = await channel.connection.channel(publisher_confirms=False)
+        await side.queue_declare(name, exclusive=True, arguments=dict(TRANSIENT_QUEUE_ARGUMENTS))
+        await side.close()
+    except aiormq.exceptions.AMQPChannelError as exc:
+        log.debug("no caller queue on this connection: %s", describe(exc))
+        return None
+    return name
+
+
 ReplyCallback = Callable[[str | None, bytes], None]
 LostCallback = Callable[[str], None]
 # Publishing with reply_to=amq.rabbitmq.reply-to on a channel whose reply consumer is gone
@@ -454,6 +476,8 @@ class ReplyChannel:
         self._known_exchanges: set[str] = set()
         self._known_queues: set[str] = set()
         self.generation = 0
+        # The current connection's caller queue (amqpq.wire.HEADER_CALLER), if it has one.
+        self._caller: str | None = None
 
     async def _current(self) -> tuple[AbstractChannel, int] | None:
         channel = self._channel
@@ -482,6 +506,7 @@ class ReplyChannel:
             if self._channel is None or self._channel.is_closed:
                 self._channel = await self.broker.channel()
             underlay = await self._channel.get_underlay_channel()
+            self._caller = await _declare_caller(cast(aiormq.Channel, underlay))
             await underlay.basic_consume(DIRECT_REPLY_TO, self._deliver, no_ack=True)
             self._consuming_on = underlay
             self.generation += 1
@@ -496,7 +521,7 @@ class ReplyChannel:
         await self._check_exchange(message.exchange)
         try:
             channel, generation = await self.ready()
-            await publish_on(channel, message, timeout=timeout)
+            await publish_on(channel, self._named(message), timeout=timeout)
         except BrokerUnreachableError:
             raise  # no address took a connection: nothing to retry on
         except _RPC_RETRY_ERRORS:
@@ -510,8 +535,17 @@ class ReplyChannel:
 
     async def _publish_again(self, message: OutgoingMessage, timeout: float | None) -> int:
         channel, generation = await self.ready()
-        await publish_on(channel, message, timeout=timeout)
+        await publish_on(channel, self._named(message), timeout=timeout)
         return generation
+
+    def _named(self, message: OutgoingMessage) -> OutgoingMessage:
+        """``message`` naming this connection's caller queue when it asks for a reply here."""
+        caller = self._caller
+        props = message.properties
+        if caller is None or props.reply_to != DIRECT_REPLY_TO:
+            return message
+        headers = {**props.headers, HEADER_CALLER: caller}
+        return replace(message, properties=replace(props, headers=headers))
 
     async def _aux_channel(self) -> aiormq.abc.AbstractChannel:
         if self._aux is None or self._aux.is_closed:

@@ -102,6 +102,18 @@ class ReplyPublisher(Protocol):
         one line) when it could not be handed to the broker: the caller goes on acking."""
         ...
 
+    @property
+    def skipped(self) -> int:
+        """How many replies were not sent because :meth:`caller_gone` said so."""
+        ...
+
+    def caller_gone(self, caller: str) -> bool:
+        """True once the broker said the caller queue ``caller`` (``amqpq-caller`` header,
+        :data:`amqpq.wire.HEADER_CALLER`) is gone: its producer's connection closed, and
+        nobody can read a direct reply-to answer any more. Never waits: an unknown or
+        stale caller is looked up in the background and counts as present meanwhile."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -55,7 +55,13 @@ from amqpq.transport.wording import (
     refused_times,
     vhost_refused,
 )
-from amqpq.wire import DIRECT_REPLY_TO, RESULT_QUEUE_ARGUMENTS
+from amqpq.wire import (
+    DIRECT_REPLY_TO,
+    HEADER_CALLER,
+    RESULT_QUEUE_ARGUMENTS,
+    TRANSIENT_QUEUE_ARGUMENTS,
+    caller_queue_name,
+)
 
 __all__ = ["BlockingBroker", "ReplyCallback"]
 
@@ -63,6 +69,22 @@ log = logging.getLogger("amqpq.transport")
 
 # How many unconfirmed publishes one bulk send keeps in flight.
 PUBLISH_WINDOW = 1000
+
+
+def _declare_caller(connection: BlockingConnection) -> str | None:
+    """A caller queue held by ``connection`` (:data:`~amqpq.wire.HEADER_CALLER`), declared
+    on a channel of its own: a user without the permission to declare it loses nothing
+    but the workers' knowing when this producer has gone."""
+    name = caller_queue_name()
+    try:
+        side = connection.channel()
+        side.queue_declare(name, exclusive=True, arguments=TRANSIENT_QUEUE_ARGUMENTS)
+        side.close()
+    except pika.exceptions.AMQPChannelError as exc:
+        log.debug("no caller queue on this connection: %s", describe(exc))
+        return None
+    return name
+
 
 ReplyCallback = Callable[[str | None, bytes], None]
 """Called (under the broker lock) with ``correlation_id`` and body of each direct reply."""
@@ -111,6 +133,8 @@ class BlockingBroker:
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         self._aux: BlockingChannel | None = None
+        # This connection's caller queue (amqpq.wire.HEADER_CALLER), named in its tasks.
+        self._caller: str | None = None
         self._outstanding: dict[int, _Outstanding] = {}
         self._tag = 0
         self._known_exchanges: set[str] = set()
@@ -166,6 +190,7 @@ class BlockingBroker:
             impl.add_on_return_callback(self._on_return)
             impl.add_on_close_callback(self._on_channel_closed)
             if self._on_reply is not None:
+                self._caller = _declare_caller(connection)
                 channel.basic_consume(DIRECT_REPLY_TO, self._on_reply_delivery, auto_ack=True)
             self._connection = connection
             self._pump_until(lambda: bool(ready), self.settings.connect_timeout)
@@ -500,6 +525,8 @@ class BlockingBroker:
     def _publish_raw(self, message: OutgoingMessage) -> _Outstanding:
         assert self._channel is not None
         properties = to_pika_properties(message.properties)
+        if properties.reply_to == DIRECT_REPLY_TO and self._caller is not None:
+            properties.headers = {**(properties.headers or {}), HEADER_CALLER: self._caller}
         self._channel._impl.basic_publish(
             exchange=message.exchange,
             routing_key=message.routing_key,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
@@ -44,6 +45,12 @@ log = logging.getLogger("amqpq.transport")
 
 # Settling a delivery whose channel is gone raises one of these: the broker requeued it.
 _SETTLE_ERRORS = CHANNEL_GONE_ERRORS
+# An ack is queued for aiormq's writer, not waited for until written: a closed channel
+# still raises at once, and the written bytes would say no more (the broker may never
+# read them either). Waiting cost a future and a loop turn per message.
+_NO_WRITE_WAIT: dict[str, Any] = (
+    {"wait": False} if "wait" in inspect.signature(aiormq.Channel.basic_ack).parameters else {}
+)
 
 
 def connection_lost(exc: BaseException) -> str | None:
@@ -145,7 +152,7 @@ class AioDelivery:
             tag = self.delivery_tag
             assert tag is not None
             if how == "ack":
-                await self._channel.basic_ack(tag)
+                await self._channel.basic_ack(tag, **_NO_WRITE_WAIT)
             elif how == "nack":
                 await self._channel.basic_nack(tag, requeue=requeue)
             else:
@@ -241,7 +248,9 @@ class _AckCoalescer:
     async def _ack_frame(delivery: AioDelivery, *, multiple: bool) -> bool:
         try:
             assert delivery.delivery_tag is not None
-            await delivery._channel.basic_ack(delivery.delivery_tag, multiple=multiple)
+            await delivery._channel.basic_ack(
+                delivery.delivery_tag, multiple=multiple, **_NO_WRITE_WAIT
+            )
         except _SETTLE_ERRORS:
             return False
         return True

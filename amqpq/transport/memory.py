@@ -521,6 +521,13 @@ class MemoryPublisher:
         self._memory.publish(message)
         return True
 
+    @property
+    def skipped(self) -> int:
+        return 0
+
+    def caller_gone(self, caller: str) -> bool:
+        return False  # the memory broker's callers live as long as the test
+
     async def close(self) -> None:
         return None
 

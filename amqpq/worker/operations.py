@@ -95,6 +95,7 @@ class WorkerOperations:
         self._revocations_broker: AsyncBroker | None = None
         self._pool: Pool | None = None
         self._handler: MessageHandler | None = None
+        self._replies: ReplyPublisher | None = None
         self.revocations: Revocations | None = None
         self.events: EventPublisher | None = None
         self.metrics: WorkerMetrics | None = None
@@ -150,6 +151,7 @@ class WorkerOperations:
     async def start(self, publisher: ConfirmingPublisher, replies: ReplyPublisher) -> None:
         """Revocations first (tasks wait until they are read), then the control queue,
         answered through ``replies`` (the worker's reply connection)."""
+        self._replies = replies
         if not self._enabled:
             return
         assert self._broker is not None
@@ -282,6 +284,8 @@ class WorkerOperations:
                 "dead_lettered": dict(stats.dead_lettered),
                 "uptime": round(now - self._started, 1),
                 "reconnects": self._broker.reconnects if self._broker else 0,
+                # Direct replies not sent: their caller's connection had closed.
+                "replies_skipped": self._replies.skipped if self._replies is not None else 0,
             },
             "revocations": len(self.revocations) if self.revocations is not None else None,
             "events": self.events is not None,

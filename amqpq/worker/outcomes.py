@@ -29,7 +29,7 @@ from amqpq.envelope import ErrorInfo, Reply, TaskEnvelope, TaskState
 from amqpq.errors import AmqpqError
 from amqpq.registry import Request, Task
 from amqpq.transport.base import ConfirmingPublisher, Delivery, ReplyPublisher
-from amqpq.wire import DIRECT_REPLY_TO_PREFIX, HEADER_TASK
+from amqpq.wire import DIRECT_REPLY_TO_PREFIX, HEADER_CALLER, HEADER_TASK, is_caller_queue
 from amqpq.worker.admission import Refusal
 from amqpq.worker.deadletter import DeadLetterer
 from amqpq.worker.execution import Outcome, RetryRequest, Status, retry_countdown
@@ -428,6 +428,11 @@ class Outcomes:
         """Send ``reply`` to ``reply_to``: amqpq's format, or Celery's ``rpc://`` one for a
         Celery message (or when ``celery`` says so)."""
         props = delivery.properties
+        direct = reply_to.startswith(DIRECT_REPLY_TO_PREFIX)
+        if direct:
+            caller = props.headers.get(HEADER_CALLER)
+            if is_caller_queue(caller) and self._direct_replies.caller_gone(caller):
+                return  # its producer's connection closed: nobody can read this reply
         celery = celery or is_celery_message(props.headers)
         try:
             message = _encode_reply(celery, props, reply_to, reply)
@@ -445,7 +450,7 @@ class Outcomes:
                     }
                 ),
             )
-        if reply_to.startswith(DIRECT_REPLY_TO_PREFIX):
+        if direct:
             # Ahead of the ack, unconfirmed, on the reply connection: whatever a confirm
             # said, the task ran and its message is acked, and a caller who left cannot be
             # told. A reply the broker cannot deliver breaks that connection, not the acks.
