@@ -49,6 +49,7 @@ from amqpq.transport.wording import CONNECTION_LOST, publish_lost, refused_times
 from amqpq.wire import (
     DIRECT_REPLY_TO,
     HEADER_CALLER,
+    HEADER_PROTOCOL,
     RESULT_QUEUE_ARGUMENTS,
     TRANSIENT_QUEUE_ARGUMENTS,
     caller_queue_name,
@@ -542,8 +543,12 @@ class ReplyChannel:
         """``message`` naming this connection's caller queue when it asks for a reply here."""
         caller = self._caller
         props = message.properties
-        if caller is None or props.reply_to != DIRECT_REPLY_TO:
-            return message
+        if (
+            caller is None
+            or props.reply_to != DIRECT_REPLY_TO
+            or HEADER_PROTOCOL not in props.headers
+        ):
+            return message  # no reply asked here, or Celery's format (its own headers)
         headers = {**props.headers, HEADER_CALLER: caller}
         return replace(message, properties=replace(props, headers=headers))
 

@@ -58,6 +58,7 @@ from amqpq.transport.wording import (
 from amqpq.wire import (
     DIRECT_REPLY_TO,
     HEADER_CALLER,
+    HEADER_PROTOCOL,
     RESULT_QUEUE_ARGUMENTS,
     TRANSIENT_QUEUE_ARGUMENTS,
     caller_queue_name,
@@ -525,8 +526,12 @@ class BlockingBroker:
     def _publish_raw(self, message: OutgoingMessage) -> _Outstanding:
         assert self._channel is not None
         properties = to_pika_properties(message.properties)
-        if properties.reply_to == DIRECT_REPLY_TO and self._caller is not None:
-            properties.headers = {**(properties.headers or {}), HEADER_CALLER: self._caller}
+        if (
+            properties.reply_to == DIRECT_REPLY_TO
+            and self._caller is not None
+            and HEADER_PROTOCOL in message.properties.headers  # amqpq's format, not Celery's
+        ):
+            properties.headers = {**message.properties.headers, HEADER_CALLER: self._caller}
         self._channel._impl.basic_publish(
             exchange=message.exchange,
             routing_key=message.routing_key,
