@@ -22,7 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import HERE, Probe, WorkerProcess, _proc_tree, amqp_url, reset_vhost
+from benchmarks.harness import (
+    HERE,
+    Probe,
+    WorkerProcess,
+    _proc_tree,
+    amqp_url,
+    delete_vhost,
+    reset_vhost,
+)
 
 VHOST = "bench-coldstart-ab"
 MB = 1024 * 1024
@@ -44,6 +52,13 @@ def main() -> None:
         name: str(Path(tree).resolve()) for name, tree in (t.split("=", 1) for t in args.trees)
     }
     reset_vhost(VHOST)
+    try:
+        _measure(args, trees)
+    finally:
+        delete_vhost(VHOST)
+
+
+def _measure(args: argparse.Namespace, trees: dict[str, str]) -> None:
     probe = Probe(VHOST)
     figures: dict[str, dict[str, list[float]]] = {
         name: {key: [] for key in ("cold", "pss", "rss", "cpu_sup", "cpu_worker")} for name in trees
