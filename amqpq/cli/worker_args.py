@@ -257,8 +257,7 @@ def run_worker(args: WorkerArgs) -> int:
             from amqpq.worker.main import declare_until_done
 
             asyncio.run(declare_until_done(settings, topo))
-        if topo.infrastructure.operations:
-            _preload_operations()
+        _preload(topo.infrastructure.operations)
         child_options = dataclasses.replace(options, declare=False)
 
         def run_one() -> int:
@@ -289,12 +288,18 @@ def run_worker(args: WorkerArgs) -> int:
     return code
 
 
-def _preload_operations() -> None:
-    """Import what every forked worker imports on start (revocations, control): once,
-    before the fork, so the workers share those pages and skip the imports."""
-    import amqpq.control
-    import amqpq.revocations
-    import amqpq.transport.broadcast  # noqa: F401
+def _preload(operations: bool) -> None:
+    """Import what every forked worker imports on start (the consumer_timeout check;
+    revocations and control with ``operations``) and read the version its start line
+    shows: once, before the fork, so the workers share those pages and skip that work."""
+    import amqpq.worker.consumer_timeout
+    from amqpq.worker.operations import package_version
+
+    package_version()
+    if operations:
+        import amqpq.control
+        import amqpq.revocations
+        import amqpq.transport.broadcast  # noqa: F401
 
 
 def main(argv: Sequence[str]) -> None:

@@ -98,6 +98,18 @@ async def declare_until_done(settings: Settings, topology: Topology) -> None:
             await asyncio.sleep(_interrupted(reason, attempt))
 
 
+async def _cancelled(future: asyncio.Future[None]) -> None:
+    """Cancel ``future`` and wait for it, whatever it raises."""
+    future.cancel()
+    await asyncio.gather(future, return_exceptions=True)
+
+
+async def _succeeded(future: asyncio.Future[None]) -> bool:
+    """Wait for ``future``; whether it succeeded (what it raises is dropped)."""
+    await asyncio.gather(future, return_exceptions=True)
+    return not future.cancelled() and future.exception() is None
+
+
 @dataclass(frozen=True, slots=True)
 class _Connections:
     """What a start opens (and closes again when the connection drops on the way)."""
@@ -313,9 +325,21 @@ class Worker:
                 connections.broker, prefetch=prefetch, handler=deliver
             )
             try:
-                await connections.broker.connect()
+                # The reply connection's handshake runs alongside the worker's own (and the
+                # declare after it): a start waits for one handshake, not one after another.
+                replying = asyncio.ensure_future(connections.direct_replies.start())
+                try:
+                    await connections.broker.connect()
+                except Exception:
+                    # The broker was reached if the reply connection got in (a connection
+                    # limit, say, refused only this one): a retry, as when it came second.
+                    reached = await _succeeded(replying) or reached
+                    raise
+                except BaseException:
+                    await _cancelled(replying)
+                    raise
                 reached = True
-                await self._start_once(connections, consumer)
+                await self._start_once(connections, consumer, replying)
                 return consumer
             except Exception as exc:
                 await consumer.close()
@@ -330,19 +354,22 @@ class Worker:
                     await asyncio.wait_for(self._stop.wait(), delay)
         return None
 
-    async def _start_once(self, connections: _Connections, consumer: AioQueueConsumer) -> None:
-        """One start on a connected broker; raises what interrupted it."""
-        # The reply connection opens while the topology is declared (on a connection of
-        # its own too): a start waits for one handshake, not one after the other.
-        replying = asyncio.ensure_future(connections.direct_replies.start())
+    async def _start_once(
+        self,
+        connections: _Connections,
+        consumer: AioQueueConsumer,
+        replying: asyncio.Future[None],
+    ) -> None:
+        """One start on a connected broker, ``replying`` the reply connection opening;
+        raises what interrupted it."""
         try:
             if self.options.declare:
                 from amqpq.transport.declare import declare_topology
 
+                # On a connection of its own too, while the reply connection opens.
                 await declare_topology(self.settings, self.topology)
         except BaseException:
-            replying.cancel()
-            await asyncio.gather(replying, return_exceptions=True)
+            await _cancelled(replying)
             raise
         await replying
         # Consume while the revocations stream is read and the control queue set up
