@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiormq
+import pamqp.encode
 import pamqp.frame
 from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
-from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-from amqpq.codec import OutgoingMessage
+from amqpq.codec import MessageProperties, OutgoingMessage
 from amqpq.transport.aio_mapping import to_amqp_properties
 
 __all__ = ["WINDOWS_SUPPORTED", "publish_window"]
@@ -51,11 +53,67 @@ Outcome = BaseException | None
 """Per message: None once the broker confirmed it, else what its confirmation raised."""
 
 
+# The content header's properties in pamqp's order, with their flag bits and encoders:
+# what ``Basic.Properties.marshal`` does, with the per-property type lookups done once.
+_PROPERTY_NAMES = {"message_type": "type"}  # pamqp's name -> MessageProperties'
+_PROPERTIES = [
+    (
+        _PROPERTY_NAMES.get(name, name),
+        spec.Basic.Properties.flags[name],
+        spec.Basic.Properties.amqp_type(name),
+        pamqp.encode.METHODS[spec.Basic.Properties.amqp_type(name)],
+    )
+    for name in spec.Basic.Properties.__slots__
+    if name not in ("user_id", "cluster_id")  # never set by to_amqp_properties
+]
+_CACHED_SCALARS = (str, int, bool, datetime.datetime)
+"""Types whose equal values always encode alike (not float: 0.0 == -0.0)."""
+_HEADER = struct.Struct(">BHIHxxQH")  # frame type, channel, size; class, weight, body size; flags
+_BODY = struct.Struct(">BHI")
+_FRAME_END = b"\xce"
+
+
+def _header_frame(
+    properties: MessageProperties, body_size: int, number: int, cache: dict[Any, bytes]
+) -> bytes:
+    """pamqp's content header frame for ``properties``, byte for byte, with the encoding
+    of each repeated value (content type, headers, task name...) done once per window."""
+    flags = 0
+    parts = []
+    for name, flag, kind, encode in _PROPERTIES:
+        value = getattr(properties, name)
+        if value is None or value == "":
+            continue
+        flags |= flag
+        value_type = type(value)
+        if value_type in _CACHED_SCALARS:
+            key: Any = (kind, value_type, value)
+        elif value_type is dict and all(type(v) in _CACHED_SCALARS for v in value.values()):
+            key = (kind, *((k, type(v), v) for k, v in value.items()))
+        else:
+            parts.append(encode(value))
+            continue
+        encoded = cache.get(key)
+        if encoded is None:
+            encoded = cache[key] = encode(value)
+        parts.append(encoded)
+    if properties.delivery_mode not in (1, 2):
+        raise ValueError("left to pamqp, which refuses it")
+    payload = b"".join(parts)
+    return b"".join(
+        (
+            _HEADER.pack(2, number, 14 + len(payload), 60, body_size, flags),
+            payload,
+            _FRAME_END,
+        )
+    )
+
+
 def _frames(
     channel: aiormq.Channel,
     message: OutgoingMessage,
-    properties: spec.Basic.Properties,
     publish_frames: dict[tuple[str, str, bool], bytes],
+    cache: dict[Any, bytes],
 ) -> bytes:
     """The publish's frames, as ``basic_publish`` builds them (method, header, body)."""
     number = channel.number
@@ -72,10 +130,16 @@ def _frames(
             number,
         )
     body = message.body
-    parts = [method, pamqp.frame.marshal(ContentHeader(0, len(body), properties), number)]
+    try:
+        header = _header_frame(message.properties, len(body), number, cache)
+    except Exception:  # pamqp's own way, with its own error for what it refuses
+        properties = to_amqp_properties(message)
+        header = pamqp.frame.marshal(ContentHeader(0, len(body), properties), number)
+    parts = [method, header]
     size = channel.max_content_size
-    for start in range(0, len(body), size) if len(body) >= size else ((0,) if body else ()):
-        parts.append(pamqp.frame.marshal(ContentBody(body[start : start + size]), number))
+    for start in range(0, len(body), size):  # as basic_publish splits it (none if empty)
+        chunk = body[start : start + size]
+        parts += (_BODY.pack(3, number, len(chunk)), chunk, _FRAME_END)
     return b"".join(parts)
 
 
@@ -91,21 +155,27 @@ async def publish_window(
 
     Raises what acquiring the channel's lock raises (a closed channel) before anything
     is written; afterwards, each message gets its own outcome (``on_timeout()`` for
-    those still unconfirmed at the deadline).
+    those still unconfirmed at the deadline). Each message needs a message id (returns
+    are matched by it) and a routing key of at most 255 characters.
     """
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     publish_frames: dict[tuple[str, str, bool], bytes] = {}
+    cache: dict[Any, bytes] = {}
     payload = []
     ids = []
-    for message in messages:
-        if len(message.routing_key) > 255:  # as basic_publish checks, before the lock
-            raise ValueError("Routing key too long (max 255 bytes)")
-        properties = to_amqp_properties(message)
-        if not properties.message_id:
-            raise ValueError("a windowed publish needs a message id (returns are matched by it)")
-        ids.append(properties.message_id)
-        payload.append(_frames(channel, message, properties, publish_frames))
+    written = []  # the indexes of the messages in the payload
+    outcomes: list[Outcome] = [None] * len(messages)
+    for index, message in enumerate(messages):
+        try:
+            payload.append(_frames(channel, message, publish_frames, cache))
+        except Exception as exc:  # what basic_publish raises before it writes anything
+            outcomes[index] = exc
+            continue
+        written.append(index)
+        ids.append(message.properties.message_id or "")
+    if not written:
+        return outcomes
     futures: list[asyncio.Future[Any]] = []
     first = 0
     try:
@@ -129,11 +199,16 @@ async def publish_window(
                 _forget(channel, first, ids, futures, cancel=True)
                 raise
     except TimeoutError:  # the lock stayed taken until the deadline: nothing written
-        return [on_timeout() for _ in messages]
+        for index in written:
+            outcomes[index] = on_timeout()
+        return outcomes
     try:
-        return await _outcomes(futures, deadline, on_timeout)
+        confirmed = await _outcomes(futures, deadline, on_timeout)
     finally:
         _forget(channel, first, ids, futures, cancel=False)
+    for index, outcome in zip(written, confirmed, strict=True):
+        outcomes[index] = outcome
+    return outcomes
 
 
 def _forget(
