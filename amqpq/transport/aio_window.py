@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import importlib.metadata
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,13 +37,23 @@ __all__ = ["WINDOWS_SUPPORTED", "publish_window"]
 
 
 def _supported() -> bool:
+    # What follows relies on aiormq's channel internals as they are in aiormq 7 (the
+    # confirmations and message ids basic_publish registers, the reader that settles
+    # them, the channel lock): any other version publishes one message at a time.
+    try:
+        major = int(importlib.metadata.version("aiormq").split(".")[0])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
     channel = aiormq.Channel
     fields = {f.name for f in dataclasses.fields(ChannelFrame)}
     return (
-        {"payload", "should_close"} <= fields
+        major == 7
+        and {"payload", "should_close"} <= fields
         and isinstance(getattr(channel, "lock", None), property)
-        and hasattr(channel, "create_future")
-        # set in __init__: the annotations say they are there
+        and all(
+            callable(getattr(channel, name, None))
+            for name in ("create_future", "_on_confirm_frame", "_on_return_frame")
+        )
         and "confirmations" in getattr(channel, "__annotations__", {})
     )
 
@@ -176,18 +187,19 @@ async def publish_window(
         ids.append(message.properties.message_id or "")
     if not written:
         return outcomes
-    futures: list[asyncio.Future[Any]] = []
+    window = _Window(len(written), channel.create_future())
+    confirmations = [_Confirmation(window) for _ in written]
     first = 0
     try:
         async with asyncio.timeout_at(deadline), channel.lock:
             first = channel.delivery_tag + 1
-            confirmations = channel.confirmations
+            registered = channel.confirmations
             by_id = channel.message_id_delivery_tag
-            for tag, message_id in enumerate(ids, start=first):
-                future = channel.create_future()
-                confirmations[tag] = future
+            for tag, (message_id, confirmation) in enumerate(
+                zip(ids, confirmations, strict=True), start=first
+            ):
+                registered[tag] = confirmation  # type: ignore[assignment]  # see _Confirmation
                 by_id[message_id] = tag
-                futures.append(future)
             channel.delivery_tag = first + len(ids) - 1
             try:
                 await channel.write_queue.put(
@@ -196,76 +208,120 @@ async def publish_window(
             except BaseException:
                 # Not queued: the broker never sees these tags; give them back under the lock.
                 channel.delivery_tag = first - 1
-                _forget(channel, first, ids, futures, cancel=True)
+                for tag in range(first, first + len(ids)):
+                    registered.pop(tag, None)
+                _forget(channel, first, ids, confirmations, window)
                 raise
     except TimeoutError:  # the lock stayed taken until the deadline: nothing written
+        window.settled.cancel()
         for index in written:
             outcomes[index] = on_timeout()
         return outcomes
+    except BaseException:
+        window.settled.cancel()
+        raise
     try:
-        confirmed = await _outcomes(futures, deadline, on_timeout)
+        lost = await _settled(window, deadline)
+        for index, confirmation in zip(written, confirmations, strict=True):
+            if confirmation.state is _PENDING:
+                outcomes[index] = on_timeout() if lost is None else lost
+            else:
+                outcomes[index] = confirmation.outcome
+        return outcomes
     finally:
-        _forget(channel, first, ids, futures, cancel=False)
-    for index, outcome in zip(written, confirmed, strict=True):
-        outcomes[index] = outcome
-    return outcomes
+        _forget(channel, first, ids, confirmations, window)
+
+
+_PENDING, _SETTLED, _CANCELLED = "pending", "settled", "cancelled"
+
+
+class _Window:
+    """A window's confirmations, and the one future of aiormq's that stands for them.
+
+    aiormq rejects every future it made for a channel when the channel or connection
+    closes; the window's unsettled confirmations take that future's error.
+    """
+
+    __slots__ = ("left", "settled")
+
+    def __init__(self, size: int, settled: asyncio.Future[Any]) -> None:
+        self.left = size
+        self.settled = settled
+
+    def one_settled(self) -> None:
+        self.left -= 1
+        if not self.left and not self.settled.done():
+            self.settled.set_result(None)
+
+
+class _Confirmation:
+    """One publish's entry in aiormq's ``Channel.confirmations``: the part of a future
+    that aiormq's reader uses there (``done``, ``cancelled``, ``set_result``,
+    ``set_exception``), without a future per message, its callbacks and its place in
+    aiormq's future store (each cost more than marshalling the message)."""
+
+    __slots__ = ("outcome", "state", "window")
+
+    def __init__(self, window: _Window) -> None:
+        self.window = window
+        self.state = _PENDING
+        self.outcome: BaseException | None = None
+
+    def done(self) -> bool:
+        return self.state is not _PENDING
+
+    def cancelled(self) -> bool:
+        return self.state is _CANCELLED
+
+    def set_result(self, _: object) -> None:
+        self._settle(None)
+
+    def set_exception(self, exception: BaseException) -> None:
+        self._settle(exception)
+
+    def cancel(self) -> bool:
+        if self.state is not _PENDING:
+            return False
+        self.state = _CANCELLED
+        return True
+
+    def _settle(self, outcome: BaseException | None) -> None:
+        if self.state is not _PENDING:
+            raise asyncio.InvalidStateError(f"confirmation already {self.state}")
+        self.state = _SETTLED
+        self.outcome = outcome
+        self.window.one_settled()
+
+
+async def _settled(window: _Window, deadline: float | None) -> BaseException | None:
+    """Wait until every confirmation of ``window`` is settled or the deadline passed;
+    the error that closed the channel, if that came first."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            await window.settled
+    except TimeoutError:
+        return None
+    except Exception as exc:  # aiormq's reason for closing the channel
+        return exc
+    return None
 
 
 def _forget(
     channel: aiormq.Channel,
     first: int,
     ids: list[str],
-    futures: list[asyncio.Future[Any]],
-    *,
-    cancel: bool,
+    confirmations: list[_Confirmation],
+    window: _Window,
 ) -> None:
-    """Drop a window's message ids (``basic_publish`` does it per confirmation); with
-    ``cancel``, also its confirmations."""
+    """Drop a window's message ids (``basic_publish`` does it per confirmation) and give
+    up on what is still unconfirmed: a confirmation that arrives later finds it
+    cancelled (aiormq logs it at debug level), as for a ``basic_publish`` whose wait
+    timed out."""
     by_id = channel.message_id_delivery_tag
     for tag, message_id in enumerate(ids, start=first):
         if by_id.get(message_id) == tag:
             del by_id[message_id]
-        if cancel:
-            channel.confirmations.pop(tag, None)
-    for future in futures:
-        if cancel or not future.done():
-            # A confirmation that arrives later finds the future done (aiormq logs it at
-            # debug level), as for a basic_publish whose wait timed out.
-            future.cancel()
-
-
-def _waking(waiter: asyncio.Future[None]) -> Callable[[asyncio.Future[Any]], None]:
-    # A waiter of our own: cancelling this task must not cancel the confirmation.
-    def wake(_: asyncio.Future[Any]) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    return wake
-
-
-async def _outcomes(
-    futures: list[asyncio.Future[Any]],
-    deadline: float | None,
-    on_timeout: Callable[[], BaseException],
-) -> list[Outcome]:
-    # Confirms mostly come in order and in bursts (multiple=True acks): wait on the
-    # first unsettled future, and most of the others are settled by the time it is.
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout_at(deadline):
-            for future in futures:
-                if not future.done():
-                    waiter = loop.create_future()
-                    future.add_done_callback(_waking(waiter))
-                    await waiter
-    except TimeoutError:
-        pass
-    outcomes: list[Outcome] = []
-    for future in futures:
-        if not future.done():
-            outcomes.append(on_timeout())
-        elif future.cancelled():
-            outcomes.append(asyncio.CancelledError())
-        else:
-            outcomes.append(future.exception())
-    return outcomes
+    for confirmation in confirmations:
+        confirmation.cancel()
+    if not window.settled.done():
+        window.settled.cancel()  # out of aiormq's future store
