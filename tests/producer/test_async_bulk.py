@@ -11,6 +11,7 @@ import httpx
 import pika
 import pytest
 
+import amqpq.transport.aio
 from amqpq.app import App
 from amqpq.errors import PublishError, PublishNackedError, UnroutableError
 from amqpq.producer import AsyncProducer
@@ -37,9 +38,12 @@ def _channel(producer: AsyncProducer) -> AsyncSendChannel:
     return channel
 
 
+@pytest.mark.parametrize("windows", [True, False], ids=["windows", "one-by-one"])
 async def test_a_returned_message_inside_a_window_fails_its_own_call_only(
-    aproducer: AsyncProducer, broker_url: str
+    aproducer: AsyncProducer, broker_url: str, windows: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # (one-by-one: what an aiormq without what the windows rely on does)
+    monkeypatch.setattr(amqpq.transport.aio, "WINDOWS_SUPPORTED", windows)
     # Given a route whose queue binding is gone (the broker returns what is sent there)
     connection = pika.BlockingConnection(pika.URLParameters(broker_url))
     connection.channel().queue_unbind("orphaned", "orphan", "k")
@@ -103,9 +107,11 @@ def bounded_app(settings: Settings) -> Iterator[App]:
     app.close()
 
 
+@pytest.mark.parametrize("windows", [True, False], ids=["windows", "one-by-one"])
 async def test_a_nack_inside_a_window_is_retried_and_raised_for_its_own_call(
-    bounded_app: App, broker_url: str
+    bounded_app: App, broker_url: str, windows: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(amqpq.transport.aio, "WINDOWS_SUPPORTED", windows)
     producer = bounded_app.aproducer()
     try:
         # The first message of the window fills the queue; the broker refuses the others,
