@@ -23,7 +23,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -792,6 +792,30 @@ class _QueueResults:
 
 # -- async --------------------------------------------------------------------------------------
 
+PublishWindow = Callable[..., Awaitable[list[int | BaseException]]]
+"""A transport's ``publish_window(messages, *, timeout)``: per message, the reply path's
+generation that took it or its error (see ``ReplyChannel.publish_window``)."""
+
+# Lanes of windows in a bulk send: one writes while the others wait for their confirms.
+_WINDOW_LANES = 4
+
+
+class _Expected:
+    """What a task's publish leaves registered for its reply (nothing without one)."""
+
+    __slots__ = ("backend", "pending", "queue", "router")
+
+    def __init__(self) -> None:
+        self.pending: PendingResult | None = None
+        self.router: ReplyRouter | None = None
+        self.backend: Any = None
+        self.queue: str | None = None
+
+    def forget(self) -> None:
+        """Not published: stop waiting for its reply."""
+        if self.pending is not None and self.router is not None:
+            self.router.discard(self.pending)
+
 
 class AsyncProducer:
     """The asyncio producer (FastAPI, async code), on one robust connection (aio-pika by default).
@@ -905,22 +929,72 @@ class AsyncProducer:
     ) -> list[AsyncResult | BaseException]:
         """Send each task, ``concurrency`` at a time: per task its result or its error,
         in order. ``concurrency`` coroutines take the tasks in turn, rather than a task
-        each waiting on a semaphore (the same publishes, without a task per message)."""
+        each waiting on a semaphore (the same publishes, without a task per message).
+
+        On a transport that can write a window of publishes at once (``publish_window``),
+        a few lanes take windows of tasks instead: the window's frames go out in one
+        write, with the same publishes, confirms, errors and retries per message."""
         outcomes: list[AsyncResult | BaseException] = [_UNSENT] * len(prepared)
-        todo = iter(enumerate(prepared))
+        publish_window: PublishWindow | None = getattr(self._rpc, "publish_window", None)
+        if publish_window is not None and concurrency > 1 and len(prepared) > 1:
+            # A lane writes its next window while the others' confirms come back, so the
+            # broker always has work; together they keep up to ``concurrency`` in flight.
+            lanes = min(_WINDOW_LANES, concurrency)
+            size = min(concurrency // lanes, -(-len(prepared) // lanes))
+            windows = iter([(i, prepared[i : i + size]) for i in range(0, len(prepared), size)])
 
-        async def lane() -> None:
-            for index, p in todo:
-                try:
-                    outcomes[index] = await self._send(p)
-                except Exception as exc:
-                    outcomes[index] = exc
+            async def window_lane() -> None:
+                for start, window in windows:
+                    await self._send_window(publish_window, start, window, outcomes)
 
-        lanes = min(concurrency, len(prepared))
-        for ended in await asyncio.gather(*(lane() for _ in range(lanes)), return_exceptions=True):
+            running = [window_lane() for _ in range(lanes)]
+        else:
+            todo = iter(enumerate(prepared))
+
+            async def lane() -> None:
+                for index, p in todo:
+                    try:
+                        outcomes[index] = await self._send(p)
+                    except Exception as exc:
+                        outcomes[index] = exc
+
+            running = [lane() for _ in range(min(concurrency, len(prepared)))]
+        for ended in await asyncio.gather(*running, return_exceptions=True):
             if ended is not None:
                 raise ended
         return outcomes
+
+    async def _send_window(
+        self,
+        publish_window: PublishWindow,
+        start: int,
+        window: Sequence[PreparedTask],
+        outcomes: list[AsyncResult | BaseException],
+    ) -> None:
+        """:meth:`_send` for each task of ``window`` (``outcomes[start:]``), the publishes
+        written together."""
+        staged: list[tuple[int, PreparedTask, _Expected]] = []
+        for index, prepared in enumerate(window, start):
+            try:
+                staged.append((index, prepared, await self._expect(prepared)))
+            except Exception as exc:
+                outcomes[index] = exc
+        if not staged:
+            return
+        try:
+            published = await publish_window(
+                [p.message for _, p, _ in staged], timeout=self.confirm_timeout
+            )
+        except BaseException:
+            for _, _, expected in staged:
+                expected.forget()
+            raise
+        for (index, prepared, expected), outcome in zip(staged, published, strict=True):
+            if isinstance(outcome, BaseException):
+                expected.forget()
+                outcomes[index] = outcome
+            else:
+                outcomes[index] = self._sent(prepared, expected, outcome)
 
     async def publish_message(self, message: OutgoingMessage) -> None:
         """Publish a prepared message that is not a task (a revocation), confirmed."""
@@ -933,44 +1007,53 @@ class AsyncProducer:
         return await self.send_many(_calls(_task_name(task), iterable, options))
 
     async def _send(self, prepared: PreparedTask) -> AsyncResult:
+        expected = await self._expect(prepared)
+        try:
+            generation = await self._rpc.publish(prepared.message, timeout=self.confirm_timeout)
+        except BaseException:
+            expected.forget()
+            raise
+        return self._sent(prepared, expected, generation)
+
+    async def _expect(self, prepared: PreparedTask) -> _Expected:
+        """Before a task's publish: its ``before_publish`` hooks, and where its reply goes
+        (registered first, so that no reply can come before it)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        hooks = self._policy.hooks
-        publish_hooks(hooks, "before_publish", [prepared])
+        publish_hooks(self._policy.hooks, "before_publish", [prepared])
+        expected = _Expected()
         queue = prepared.result_queue
-        pending: PendingResult | None = None
-        backend: Any = None
-        router = self._router
         if prepared.reply_to is not None:
             pending = PendingResult(
                 prepared.envelope.id, prepared.envelope.task, prepared.convert()
             )
             pending.event = asyncio.Event()
+            router = self._router
             if queue:
                 results = self._queue_results(queue)
-                router, backend = results.router, results
+                router, expected.backend = results.router, results
                 await self._rpc.ensure_queue(queue)
             else:
-                backend = self
+                expected.backend = self
             router.add(pending)
-        try:
-            generation = await self._rpc.publish(prepared.message, timeout=self.confirm_timeout)
-        except BaseException:
-            if pending is not None:
-                router.discard(pending)
-            raise
-        if pending is not None and not queue:
+            expected.pending, expected.router, expected.queue = pending, router, queue
+        return expected
+
+    def _sent(self, prepared: PreparedTask, expected: _Expected, generation: int) -> AsyncResult:
+        """After the broker confirmed a task's publish on the reply path ``generation``."""
+        pending = expected.pending
+        if pending is not None and not expected.queue:
             pending.generation = generation
             if generation != self._rpc.generation:
                 pending.lost = "the connection it was sent on closed"
         result = AsyncResult(
             prepared.envelope.id,
             task=prepared.envelope.task,
-            backend=backend,
+            backend=expected.backend,
             pending=pending,
             links=self._links,
         )
-        publish_hooks(hooks, "after_publish", [prepared], [result])
+        publish_hooks(self._policy.hooks, "after_publish", [prepared], [result])
         if self._policy.send_events:
             self._send_event(sent_event(self.preparer.prefix, prepared))
         return result

@@ -16,7 +16,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
@@ -43,6 +43,7 @@ from amqpq.transport.aio_mapping import (
     reply_text,
     to_amqp_properties,
 )
+from amqpq.transport.aio_window import WINDOWS_SUPPORTED, publish_window
 from amqpq.transport.base import NACK_RETRY_PAUSES
 from amqpq.transport.tls import ssl_context_for
 from amqpq.transport.wording import CONNECTION_LOST, publish_lost, refused_times
@@ -75,6 +76,11 @@ T = TypeVar("T")
 _NO_WRITE_WAIT: dict[str, Any] = (
     {"wait": False} if "wait" in inspect.signature(aiormq.Channel.basic_publish).parameters else {}
 )
+
+
+def _windowable(message: OutgoingMessage) -> bool:
+    # Returns are matched to their publish by message id; aiormq refuses long keys.
+    return bool(message.properties.message_id) and len(message.routing_key) <= 255
 
 
 def _url_for(address: BrokerAddress, settings: Settings, name: str) -> URL:
@@ -271,12 +277,21 @@ class AsyncBroker:
 
 
 async def publish_on(
-    channel: AbstractChannel, message: OutgoingMessage, *, timeout: float | None = 30.0
+    channel: AbstractChannel,
+    message: OutgoingMessage,
+    *,
+    timeout: float | None = 30.0,
+    refused: PublishNackedError | None = None,
 ) -> None:
     """Publish on a confirming channel, mapping returns and nacks to amqpq errors; a
-    message the broker refused is sent again after each of :data:`NACK_RETRY_PAUSES`."""
+    message the broker refused is sent again after each of :data:`NACK_RETRY_PAUSES`.
+
+    ``refused``: the first attempt was made elsewhere (in a window) and nacked; go on
+    from there, as if this call had made it."""
     for attempt, pause in enumerate(NACK_RETRY_PAUSES, start=1):
         try:
+            if attempt == 1 and refused is not None:
+                raise refused
             return await _publish_once(channel, message, timeout=timeout)
         except PublishNackedError as exc:
             log.info("%s; attempt %d, sending again in %.1fs", exc, attempt, pause)
@@ -309,20 +324,30 @@ async def _publish_once(
                 timeout=None,
                 **_NO_WRITE_WAIT,
             )
-    except aiormq.exceptions.PublishError as exc:
-        raise UnroutableError(
+    except Exception as exc:
+        mapped = _publish_error(exc, message, timeout)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def _publish_error(exc: Exception, message: OutgoingMessage, timeout: float | None) -> Exception:
+    """amqpq's error for what a confirmed publish of ``message`` raised (else ``exc``)."""
+    if isinstance(exc, aiormq.exceptions.PublishError):
+        return UnroutableError(
             f"no queue is bound for exchange {message.exchange!r} with routing key "
             f"{message.routing_key!r}: the message was returned ({reply_text(exc)})"
-        ) from exc
-    except aiormq.exceptions.DeliveryError as exc:
-        raise PublishNackedError(
+        )
+    if isinstance(exc, aiormq.exceptions.DeliveryError):
+        return PublishNackedError(
             f"RabbitMQ refused the message for exchange {message.exchange!r} "
             f"(e.g. a full queue with overflow=reject-publish): {exc}"
-        ) from exc
-    except aiormq.exceptions.ChannelNotFoundEntity as exc:
-        raise UnroutableError(f"exchange {message.exchange!r} does not exist: {exc}") from exc
-    except TimeoutError as exc:
-        raise PublishError(f"no publisher confirm within {timeout}s") from exc
+        )
+    if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+        return UnroutableError(f"exchange {message.exchange!r} does not exist: {exc}")
+    if isinstance(exc, TimeoutError):
+        return PublishError(f"no publisher confirm within {timeout}s")
+    return exc
 
 
 async def retry_once_after_connection_loss(
@@ -551,6 +576,87 @@ class ReplyChannel:
             return message  # no reply asked here, or Celery's format (its own headers)
         headers = {**props.headers, HEADER_CALLER: caller}
         return replace(message, properties=replace(props, headers=headers))
+
+    async def publish_window(
+        self, messages: Sequence[OutgoingMessage], *, timeout: float | None = 30.0
+    ) -> list[int | BaseException]:
+        """:meth:`publish` for each message, the first attempts written as one frame: per
+        message, the generation that took it or what :meth:`publish` would raise.
+
+        Only the first attempt differs: a message the broker nacked, a channel or
+        connection lost under the window, go on one by one exactly as in :meth:`publish`
+        (the nack pauses, the one retry after a reconnect), concurrently.
+        """
+        alone: list[int] = []  # what the window cannot carry goes the one-message way
+        window: list[int] = []
+        for index, message in enumerate(messages):
+            (window if WINDOWS_SUPPORTED and _windowable(message) else alone).append(index)
+        outcomes: dict[int, int | BaseException] = {}
+        later: list[tuple[int, Awaitable[int]]] = []
+        underlay: aiormq.abc.AbstractChannel | None = None
+        if window:
+            try:
+                for name in {messages[i].exchange for i in window}:
+                    await self._check_exchange(name)
+                channel, generation = await self.ready()
+                underlay = await channel.get_underlay_channel()
+            except Exception:
+                underlay = None  # each message meets the error (and its retry) on its own
+        if window and isinstance(underlay, aiormq.Channel):
+            try:
+                first = await publish_window(
+                    underlay,
+                    [self._named(messages[i]) for i in window],
+                    timeout=timeout,
+                    on_timeout=TimeoutError,
+                )
+            except Exception as exc:  # e.g. the channel closed before anything was written
+                first = [exc] * len(window)
+            for index, error in zip(window, first, strict=True):
+                if error is None:
+                    outcomes[index] = generation
+                elif isinstance(error, Exception):
+                    again = self._after_first(messages[index], error, channel, generation, timeout)
+                    later.append((index, again))
+                else:
+                    outcomes[index] = error
+        else:
+            alone.extend(window)
+        later.extend((i, self.publish(messages[i], timeout=timeout)) for i in alone)
+        if later:
+            ended = await asyncio.gather(*(a for _, a in later), return_exceptions=True)
+            outcomes.update((index, o) for (index, _), o in zip(later, ended, strict=True))
+        return [outcomes[i] for i in range(len(messages))]
+
+    async def _after_first(
+        self,
+        message: OutgoingMessage,
+        error: Exception,
+        channel: AbstractChannel,
+        generation: int,
+        timeout: float | None,
+    ) -> int:
+        """What :meth:`publish` does once its first attempt on ``channel`` raised ``error``."""
+        mapped = _publish_error(error, message, timeout)
+        try:
+            if mapped is not error:
+                try:
+                    raise mapped from error
+                except PublishNackedError as refused:
+                    await publish_on(
+                        channel, self._named(message), timeout=timeout, refused=refused
+                    )
+                    return generation
+            raise error
+        except BrokerUnreachableError:
+            raise  # no address took a connection: nothing to retry on
+        except _RPC_RETRY_ERRORS:
+            return await retry_once_after_connection_loss(
+                self.broker,
+                lambda: self._publish_again(message, timeout),
+                timeout=timeout,
+                retry_on=_RPC_RETRY_ERRORS,
+            )
 
     async def _aux_channel(self) -> aiormq.abc.AbstractChannel:
         if self._aux is None or self._aux.is_closed:
