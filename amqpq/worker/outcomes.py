@@ -395,10 +395,20 @@ class Outcomes:
         meta: dict[str, Any] | None = None,
         retries: int | None = None,
     ) -> None:
+        if self._caller_gone(delivery, reply_to):
+            return  # not even built
         reply = self.make_reply(
             envelope, state, result=result, error=error, meta=meta, retries=retries
         )
         await self.publish_reply(delivery, reply_to, reply)
+
+    def _caller_gone(self, delivery: Delivery, reply_to: str) -> bool:
+        """True when ``reply_to`` is a direct reply-to address whose caller has gone (its
+        producer's connection closed: docs/protocol.md, "Callers"): nobody can read it."""
+        if not reply_to.startswith(DIRECT_REPLY_TO_PREFIX):
+            return False
+        caller = delivery.properties.headers.get(HEADER_CALLER)
+        return is_caller_queue(caller) and self._direct_replies.caller_gone(caller)
 
     def make_reply(
         self,
@@ -429,10 +439,8 @@ class Outcomes:
         Celery message (or when ``celery`` says so)."""
         props = delivery.properties
         direct = reply_to.startswith(DIRECT_REPLY_TO_PREFIX)
-        if direct:
-            caller = props.headers.get(HEADER_CALLER)
-            if is_caller_queue(caller) and self._direct_replies.caller_gone(caller):
-                return  # its producer's connection closed: nobody can read this reply
+        if direct and self._caller_gone(delivery, reply_to):
+            return  # its producer's connection closed: nobody can read this reply
         celery = celery or is_celery_message(props.headers)
         try:
             message = _encode_reply(celery, props, reply_to, reply)
