@@ -551,13 +551,17 @@ class ReplyChannel:
         except BrokerUnreachableError:
             raise  # no address took a connection: nothing to retry on
         except _RPC_RETRY_ERRORS:
-            return await retry_once_after_connection_loss(
-                self.broker,
-                lambda: self._publish_again(message, timeout),
-                timeout=timeout,
-                retry_on=_RPC_RETRY_ERRORS,
-            )
+            return await self._retry_after_loss(message, timeout)
         return generation
+
+    async def _retry_after_loss(self, message: OutgoingMessage, timeout: float | None) -> int:
+        """The one retry of a publish a connection loss interrupted, once it is back."""
+        return await retry_once_after_connection_loss(
+            self.broker,
+            lambda: self._publish_again(message, timeout),
+            timeout=timeout,
+            retry_on=_RPC_RETRY_ERRORS,
+        )
 
     async def _publish_again(self, message: OutgoingMessage, timeout: float | None) -> int:
         channel, generation = await self.ready()
@@ -651,12 +655,7 @@ class ReplyChannel:
         except BrokerUnreachableError:
             raise  # no address took a connection: nothing to retry on
         except _RPC_RETRY_ERRORS:
-            return await retry_once_after_connection_loss(
-                self.broker,
-                lambda: self._publish_again(message, timeout),
-                timeout=timeout,
-                retry_on=_RPC_RETRY_ERRORS,
-            )
+            return await self._retry_after_loss(message, timeout)
 
     async def _aux_channel(self) -> aiormq.abc.AbstractChannel:
         if self._aux is None or self._aux.is_closed:

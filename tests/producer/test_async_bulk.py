@@ -20,7 +20,9 @@ from amqpq.topology.models import Topology
 from amqpq.transport.aio import AsyncSendChannel
 from amqpq.transport.declare import declare_topology_sync
 from amqpq.workflow import TaskCall
+from tests.support.broker import connections_named
 from tests.support.pika_clients import queue_depth
+from tests.support.topologies import BOUNDED
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -82,21 +84,6 @@ async def test_a_window_past_its_deadline_fails_each_unconfirmed_call(
     assert [type(o) for o in await _channel(aproducer).publish_window(messages)] == [int] * 3
 
 
-BOUNDED = {
-    "exchanges": [{"name": "tasks", "type": "direct"}],
-    "queues": [
-        {
-            "name": "bounded",
-            "type": "classic",
-            "max_length": 1,
-            "overflow": "reject-publish",
-            "bindings": [{"exchange": "tasks", "routing_key": "bounded"}],
-        }
-    ],
-    "routes": {"*": {"exchange": "tasks", "routing_key": "bounded"}},
-}
-
-
 @pytest.fixture
 def bounded_app(settings: Settings) -> Iterator[App]:
     """An App whose only queue takes one message and refuses (nacks) the next ones."""
@@ -138,19 +125,7 @@ async def test_a_nack_inside_a_window_is_retried_and_raised_for_its_own_call(
 async def _producer_connections(
     producer: AsyncProducer, management: httpx.Client, vhost: str
 ) -> list[str]:
-    name = _channel(producer).name
-    while True:
-        response = await asyncio.to_thread(
-            management.get, f"/vhosts/{quote(vhost, safe='')}/connections"
-        )
-        listed = [
-            c["name"]
-            for c in response.json()
-            if c.get("client_properties", {}).get("connection_name") == name
-        ]
-        if listed:
-            return listed
-        await asyncio.sleep(0.02)
+    return await connections_named(management, vhost, _channel(producer).name)
 
 
 async def _close(management: httpx.Client, connections: list[str]) -> None:

@@ -15,6 +15,7 @@ import pytest
 from amqpq.app import App
 from amqpq.errors import ArgumentsError, RemoteTaskError, ResultTimeoutError, UnroutableError
 from amqpq.producer import AsyncProducer
+from tests.support.broker import connections_named
 from tests.support.fake_worker import FakeWorker
 from tests.support.pika_clients import get_message, queue_depth
 
@@ -152,20 +153,7 @@ async def test_a_send_right_after_the_broker_closed_the_connection_waits_for_the
     await aproducer.send_task("tasks.add", [0, 0], ignore_result=True)
     name = aproducer.broker.name
     for round_ in range(1, 4):
-        deadline = time.monotonic() + 10
-        while True:
-            assert time.monotonic() < deadline, "connection not listed by the management API"
-            response = await asyncio.to_thread(
-                management.get, f"/vhosts/{quote(vhost, safe='')}/connections"
-            )
-            listed = [
-                c["name"]
-                for c in response.json()
-                if c.get("client_properties", {}).get("connection_name") == name
-            ]
-            if listed:
-                break
-            await asyncio.sleep(0.05)
+        listed = await connections_named(management, vhost, name)
         for connection in listed:
             await asyncio.to_thread(management.delete, f"/connections/{quote(connection, safe='')}")
         await aproducer.send_task("tasks.add", [round_, round_], ignore_result=True)

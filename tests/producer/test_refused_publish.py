@@ -20,22 +20,9 @@ from amqpq.settings import Settings
 from amqpq.topology.models import Topology
 from amqpq.transport.declare import declare_topology_sync
 from tests.support.pika_clients import queue_depth
+from tests.support.topologies import BOUNDED
 
 pytestmark = pytest.mark.rabbitmq
-
-BOUNDED = {
-    "exchanges": [{"name": "tasks", "type": "direct"}],
-    "queues": [
-        {
-            "name": "bounded",
-            "type": "classic",
-            "max_length": 1,
-            "overflow": "reject-publish",
-            "bindings": [{"exchange": "tasks", "routing_key": "bounded"}],
-        }
-    ],
-    "routes": {"*": {"exchange": "tasks", "routing_key": "bounded"}},
-}
 
 
 @pytest.fixture

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import time
 from urllib.parse import quote
 
 import httpx
@@ -72,3 +74,24 @@ def close_connections_named(
             ).raise_for_status()
             closed += 1
     return closed
+
+
+async def connections_named(
+    management: httpx.Client, vhost: str, name: str, timeout: float = 10.0
+) -> list[str]:
+    """The broker's names of the connections of ``vhost`` whose client called itself
+    ``name``, once the management API lists at least one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert time.monotonic() < deadline, "connection not listed by the management API"
+        response = await asyncio.to_thread(
+            management.get, f"/vhosts/{quote(vhost, safe='')}/connections"
+        )
+        listed = [
+            c["name"]
+            for c in response.json()
+            if c.get("client_properties", {}).get("connection_name") == name
+        ]
+        if listed:
+            return listed
+        await asyncio.sleep(0.05)
